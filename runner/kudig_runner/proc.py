@@ -1,0 +1,69 @@
+"""Run a child process with its output streamed live to ours.
+
+stderr is merged into stdout and copied to our stdout chunk by chunk as it arrives (in a pod the
+container log, under `kudig run` the task log). SIGTERM/SIGINT received while the child runs are
+forwarded to it, so deleting a pod or killing `kudig run` stops the user's command too rather than
+leaving it to the final SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from types import FrameType
+from typing import Any, BinaryIO
+
+
+def _sink() -> BinaryIO:
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is not None:
+        return buffer  # type: ignore[no-any-return]
+    raise RuntimeError("stdout has no binary buffer")
+
+
+def run_streaming(argv: Sequence[str], cwd: str | os.PathLike[str], env: Mapping[str, str]) -> int:
+    """Run `argv` in `cwd` with exactly `env`; stream its stdout+stderr to ours; return the exit code.
+
+    A child killed by a signal returns 128 + signal number (the shell convention).
+    Raises OSError if the program cannot be started.
+    """
+    sys.stdout.flush()
+    proc = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    previous: dict[int, Any] = {}
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(OSError):
+            proc.send_signal(signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, forward)
+    try:
+        out = _sink()
+        assert proc.stdout is not None
+        while True:
+            chunk = proc.stdout.read1(65536)  # type: ignore[attr-defined]
+            if not chunk:
+                break
+            out.write(chunk)
+            out.flush()
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return 128 - code if code < 0 else code
