@@ -1,0 +1,199 @@
+"""The session's task table: what the controller persists and the local executor saves.
+
+This mirrors digdag's `tasks` table (state code, flags, state params, stored results) because
+digdag's behaviour is defined in terms of it: a group retry re-inserts rows, only the newest row
+per name counts, a blocked task whose upstream failed stays blocked forever. Rows are plain data
+so they serialise to JSON compactly (CR status, `.digdag/status`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class TaskState(StrEnum):
+    BLOCKED = "blocked"
+    READY = "ready"
+    RETRY_WAITING = "retry_waiting"
+    GROUP_RETRY_WAITING = "group_retry_waiting"
+    RUNNING = "running"
+    PLANNED = "planned"
+    GROUP_ERROR = "group_error"
+    SUCCESS = "success"
+    ERROR = "error"
+    CANCELED = "canceled"
+
+
+ACTIVE = frozenset(
+    {
+        TaskState.READY,
+        TaskState.RETRY_WAITING,
+        TaskState.GROUP_RETRY_WAITING,
+        TaskState.RUNNING,
+        TaskState.PLANNED,
+    }
+)
+DONE = frozenset({TaskState.SUCCESS, TaskState.ERROR, TaskState.GROUP_ERROR, TaskState.CANCELED})
+FAILED = frozenset({TaskState.ERROR, TaskState.GROUP_ERROR})
+
+
+@dataclass(slots=True)
+class Task:
+    """One row. `children` lists the current generation only; superseded rows keep their data."""
+
+    id: int
+    name: str
+    parent: int | None
+    upstreams: list[int]
+    is_group: bool
+    config: dict[str, Any]
+    state: TaskState = TaskState.BLOCKED
+    initial: bool = True
+    children: list[int] = field(default_factory=list)
+    downstreams: list[int] = field(default_factory=list)
+    file: str | None = None
+    line: int | None = None
+    delayed_error: bool = False
+    delayed_group_error: bool = False
+    cancel_requested: bool = False
+    superseded: bool = False
+    retry_count: int = 0
+    retry_at: float | None = None
+    state_params: dict[str, Any] = field(default_factory=dict)
+    store_params: dict[str, Any] = field(default_factory=dict)
+    reset_store_params: list[str] = field(default_factory=list)
+    export_params: dict[str, Any] = field(default_factory=dict)
+    subtask_config: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    skipped: bool = False
+    # bookkeeping kept in sync by Engine._set_state
+    active_children: int = 0
+    failed_children: int = 0
+    stores_below: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.state in DONE
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "parent": self.parent,
+            "upstreams": self.upstreams,
+            "group": self.is_group,
+            "config": self.config,
+            "state": self.state.value,
+        }
+        optional = {
+            "initial": (self.initial, True),
+            "children": (self.children, []),
+            "file": (self.file, None),
+            "line": (self.line, None),
+            "delayed_error": (self.delayed_error, False),
+            "delayed_group_error": (self.delayed_group_error, False),
+            "cancel_requested": (self.cancel_requested, False),
+            "superseded": (self.superseded, False),
+            "retry_count": (self.retry_count, 0),
+            "retry_at": (self.retry_at, None),
+            "state_params": (self.state_params, {}),
+            "store_params": (self.store_params, {}),
+            "reset_store_params": (self.reset_store_params, []),
+            "export_params": (self.export_params, {}),
+            "subtask_config": (self.subtask_config, None),
+            "error": (self.error, None),
+            "started_at": (self.started_at, None),
+            "finished_at": (self.finished_at, None),
+            "skipped": (self.skipped, False),
+        }
+        for key, (value, default) in optional.items():
+            if value != default:
+                out[key] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Task:
+        return cls(
+            id=data["id"],
+            name=data["name"],
+            parent=data.get("parent"),
+            upstreams=list(data.get("upstreams", [])),
+            is_group=data.get("group", False),
+            config=data.get("config", {}),
+            state=TaskState(data["state"]),
+            initial=data.get("initial", True),
+            children=list(data.get("children", [])),
+            file=data.get("file"),
+            line=data.get("line"),
+            delayed_error=data.get("delayed_error", False),
+            delayed_group_error=data.get("delayed_group_error", False),
+            cancel_requested=data.get("cancel_requested", False),
+            superseded=data.get("superseded", False),
+            retry_count=data.get("retry_count", 0),
+            retry_at=data.get("retry_at"),
+            state_params=data.get("state_params", {}),
+            store_params=data.get("store_params", {}),
+            reset_store_params=list(data.get("reset_store_params", [])),
+            export_params=data.get("export_params", {}),
+            subtask_config=data.get("subtask_config"),
+            error=data.get("error"),
+            started_at=data.get("started_at"),
+            finished_at=data.get("finished_at"),
+            skipped=data.get("skipped", False),
+        )
+
+
+@dataclass(slots=True)
+class SessionState:
+    """Everything needed to continue a session after a restart."""
+
+    tasks: list[Task] = field(default_factory=list)
+    killed: bool = False
+
+    @property
+    def root(self) -> Task:
+        return self.tasks[0]
+
+    @property
+    def done(self) -> bool:
+        return bool(self.tasks) and self.tasks[0].done
+
+    @property
+    def success(self) -> bool:
+        return bool(self.tasks) and self.tasks[0].state == TaskState.SUCCESS
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tasks": [t.to_json() for t in self.tasks], "killed": self.killed}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SessionState:
+        state = cls([Task.from_json(t) for t in data.get("tasks", [])], data.get("killed", False))
+        rebuild_indexes(state)
+        return state
+
+
+def rebuild_indexes(state: SessionState) -> None:
+    """Recompute the derived bookkeeping (downstreams, counters) after loading rows."""
+    for task in state.tasks:
+        task.downstreams = []
+        task.active_children = 0
+        task.failed_children = 0
+        task.stores_below = bool(task.store_params or task.reset_store_params)
+    for task in state.tasks:
+        if task.superseded:
+            continue
+        for up in task.upstreams:
+            state.tasks[up].downstreams.append(task.id)
+        if task.parent is not None:
+            parent = state.tasks[task.parent]
+            if task.state in ACTIVE:
+                parent.active_children += 1
+            if task.state in FAILED:
+                parent.failed_children += 1
+    for task in reversed(state.tasks):
+        if task.stores_below and task.parent is not None and not task.superseded:
+            state.tasks[task.parent].stores_below = True
