@@ -3,7 +3,10 @@
 stderr is merged into stdout and copied to our stdout chunk by chunk as it arrives (in a pod the
 container log, under `kudig run` the task log). SIGTERM/SIGINT received while the child runs are
 forwarded to it, so deleting a pod or killing `kudig run` stops the user's command too rather than
-leaving it to the final SIGKILL.
+leaving it to the final SIGKILL. The child runs in its own process group (session) and signals
+go to that whole group, because a shell defers a signal until its foreground command ends.
+Stop the runner with SIGTERM/SIGINT: a SIGKILL of the runner alone would leave the command
+running.
 """
 
 from __future__ import annotations
@@ -40,12 +43,14 @@ def run_streaming(argv: Sequence[str], cwd: str | os.PathLike[str], env: Mapping
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     previous: dict[int, Any] = {}
 
     def forward(signum: int, frame: FrameType | None) -> None:
+        # To the whole group: a shell defers a signal until its foreground command ends.
         with contextlib.suppress(OSError):
-            proc.send_signal(signum)
+            os.killpg(proc.pid, signum)
 
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -64,6 +69,7 @@ def run_streaming(argv: Sequence[str], cwd: str | os.PathLike[str], env: Mapping
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if proc.poll() is None:
-            proc.kill()
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     return 128 - code if code < 0 else code

@@ -1,0 +1,169 @@
+"""protocol.py: input validation, output normalisation and the termination-message size limit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from kudig_runner.protocol import (
+    ProtocolError,
+    empty_output,
+    error_output,
+    fit_output,
+    merged_params,
+    normalize_output,
+    parse_input,
+    read_input,
+    write_output,
+)
+from runner_helpers import RunTask, task
+
+
+def test_read_input_fills_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps({"type": "sh", "config": {"_command": "true"}}))
+    ti = read_input(path)
+    assert ti == {
+        "task_name": "",
+        "type": "sh",
+        "config": {"_command": "true"},
+        "params": {},
+        "env": {},
+        "secrets": {},
+        "workdir": "",
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([], "must be a JSON object"),
+        ({}, "'type' must be a non-empty string"),
+        ({"type": "sh", "params": []}, "'params' must be an object"),
+        ({"type": "sh", "secrets": {"k": 1}}, r"secrets\['k'\]"),
+        ({"type": "sh", "workdir": 3}, "'workdir' must be a string"),
+    ],
+)
+def test_parse_input_rejects_bad_documents(data: object, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        parse_input(data)
+
+
+def test_read_input_bad_json(tmp_path: Path) -> None:
+    path = tmp_path / "in.json"
+    path.write_text("{nope")
+    with pytest.raises(ProtocolError, match="not valid JSON"):
+        read_input(path)
+
+
+def test_normalize_output() -> None:
+    assert normalize_output({}) == empty_output()
+    out = normalize_output(
+        {
+            "store_params": {"a": 1},
+            "export_params": {"b": 2},
+            "subtask_config": {},
+            "error": {"class": "ValueError", "message": "m", "backtrace": ["l1\n", "l2\n"]},
+            "extra": 1,
+        }
+    )
+    assert out == {
+        "store_params": {"a": 1},
+        "export_params": {"b": 2},
+        "subtask_config": None,
+        "reset_store_params": [],
+        "error": {"class": "ValueError", "message": "m", "backtrace": "l1\nl2\n"},
+    }
+    assert normalize_output({"store_params": []})["error"] is not None
+    assert normalize_output("x")["error"] is not None
+
+
+def test_merged_params_nested_defaults() -> None:
+    ti = parse_input(
+        task(
+            "py",
+            "m.f",
+            params={"py": {"python": "python3", "x": 1}, "a": 1, "x": 0},
+            config={"py": {"python": ["py", "-u"]}, "a": 2},
+        )
+    )
+    merged = merged_params(ti, "py")
+    assert merged["python"] == ["py", "-u"]  # config's nested map wins over params'
+    assert merged["x"] == 0  # a nested entry is only a default
+    assert merged["a"] == 2
+    assert merged["_command"] == "m.f"
+
+
+def test_small_output_is_unchanged() -> None:
+    out = empty_output()
+    out["store_params"] = {"k": "v"}
+    assert json.loads(fit_output(out, 4096)) == out
+
+
+def test_too_large_success_becomes_error_that_fits() -> None:
+    out = empty_output()
+    out["store_params"] = {"blob": "x" * 5000}
+    data = fit_output(out, 4096)
+    assert len(data) <= 4096
+    error = json.loads(data)["error"]
+    assert error["class"] == "ResultTooLarge"
+    assert "Task result is too large (" in error["message"]
+    assert "bytes > 4096)" in error["message"]
+    assert json.loads(data)["store_params"] == {}
+
+
+def test_too_large_multibyte_is_measured_in_bytes() -> None:
+    out = empty_output()
+    out["store_params"] = {"blob": "é" * 2100}  # 2100 chars, 4200 bytes
+    error = json.loads(fit_output(out, 4096))["error"]
+    assert error is not None and "bytes > 4096" in error["message"]
+
+
+def test_large_error_is_trimmed_keeping_backtrace_tail() -> None:
+    backtrace = "".join(f"  frame {i}\n" for i in range(2000)) + "ValueError: the end\n"
+    out = error_output("m" * 10000, "ValueError", backtrace)
+    data = fit_output(out, 4096)
+    assert len(data) <= 4096
+    error = json.loads(data)["error"]
+    assert error["class"] == "ValueError"
+    assert error["message"].startswith("mmm") and error["message"].endswith("...(truncated)")
+    # the message is cut first only as far as needed; what room is left goes to the backtrace tail
+    assert error["backtrace"] == "" or error["backtrace"].endswith("ValueError: the end\n")
+
+
+def test_large_backtrace_alone_is_trimmed() -> None:
+    backtrace = "".join(f"  frame {i}\n" for i in range(2000)) + "ValueError: the end\n"
+    data = fit_output(error_output("short", "ValueError", backtrace), 4096)
+    assert 3500 < len(data) <= 4096
+    error = json.loads(data)["error"]
+    assert error["message"] == "short"
+    assert error["backtrace"].startswith("...(truncated)\n")
+    assert error["backtrace"].endswith("frame 1999\nValueError: the end\n")
+
+
+def test_write_output(tmp_path: Path) -> None:
+    path = tmp_path / "out.json"
+    write_output(path, error_output("x" * 100000), max_bytes=4096)
+    assert len(path.read_bytes()) <= 4096
+    assert json.loads(path.read_bytes())["error"]["message"].startswith("xxx")
+
+
+def test_cli_unknown_type(run_task: RunTask) -> None:
+    result = run_task(task("no_such_op", "x"))
+    assert result.rc == 1
+    assert result.error is not None
+    assert "Unknown operator type 'no_such_op'" in result.error["message"]
+    assert "sh>" in result.error["message"] and "py>" in result.error["message"]
+
+
+def test_cli_bad_input_still_writes_output(run_task: RunTask) -> None:
+    result = run_task("{not json")
+    assert result.rc == 2
+    assert result.error is not None and result.error["message"].startswith("Invalid task input")
+
+
+def test_cli_output_limit(run_task: RunTask) -> None:
+    result = run_task(task("sh", "echo hi", params={"x": 1}), max_bytes=4096)
+    assert result.rc == 0 and result.error is None
+    assert len(result.raw) <= 4096
