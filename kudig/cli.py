@@ -1,0 +1,291 @@
+"""The `kudig` command, mirroring digdag's CLI.
+
+Local commands (`run`, `check`) need no cluster. Errors in the user's input print one line
+(`file:line: message`) and exit 1; a Python traceback means a bug in kudig.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from kudig.engine.core import Engine, SessionContext, failed_tasks
+from kudig.engine.state import Task
+from kudig.errors import ConfigError, KudigError
+from kudig.workflow import Workflow, load_workflow, session_dir_name
+
+
+def parse_param_args(values: Sequence[str]) -> dict[str, Any]:
+    """digdag's `-p k=v`: dotted keys nest; a value without `=` continues the previous one."""
+    params: dict[str, Any] = {}
+    last: list[str] | None = None
+    for item in values:
+        if "=" not in item:
+            if last is None:
+                raise ConfigError(f"Invalid -p '{item}': expected key=value")
+            node = params
+            for part in last[:-1]:
+                node = node[part]
+            node[last[-1]] = f"{node[last[-1]]},{item}"
+            continue
+        key, value = item.split("=", 1)
+        path = key.split(".")
+        node = params
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[path[-1]] = value
+        last = path
+    return params
+
+
+def load_params_file(path: str) -> dict[str, Any]:
+    from kudig.yamlload import Loader, YMap, plain
+
+    p = Path(path)
+    data = Loader(p.parent).load_file(p)
+    if not isinstance(data, YMap):
+        raise ConfigError("A params file must hold a YAML map", path, 1)
+    result = plain(data)
+    assert isinstance(result, dict)
+    return result
+
+
+def _merge(base: dict[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
+    from kudig.params import deep_merge
+
+    return deep_merge(base, other)
+
+
+def resolve_session_time(spec: str, wf: Workflow, status_root: Path | None, now: datetime) -> datetime:
+    from kudig.session_vars import local_session_time
+
+    if spec == "last":
+        if status_root is not None and status_root.is_dir():
+            candidates = sorted(
+                (d for d in status_root.iterdir() if d.is_dir() and any(d.glob(f"+{wf.name}*.yml"))),
+                key=lambda d: d.stat().st_mtime,
+            )
+            if candidates:
+                return datetime.strptime(candidates[-1].name, "%Y%m%dT%H%M%S%z").astimezone(wf.tz)
+        spec = "schedule" if wf.schedule is not None else "daily"
+    return local_session_time(spec, timezone=wf.tz, schedule=wf.schedule, now=now)
+
+
+def _selector(wf: Workflow, args: argparse.Namespace) -> Any:
+    """--start/--goal/--end and a `+task` pattern, by position in the compiled workflow."""
+    names = [t.name for t in wf.tasks]
+
+    def find(pattern: str) -> int:
+        full = pattern if pattern.startswith(f"+{wf.name}+") else f"+{wf.name}{pattern}"
+        matches = [i for i, n in enumerate(names) if n == full]
+        if not matches:
+            matches = [i for i, n in enumerate(names) if n.endswith(pattern)]
+        if not matches:
+            raise ConfigError(f"Task '{pattern}' does not exist in workflow '{wf.name}'")
+        return matches[0]
+
+    def subtree_end(i: int) -> int:
+        prefix = names[i]
+        j = i + 1
+        while j < len(names) and names[j].startswith(prefix + "+"):
+            j += 1
+        return j
+
+    static_index = {n: i for i, n in enumerate(names)}
+
+    def ordinal(task_name: str) -> int:
+        name = task_name
+        while name not in static_index:
+            cut = max(name.rfind("^"), name.rfind("+"))
+            if cut <= 0:
+                return 0
+            name = name[:cut]
+        return static_index[name]
+
+    rules: list[tuple[str, int, int]] = []
+    if args.task:
+        i = find(args.task)
+        rules.append(("only", i, subtree_end(i)))
+    if args.start:
+        i = find(args.start)
+        rules.append(("start", i, subtree_end(i)))
+    if args.goal:
+        i = find(args.goal)
+        rules.append(("goal", i, subtree_end(i)))
+    if args.end:
+        i = find(args.end)
+        rules.append(("end", i, subtree_end(i)))
+    if not rules:
+        return None
+
+    def select(task: Task) -> str | None:
+        o = ordinal(task.name)
+        decision: str | None = None
+        for kind, lo, hi in rules:
+            if kind == "only" and not (lo <= o < hi):
+                return "skip"
+            if kind == "start" and o >= lo:
+                decision = "force"
+            if kind == "goal":
+                if o >= hi:
+                    return "skip"
+                if o >= lo:
+                    decision = "force"
+            if kind == "end" and o >= lo:
+                return "skip"
+        return decision
+
+    return select
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from kudig.expr import TemplateEngine
+    from kudig.local.executor import LocalRun, load_resume
+    from kudig.session_vars import session_params
+
+    for a, b in (("start", "goal"), ("goal", "end"), ("rerun", "start"), ("rerun", "goal")):
+        if getattr(args, a) and getattr(args, b):
+            raise ConfigError(f"--{a} and --{b} can't be used together")
+    path = Path(args.workflow)
+    project = Path(args.project) if args.project else None
+    wf = load_workflow(path, project, args.max_tasks)
+    params: dict[str, Any] = {}
+    for file in args.params_file or []:
+        _merge(params, load_params_file(file))
+    _merge(params, parse_param_args(args.param or []))
+    status_root = None if args.no_save else wf.project_dir / args.save
+    now = datetime.now(wf.tz)
+    session_time = resolve_session_time(args.session, wf, status_root, now)
+    status_dir = status_root / session_dir_name(session_time) if status_root is not None else None
+    builtins = session_params(
+        session_time=session_time,
+        timezone=wf.timezone_name,
+        session_id=1,
+        attempt_id=1,
+        session_uuid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"kudig:{wf.name}:{session_time.isoformat()}")),
+        project_id=1,
+        retry_attempt_name=None,
+        schedule=wf.schedule,
+        last_executed_session_time=None,
+    )
+    resume = {} if (args.rerun or status_dir is None) else load_resume(status_dir)
+    ctx = SessionContext(
+        workflow_name=wf.name,
+        timezone=wf.timezone_name,
+        session_params=builtins,
+        attempt_params=params,
+        evaluator=TemplateEngine(),
+        project_dir=wf.project_dir,
+        max_tasks=args.max_tasks,
+        resume=resume,
+        selector=_selector(wf, args),
+        dry_run=args.dry_run,
+    )
+    if args.show_params:
+        import json
+
+        print(json.dumps({**params, **builtins}, indent=2, default=str))
+    engine = Engine.new(ctx, wf.tasks)
+    run = LocalRun(engine, None if args.dry_run else status_dir, max_workers=args.max_task_threads, secrets=_local_secrets())
+    ok = run.run()
+    where = f"Task state is saved at {status_dir} directory." if status_dir is not None else ""
+    if ok:
+        print(f"Success. {where}".rstrip())
+        return 0
+    if not engine.state.done:
+        print("error: the session is stuck: no task can run (this is a bug in kudig)", file=sys.stderr)
+        return 1
+    print("error:", file=sys.stderr)
+    for task in failed_tasks(engine.state):
+        message = (task.error or {}).get("message", "")
+        print(f"  * {task.name}:\n    {message}", file=sys.stderr)
+    if where:
+        print(where, file=sys.stderr)
+    return 1
+
+
+def _local_secrets() -> dict[str, str]:
+    """Local secrets: KUDIG_SECRET_<KEY> environment variables (dots as double underscores)."""
+    out: dict[str, str] = {}
+    for name in os.environ:
+        if name.startswith("KUDIG_SECRET_"):
+            out[name[len("KUDIG_SECRET_") :].replace("__", ".").lower()] = name
+    return out
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    wf = load_workflow(Path(args.workflow), Path(args.project) if args.project else None, args.max_tasks)
+    print(f"  workflow: {wf.name}")
+    print(f"  timezone: {wf.timezone_name}")
+    if wf.schedule is not None:
+        first = wf.schedule.first_schedule_time(datetime.now(wf.tz))
+        print(f"  schedule: {wf.schedule_config}")
+        print(f"  first session time: {first.session_time.isoformat()}")
+        print(f"  first runs at: {first.run_time.isoformat()}")
+    print(f"  tasks: {len(wf.tasks)}")
+    for spec in wf.tasks:
+        depth = spec.name.count("+") - 1
+        op = spec.config.get("_type")
+        ups = ", ".join(wf.tasks[u].name.rsplit("+", 1)[-1] for u in spec.upstreams)
+        label = f"{op}>: {spec.config.get('_command', '')}" if op else "(group)"
+        after = f"  after: {ups}" if ups else ""
+        print(f"  {'  ' * depth}{spec.name.rsplit('+', 1)[-1] or spec.name}  {label}{after}")
+    print("Workflow is valid.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kudig", description="digdag workflows, locally or on Kubernetes")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a workflow on this machine (digdag's local mode)")
+    run.add_argument("workflow", help="the .dig file")
+    run.add_argument("task", nargs="?", help="run only this task (+name) and its children")
+    run.add_argument("-p", "--param", action="append", metavar="KEY=VALUE")
+    run.add_argument("-P", "--params-file", action="append", metavar="FILE.yml")
+    run.add_argument("-t", "--session", default="last", help="last|daily|hourly|schedule|YYYY-MM-DD|'YYYY-MM-DD HH:MM:SS'")
+    run.add_argument("-a", "--rerun", "--all", action="store_true", help="ignore saved task states")
+    run.add_argument("-s", "--start", metavar="+TASK")
+    run.add_argument("-g", "--goal", metavar="+TASK")
+    run.add_argument("-e", "--end", metavar="+TASK")
+    run.add_argument("-d", "--dry-run", action="store_true")
+    run.add_argument("-E", "--show-params", action="store_true")
+    run.add_argument("-o", "--save", default=".digdag/status", help="status directory (relative to the project)")
+    run.add_argument("--no-save", action="store_true")
+    run.add_argument("--project", help="project directory (default: the .dig file's directory)")
+    run.add_argument("--max-task-threads", type=int, default=8)
+    run.add_argument("--max-tasks", type=int, default=1000, help="maximum tasks per session (digdag: 1000)")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", help="validate a workflow and print its plan")
+    check.add_argument("workflow")
+    check.add_argument("--project")
+    check.add_argument("--max-tasks", type=int, default=1000)
+    check.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KudigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""`kudig run`: the engine driven on this machine, work tasks as subprocesses.
+
+This is digdag's local mode: the project directory is the working directory (tasks share it,
+unlike pods), `.digdag/status/<session>/` keeps each successful task's result so a second run
+of the same session resumes, and parallel branches really run in parallel (threads waiting on
+subprocesses). The runner subprocess is the same `kudig_runner` that runs in pods.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from ruamel.yaml import YAML
+
+from kudig.engine.core import (
+    Engine,
+    Event,
+    SessionContext,
+    StartTask,
+    TaskFailed,
+    TaskFinished,
+    TaskLog,
+    TaskResult,
+    TaskSucceeded,
+)
+from kudig.engine.state import Task, TaskState
+
+RUNNER_DIR = Path(__file__).resolve().parents[2] / "runner"
+
+
+@dataclass
+class LocalRun:
+    engine: Engine
+    status_dir: Path | None
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    max_workers: int = 8
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def log(self, text: str) -> None:
+        with self._lock:
+            self.out.write(text if text.endswith("\n") else text + "\n")
+            self.out.flush()
+
+    def run(self) -> bool:
+        engine = self.engine
+        pool = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="kudig-task")
+        pending: dict[Future[Event], int] = {}
+        events: list[Event] = []
+        try:
+            while True:
+                actions = engine.step(events, self.clock())
+                events = []
+                for action in actions:
+                    if isinstance(action, StartTask):
+                        self.log(f"{_stamp()} [INFO] ({action.name}): {action.op_type}>: {_preview(action.config)}")
+                        pending[pool.submit(self._run_work, action)] = action.task_id
+                    elif isinstance(action, TaskLog):
+                        self.log(action.text)
+                    elif isinstance(action, TaskFinished):
+                        self._finished(engine.state.tasks[action.task_id])
+                if engine.state.done:
+                    break
+                if not pending:
+                    wake = engine.next_wakeup()
+                    if wake is None:
+                        break  # nothing running and nothing to wait for: the engine is stuck
+                    time.sleep(max(0.0, min(wake - self.clock(), 60.0)))
+                    continue
+                wake = engine.next_wakeup()
+                timeout = None if wake is None else max(0.0, wake - self.clock())
+                done, _ = wait(list(pending), timeout=timeout, return_when=FIRST_COMPLETED)
+                for future in done:
+                    pending.pop(future)
+                    events.append(future.result())
+        except KeyboardInterrupt:
+            self.log("Interrupted: killing running tasks")
+            raise
+        finally:
+            pool.shutdown(wait=True)
+        return engine.state.success
+
+    def _finished(self, task: Task) -> None:
+        if task.state == TaskState.SUCCESS and self.status_dir is not None and not task.is_group:
+            self._save(task)
+        if task.state == TaskState.SUCCESS and task.is_group and task.subtask_config is None:
+            return
+        if task.state in (TaskState.ERROR,) and task.error:
+            self.log(f"{_stamp()} [ERROR] ({task.name}): {task.error.get('message', '')}")
+
+    def _save(self, task: Task) -> None:
+        assert self.status_dir is not None
+        self.status_dir.mkdir(parents=True, exist_ok=True)
+        result = {
+            "subtaskConfig": task.subtask_config or {},
+            "exportParams": task.export_params,
+            "storeParams": task.store_params,
+            "resetStoreParams": task.reset_store_params,
+        }
+        data = {"fullName": task.name, "state": "success", "result": result}
+        path = self.status_dir / (task.name + ".yml")
+        tmp = path.with_suffix(".yml.tmp")
+        yaml = YAML(typ="safe", pure=True)
+        yaml.default_flow_style = False
+        with tmp.open("w", encoding="utf-8") as f:
+            yaml.dump(json.loads(json.dumps(data)), f)
+        tmp.replace(path)
+
+    def _run_work(self, action: StartTask) -> Event:
+        config = action.config
+        workdir = str(config.get("_workdir") or "")
+        env_cfg = config.get("_env") or {}
+        task_input = {
+            "task_name": action.name,
+            "type": action.op_type,
+            "config": config,
+            "params": config,
+            "env": {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in env_cfg.items()}
+            if isinstance(env_cfg, Mapping)
+            else {},
+            "secrets": {key: env_name for key, env_name in self.secrets.items()},
+            "workdir": workdir,
+        }
+        project_dir = self.engine.ctx.project_dir or Path.cwd()
+        with tempfile.TemporaryDirectory(prefix="kudig-task-") as tmp:
+            in_path = Path(tmp) / "input.json"
+            out_path = Path(tmp) / "output.json"
+            in_path.write_text(json.dumps(task_input, default=str), encoding="utf-8")
+            env = dict(self.env)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(RUNNER_DIR), env.get("PYTHONPATH", "")]))
+            try:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "kudig_runner", "--input", str(in_path), "--output", str(out_path), "--cwd", str(project_dir)],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=str(project_dir),
+                )
+            except OSError as e:
+                return TaskFailed(action.task_id, f"Cannot start the task runner: {e}")
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                self.log(raw.decode("utf-8", "replace").rstrip("\n"))
+            code = proc.wait()
+            try:
+                output: dict[str, Any] = json.loads(out_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return TaskFailed(action.task_id, f"Task runner exited with code {code} and no result")
+        error = output.get("error")
+        if error:
+            message = str(error.get("message", f"failed with code {code}"))
+            return TaskFailed(action.task_id, message, retryable=True, error={"message": message})
+        return TaskSucceeded(action.task_id, TaskResult.from_json(output))
+
+
+def _stamp() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %z")
+
+
+def _preview(config: Mapping[str, Any]) -> str:
+    command = config.get("_command")
+    text = command if isinstance(command, str) else json.dumps(command, default=str)
+    text = text.strip().replace("\n", " ")
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def load_resume(status_dir: Path) -> dict[str, TaskResult]:
+    """Results of tasks that succeeded in an earlier run of this session, by full name."""
+    results: dict[str, TaskResult] = {}
+    if not status_dir.is_dir():
+        return results
+    yaml = YAML(typ="safe", pure=True)
+    for path in status_dir.glob("*.yml"):
+        try:
+            data = yaml.load(path.read_text(encoding="utf-8"))
+        except Exception:  # a torn file from a killed run: ignore it, the task reruns
+            continue
+        if not isinstance(data, dict) or data.get("state") != "success":
+            continue
+        result = data.get("result") or {}
+        results[str(data.get("fullName"))] = TaskResult(
+            store_params=result.get("storeParams") or {},
+            export_params=result.get("exportParams") or {},
+            subtask_config=result.get("subtaskConfig") or None,
+            reset_store_params=tuple(result.get("resetStoreParams") or ()),
+        )
+    return results
+
+
+def new_engine(ctx: SessionContext, specs: list[Any]) -> Engine:
+    return Engine.new(ctx, specs)

@@ -1,0 +1,95 @@
+"""A loaded workflow: the one place that turns a `.dig` into what a session needs.
+
+Both shells (the CLI's local mode and the Kubernetes controller) call this, so a workflow
+compiles, validates and gets its schedule and time zone the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Any
+
+from kudig.compiler import DEFAULT_MAX_TASKS, TaskSpec, compile_workflow
+from kudig.errors import ConfigError, KudigError
+from kudig.schedule import Schedule, parse_schedule
+from kudig.timezones import parse_timezone
+from kudig.yamlload import YMap, load_dig, load_dig_text, plain
+
+_NAME_FORBIDDEN = set('+^@/\\:*?"<>|')
+
+
+@dataclass(frozen=True)
+class Workflow:
+    name: str
+    file: str
+    definition: YMap
+    timezone_name: str
+    tz: tzinfo
+    schedule: Schedule | None
+    tasks: list[TaskSpec]
+    project_dir: Path
+
+    @property
+    def schedule_config(self) -> Any:
+        return plain(self.definition.get("schedule"))
+
+
+def validate_workflow_name(name: str, file: str) -> None:
+    if not name or name[0].isdigit() or any(c in _NAME_FORBIDDEN for c in name) or len(name) > 255:
+        raise ConfigError(
+            f"Invalid workflow name '{name}': must not start with a digit or contain + ^ @ / \\ : * ? \" < > |",
+            file,
+        )
+
+
+def from_definition(
+    name: str, definition: YMap, project_dir: Path, file: str, max_tasks: int = DEFAULT_MAX_TASKS
+) -> Workflow:
+    validate_workflow_name(name, file)
+    tz_raw = definition.get("timezone", "UTC")
+    if not isinstance(tz_raw, str):
+        raise definition.error(f"timezone must be a string, got {tz_raw!r}", "timezone")
+    try:
+        tz = parse_timezone(tz_raw)
+    except KudigError as e:
+        raise e.at(file, definition.line_of("timezone")) from None
+    schedule = None
+    if "schedule" in definition:
+        sched = definition["schedule"]
+        if not isinstance(sched, Mapping):
+            raise definition.error("schedule must be a map like {daily>: 07:00:00}", "schedule")
+        try:
+            schedule = parse_schedule(sched, tz, file=file, line=definition.line_of("schedule"))
+        except KudigError as e:
+            raise e.at(file, definition.line_of("schedule")) from None
+    tasks = compile_workflow(name, definition, max_tasks)
+    return Workflow(name, file, definition, tz_raw, tz, schedule, tasks, project_dir)
+
+
+def load_workflow(path: Path, project_dir: Path | None = None, max_tasks: int = DEFAULT_MAX_TASKS) -> Workflow:
+    """Load `path` (a `.dig` file); the project directory defaults to its directory."""
+    if path.suffix != ".dig" and not path.exists() and path.with_suffix(".dig").exists():
+        path = path.with_suffix(".dig")
+    project = (project_dir or path.parent).resolve()
+    definition = load_dig(path, project)
+    try:
+        file = str(path.resolve().relative_to(project))
+    except ValueError:
+        file = path.name
+    return from_definition(path.stem, definition, project, file, max_tasks)
+
+
+def load_workflow_text(
+    name: str, text: str, project_dir: Path, file: str | None = None, max_tasks: int = DEFAULT_MAX_TASKS
+) -> Workflow:
+    file = file or f"{name}.dig"
+    definition = load_dig_text(text, file, project_dir)
+    return from_definition(name, definition, project_dir, file, max_tasks)
+
+
+def session_dir_name(session_time: datetime) -> str:
+    """digdag's local status directory name: `yyyyMMdd'T'HHmmssxx`."""
+    return session_time.strftime("%Y%m%dT%H%M%S%z")
