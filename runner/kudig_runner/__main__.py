@@ -12,10 +12,11 @@ is still written then).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from .dispatch import run_task
-from .protocol import ProtocolError, TaskOutput, error_output, read_input, write_output
+from .protocol import ProtocolError, TaskOutput, error_output, fit_output, read_input
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,12 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         output = run_task(task_input, args.cwd)
     sys.stdout.flush()
-    error = output["error"]
+    # The status follows what is written: a result too large for the limit becomes an error.
+    data = fit_output(output, args.max_output_bytes)
+    error = json.loads(data)["error"]
     if error is not None:
         sys.stderr.write(f"error: {error['message']}\n")
         sys.stderr.flush()
         status = status or 1
-    write_output(args.output, output, max_bytes=args.max_output_bytes)
+    with open(args.output, "wb") as f:
+        f.write(data)
     return status
 
 

@@ -9,7 +9,8 @@ script) in the workspace plus `workdir`, and turns its output into a TaskOutput.
   undocumented form: the script text is run instead of the runner, as `python script in out`,
   and must write the output itself (`{"params": ...}` in, digdag's output format out).
 * Environment: the runner's own minus the secret-carrying variables, plus `_env` (with
-  `${secret:...}` substituted). Parameters are not turned into env vars (unlike sh>).
+  `${secret:...}` substituted), and PYTHONUNBUFFERED=1 unless set, so prints reach the log as
+  they happen. Parameters are not turned into env vars (unlike sh>).
 * The params given to the script are everything the task sees (digdag passes its whole config,
   `_command` included), with the `py:` map's entries as defaults.
 * Errors: `Python command failed with code N` and, when the script reported one,
@@ -65,6 +66,8 @@ def run_py(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskOutput:
     secrets = task_input["secrets"]
     environment = base_environment(secrets)
     environment.update(task_env(task_input["env"], secrets))
+    # Live logs: a python writing to a pipe would otherwise block-buffer its prints.
+    environment.setdefault("PYTHONUNBUFFERED", "1")
 
     tmp = tempfile.mkdtemp(prefix="kudig-py-")
     try:
