@@ -1,0 +1,601 @@
+"""`${...}` evaluation with digdag's exact semantics.
+
+digdag evaluates every string of a task's config that contains `$` as an underscore-style JavaScript
+template (its `digdag.js`) with moment.js 2.21.0 loaded and the JS local time zone set to the workflow's
+`timezone`. Workflows depend on the details (`${1}` is the string `"1"`, objects come out as compact
+JSON, `$$` is `$`, an unclosed `${v` stays literal, `${secret:...}` is left for the operator, nested
+objects see raw parameters), so kudig runs the same algorithm in an embedded JavaScript engine
+(QuickJS) instead of inventing its own expression language.
+
+Why it is built the way it is:
+
+* One QuickJS context per `TemplateEngine`, reused: a task start evaluates its whole config, and a
+  fresh context (loading moment.js) costs milliseconds while a render in a warm one costs
+  microseconds. digdag used a fresh context per evaluation, so we remove global variables an
+  expression creates after each evaluation and rebuild the context after a time/memory limit hit.
+* QuickJS computes local time with the C library, so the workflow time zone is installed through the
+  `TZ` environment variable and `time.tzset()` around each evaluation, under a process-wide lock,
+  and restored afterwards.
+* Values cross the Python/JS boundary only as JSON text (never spliced into JS source), so params
+  cannot inject code and strings with lone surrogates survive the trip.
+* digdag on Java 11+ (GraalJS, nashorn-compat) exposes `java.lang.String` methods on JS strings, and
+  workflows use `"a-b".replaceAll("-", "_")` with Java's regex semantics; we install those methods.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import quickjs
+
+from kudig.errors import KudigError
+
+__all__ = ["NO_EVAL_KEYS", "TemplateEngine", "TemplateError", "find_moment_js", "posix_tz"]
+
+log = logging.getLogger(__name__)
+
+#: Keys whose values are copied without evaluation at any level: the bodies of `if>` and
+#: `for_each>`-style operators are evaluated later, per generated task, with their own params;
+#: `_error` / `_check` run as separate tasks after this one.
+NO_EVAL_KEYS = frozenset({"_do", "_else_do", "_error", "_check"})
+
+#: The moment.js version digdag ships; others format some tokens differently.
+MOMENT_VERSION = "2.21.0"
+
+# The process-wide time zone (TZ + tzset) is shared state, and QuickJS contexts are not
+# thread-safe; every JS evaluation happens under this lock.
+_LOCK = threading.RLock()
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_REPO_ROOT = _PACKAGE_DIR.parent
+
+
+class TemplateError(KudigError):
+    """A `${...}` expression failed: JS error, time/memory limit, or unserialisable params.
+
+    digdag fails the task without retry on these (TemplateException), so callers should too.
+    """
+
+
+# --------------------------------------------------------------------------------------------------
+# moment.js and the runtime JS
+# --------------------------------------------------------------------------------------------------
+
+
+def find_moment_js() -> Path:
+    """Locate moment.min.js: the packaged copy, else the npm checkout, else $KUDIG_MOMENT_JS.
+
+    The build copies node_modules' file into kudig/js/vendor (gitignored), so installed wheels and
+    images carry it; a source checkout uses node_modules directly after `npm ci`.
+    """
+    candidates = [
+        _PACKAGE_DIR / "js" / "vendor" / "moment.min.js",
+        _REPO_ROOT / "node_modules" / "moment" / "min" / "moment.min.js",
+    ]
+    env = os.environ.get("KUDIG_MOMENT_JS")
+    if env:
+        candidates.append(Path(env))
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise KudigError(
+        "moment.js is missing (looked in "
+        + ", ".join(str(p) for p in candidates)
+        + "); run `make setup` (npm ci) or set KUDIG_MOMENT_JS to a moment.min.js 2.21.0"
+    )
+
+
+@lru_cache(maxsize=1)
+def _moment_source() -> tuple[str, str]:
+    path = find_moment_js()
+    return str(path), path.read_text(encoding="utf-8")
+
+
+# Our runtime, evaluated once per context after moment.js. It defines the globals __kudig_render
+# (textJson, paramsJson, localJson) and __kudig_snapshot(); see the module docstring for the template algorithm.
+# Kept ES5 apart from what QuickJS provides natively.
+_RUNTIME_JS = r"""
+(function (global) {
+  'use strict';
+
+  // ---- the template compiler (digdag's digdag.js, extended syntax) ----
+
+  var QUOTE = { "'": "\\'", '\\': '\\\\', '\r': '\\r', '\n': '\\n',
+                '\u2028': '\\u2028', '\u2029': '\\u2029' };
+  var NEEDS_QUOTING = /['\\\r\n\u2028\u2029]/g;
+  var DOUBLE_DOLLAR = /\$\$/g;
+
+  function quoteLiteral(text) {
+    return text
+      .replace(DOUBLE_DOLLAR, function () { return '$'; })
+      .replace(NEEDS_QUOTING, function (c) { return QUOTE[c]; });
+  }
+
+  function isLowerAscii(c) { return c >= 'a' && c <= 'z'; }
+
+  // Index of the next "${" that starts an expression: at least one character must follow, and
+  // "${word:" (operator-defined templates such as ${secret:key}) is skipped.
+  function nextOpening(input, from) {
+    var n = input.length;
+    for (var i = input.indexOf('${', from); i >= 0; i = input.indexOf('${', i + 1)) {
+      if (i + 2 >= n) { return -1; }
+      var j = i + 2;
+      while (j < n && isLowerAscii(input.charAt(j))) { j++; }
+      if (!(j > i + 2 && j < n && input.charAt(j) === ':')) { return i; }
+    }
+    return -1;
+  }
+
+  var EMIT_PREFIX = "'+\n((__t=(";
+  var EMIT_SUFFIX = "))==null?'':(typeof __t==\"string\"?__t:JSON.stringify(__t)))+\n'";
+
+  function compile(input) {
+    var code = "__p+='";
+    var pos = 0;
+    var n = input.length;
+    while (pos < n) {
+      var open = nextOpening(input, pos);
+      if (open < 0) { code += quoteLiteral(input.slice(pos)); break; }
+      code += quoteLiteral(input.slice(pos, open));
+      // The expression ends at the first '}' that closes no '{' opened inside it.
+      var depth = 0;
+      var close = -1;
+      for (var k = open + 2; k < n; k++) {
+        var c = input.charAt(k);
+        if (c === '{') { depth++; }
+        else if (c === '}') {
+          if (depth === 0) { close = k; break; }
+          depth--;
+        }
+      }
+      if (close < 0) { code += quoteLiteral(input.slice(open)); break; }
+      var expr = input.slice(open + 2, close);
+      if (expr) { code += EMIT_PREFIX + expr + EMIT_SUFFIX; }
+      pos = close + 1;
+    }
+    code += "';\n";
+    var body = "var __t,__p='',__j=Array.prototype.join," +
+      "print=function(){__p+=__j.call(arguments,'');};\n" + code + "return __p;\n";
+    return new Function('with(this){\n' + body + '}\n');
+  }
+
+  var compiled = Object.create(null);
+  var compiledCount = 0;
+  var COMPILED_MAX = 2000;
+
+  function compiledTemplate(text) {
+    var fn = compiled[text];
+    if (fn === undefined) {
+      fn = compile(text);
+      if (compiledCount >= COMPILED_MAX) { compiled = Object.create(null); compiledCount = 0; }
+      compiled[text] = fn;
+      compiledCount++;
+    }
+    return fn;
+  }
+
+  // ---- isolation between evaluations ----
+
+  var baseline = null;
+  var baselineCount = 0;
+
+  function snapshotGlobals() {
+    baseline = Object.create(null);
+    var names = Object.getOwnPropertyNames(global);
+    for (var i = 0; i < names.length; i++) { baseline[names[i]] = true; }
+    baselineCount = names.length;
+  }
+
+  function dropNewGlobals() {
+    var names = Object.getOwnPropertyNames(global);
+    if (names.length === baselineCount) { return; }
+    for (var i = 0; i < names.length; i++) {
+      if (!baseline[names[i]]) { try { delete global[names[i]]; } catch (e) { /* non-configurable */ } }
+    }
+  }
+
+  // ---- render ----
+
+  var paramsText = '{}';
+
+  function render(textJson, paramsJson, localJson) {
+    if (paramsJson !== null) { paramsText = paramsJson; }
+    var text = JSON.parse(textJson);
+    try {
+      var fn = compiledTemplate(text);
+      var scope = JSON.parse(paramsText);
+      if (localJson !== null) {
+        var local = JSON.parse(localJson);
+        for (var key in local) {
+          Object.defineProperty(scope, key,
+            { value: local[key], writable: true, enumerable: true, configurable: true });
+        }
+      }
+      return JSON.stringify(String(fn.call(scope)));
+    } finally {
+      dropNewGlobals();
+    }
+  }
+
+  // ---- java.lang.String methods (GraalJS nashorn-compat exposes them on JS strings) ----
+
+  function hide(obj, name, fn) {
+    Object.defineProperty(obj, name, { value: fn, writable: true, enumerable: false, configurable: true });
+  }
+
+  function javaError(name, message) {
+    var e = new Error(message);
+    e.name = name;
+    return e;
+  }
+
+  // A Java regex as a JS RegExp: leading inline flags (?i) (?s) (?m) become JS flags; the rest of
+  // the syntax common to both is passed through.
+  function javaPattern(regex, global_) {
+    var flags = global_ ? 'g' : '';
+    if (regex instanceof RegExp) {
+      return new RegExp(regex.source, flags + (regex.ignoreCase ? 'i' : '') + (regex.multiline ? 'm' : ''));
+    }
+    var src = String(regex);
+    var m = /^\(\?([ism]+)\)/.exec(src);
+    if (m) {
+      src = src.slice(m[0].length);
+      if (m[1].indexOf('i') >= 0) { flags += 'i'; }
+      if (m[1].indexOf('s') >= 0) { flags += 's'; }
+      if (m[1].indexOf('m') >= 0) { flags += 'm'; }
+    }
+    try {
+      return new RegExp(src, flags);
+    } catch (e) {
+      throw javaError('java.util.regex.PatternSyntaxException', e.message + ' near index 0\n' + src);
+    }
+  }
+
+  function groupCount(re) {
+    return new RegExp(re.source + '|').exec('').length - 1;
+  }
+
+  // Java's Matcher.appendReplacement: \x is a literal x, $n / ${name} a group, any other $ an error.
+  function javaSubstitute(replacement, args, groups) {
+    var out = '';
+    var n = replacement.length;
+    var named = args[args.length - 1];
+    for (var i = 0; i < n; i++) {
+      var c = replacement.charAt(i);
+      if (c === '\\') {
+        i++;
+        if (i >= n) { throw javaError('java.lang.IllegalArgumentException', 'character to be escaped is missing'); }
+        out += replacement.charAt(i);
+      } else if (c === '$') {
+        i++;
+        if (i >= n) { throw javaError('java.lang.IllegalArgumentException', 'Illegal group reference: group index is missing'); }
+        c = replacement.charAt(i);
+        if (c === '{') {
+          var end = replacement.indexOf('}', i);
+          var name = end < 0 ? '' : replacement.slice(i + 1, end);
+          if (!name || typeof named !== 'object' || named === null || !(name in named)) {
+            throw javaError('java.lang.IllegalArgumentException', 'No group with name {' + name + '}');
+          }
+          out += named[name] === undefined ? '' : named[name];
+          i = end;
+        } else if (c >= '0' && c <= '9') {
+          var ref = c.charCodeAt(0) - 48;
+          if (ref > groups) { throw javaError('java.lang.IndexOutOfBoundsException', 'No group ' + ref); }
+          while (i + 1 < n) {
+            var d = replacement.charAt(i + 1);
+            if (d < '0' || d > '9') { break; }
+            var next = ref * 10 + (d.charCodeAt(0) - 48);
+            if (next > groups) { break; }
+            ref = next;
+            i++;
+          }
+          var value = args[ref];
+          out += value === undefined ? '' : value;
+        } else {
+          throw javaError('java.lang.IllegalArgumentException', 'Illegal group reference');
+        }
+      } else {
+        out += c;
+      }
+    }
+    return out;
+  }
+
+  function javaReplace(str, regex, replacement, all) {
+    var re = javaPattern(regex, all);
+    var groups = groupCount(re);
+    var rep = String(replacement);
+    return str.replace(re, function () { return javaSubstitute(rep, arguments, groups); });
+  }
+
+  hide(String.prototype, 'replaceAll', function (regex, replacement) {
+    return javaReplace(String(this), regex, replacement, true);
+  });
+  hide(String.prototype, 'replaceFirst', function (regex, replacement) {
+    return javaReplace(String(this), regex, replacement, false);
+  });
+  hide(String.prototype, 'matches', function (regex) {
+    var re = javaPattern(regex, false);
+    return new RegExp('^(?:' + re.source + ')$', re.flags).test(String(this));
+  });
+  hide(String.prototype, 'contains', function (s) { return String(this).indexOf(String(s)) >= 0; });
+  hide(String.prototype, 'isEmpty', function () { return String(this).length === 0; });
+  hide(String.prototype, 'equalsIgnoreCase', function (s) {
+    return s !== null && s !== undefined && String(this).toUpperCase() === String(s).toUpperCase();
+  });
+
+  global.__kudig_render = render;
+  global.__kudig_snapshot = snapshotGlobals;
+})(globalThis);
+"""
+
+# --------------------------------------------------------------------------------------------------
+# Time zones
+# --------------------------------------------------------------------------------------------------
+
+_OFFSET_RE = re.compile(r"^(?:UTC|GMT|UT)?([+-])(\d{1,2})(?::?(\d{2}))?(?::?(\d{2}))?$")
+_ZONE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+)*$")
+_UTC_NAMES = frozenset({"UTC", "GMT", "UT", "Z", "Etc/UTC", "Etc/GMT", "Zulu", "Universal"})
+
+
+def _zoneinfo_file(name: str) -> Path | None:
+    """The compiled TZif file for an IANA name: the system's, else the `tzdata` wheel's.
+
+    Pods built from slim images may lack /usr/share/zoneinfo; the tzdata package is a dependency.
+    """
+    roots = [Path("/usr/share/zoneinfo")]
+    try:
+        import tzdata  # type: ignore[import-untyped,unused-ignore]
+
+        roots.append(Path(tzdata.__file__).resolve().parent / "zoneinfo")
+    except ImportError:  # pragma: no cover - tzdata is a declared dependency
+        pass
+    for root in roots:
+        path = root / name
+        if path.is_file():
+            with path.open("rb") as f:
+                if f.read(4) == b"TZif":
+                    return path
+    return None
+
+
+@lru_cache(maxsize=256)
+def posix_tz(timezone: str) -> str:
+    """The `TZ` value that makes the C library's local time the workflow time zone.
+
+    "UTC" -> "UTC0"; "+09:00" -> "<+0900>-09:00" (POSIX offsets count west of Greenwich, hence
+    the inverted sign); IANA names ("Asia/Tokyo") -> ":<path of the TZif file>".
+    """
+    tz = timezone.strip()
+    if tz in _UTC_NAMES:
+        return "UTC0"
+    m = _OFFSET_RE.match(tz)
+    if m:
+        sign, hh, mm, ss = m.group(1), int(m.group(2)), int(m.group(3) or 0), int(m.group(4) or 0)
+        if hh > 18 or mm > 59 or ss > 59 or (hh == 18 and (mm or ss)):
+            raise TemplateError(f"Invalid time zone offset {timezone!r}")
+        if hh == mm == ss == 0:
+            return "UTC0"
+        label = f"{sign}{hh:02d}{mm:02d}" + (f"{ss:02d}" if ss else "")
+        posix_sign = "-" if sign == "+" else "+"
+        offset = f"{hh:02d}:{mm:02d}" + (f":{ss:02d}" if ss else "")
+        return f"<{label}>{posix_sign}{offset}"
+    if _ZONE_NAME_RE.match(tz) and ".." not in tz:
+        path = _zoneinfo_file(tz)
+        if path is not None:
+            return f":{path}"
+    raise TemplateError(f"Unknown time zone {timezone!r}")
+
+
+@contextmanager
+def _local_time_zone(timezone: str) -> Iterator[None]:
+    """Hold the evaluation lock with the C library's local zone set to `timezone`, then restore."""
+    value = posix_tz(timezone)
+    with _LOCK:
+        old = os.environ.get("TZ")
+        changed = old != value
+        if changed:
+            os.environ["TZ"] = value
+            time.tzset()
+        try:
+            yield
+        finally:
+            if changed:
+                if old is None:
+                    del os.environ["TZ"]
+                else:
+                    os.environ["TZ"] = old
+                time.tzset()
+
+
+# --------------------------------------------------------------------------------------------------
+# The engine
+# --------------------------------------------------------------------------------------------------
+
+
+def _json_default(obj: object) -> object:
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    raise TypeError(f"a value of type {type(obj).__name__} is not JSON ({obj!r:.80})")
+
+
+def _to_json(value: object) -> str:
+    # ASCII-only so that lone surrogates reach JS as \uXXXX escapes instead of failing to encode.
+    return json.dumps(value, ensure_ascii=True, allow_nan=False, separators=(",", ":"), default=_json_default)
+
+
+def _params_json(params: Mapping[str, Any]) -> str:
+    try:
+        return _to_json(params)
+    except (TypeError, ValueError, RecursionError) as e:
+        raise TemplateError(f"Failed to serialize parameters to JSON: {e}") from None
+
+
+_QUOTED_REFERENCE_RE = re.compile(r"^ReferenceError: '(.*)' is not defined$")
+
+
+def _js_message(exc: Exception) -> str:
+    """First line of a QuickJS error ("Name: message"), worded like GraalJS where we know how."""
+    text = str(exc)
+    first = text.split("\n", 1)[0].rstrip()
+    return _QUOTED_REFERENCE_RE.sub(r"ReferenceError: \1 is not defined", first)
+
+
+class TemplateEngine:
+    """Evaluates digdag templates; one QuickJS context per engine, reused across calls.
+
+    Thread-safe (all evaluation is serialised by a process-wide lock, which the time zone handling
+    needs anyway). `time_limit_s` bounds the CPU time of one evaluation and `memory_limit_bytes` the
+    context's heap, so a runaway expression fails its task instead of hanging the executor.
+    """
+
+    def __init__(self, *, time_limit_s: float = 2.0, memory_limit_bytes: int = 64 << 20) -> None:
+        if time_limit_s <= 0:
+            raise ValueError("time_limit_s must be positive")
+        if memory_limit_bytes <= 0:
+            raise ValueError("memory_limit_bytes must be positive")
+        self._time_limit_s = time_limit_s
+        self._memory_limit_bytes = memory_limit_bytes
+        self._ctx: Any = None
+        self._render_fn: Any = None
+
+    # ---- context lifecycle ----
+
+    def _ensure_context(self) -> Any:
+        if self._render_fn is None:
+            path, source = _moment_source()
+            ctx = quickjs.Context()
+            try:
+                ctx.eval(source)
+                version = ctx.eval("typeof moment === 'function' ? String(moment.version) : ''")
+                if not version:
+                    raise KudigError(f"{path} did not define moment")
+                if version != MOMENT_VERSION:
+                    log.warning("moment.js %s loaded from %s; digdag uses %s", version, path, MOMENT_VERSION)
+                ctx.eval(_RUNTIME_JS)
+                ctx.eval("__kudig_snapshot()")
+            except quickjs.JSException as e:
+                raise KudigError(f"Failed to load the template runtime ({path}): {_js_message(e)}") from None
+            # Limits apply from here on: library loading is ours, not the user's, to pay for.
+            ctx.set_memory_limit(self._memory_limit_bytes)
+            ctx.set_time_limit(self._time_limit_s)
+            self._ctx = ctx
+            self._render_fn = ctx.get("__kudig_render")
+        return self._render_fn
+
+    def _discard_context(self) -> None:
+        self._ctx = None
+        self._render_fn = None
+
+    def _call(self, text: str, params_json: str | None, local_json: str | None) -> str:
+        """Evaluate `text` in the current context; the lock and time zone are already held."""
+        render = self._ensure_context()
+        try:
+            result = render(_to_json(text), params_json, local_json)
+        except quickjs.JSException as e:  # StackOverflow is a JSException too
+            message = _js_message(e)
+            if message.startswith("InternalError: interrupted"):
+                self._discard_context()
+                message = f"evaluation exceeded the time limit of {self._time_limit_s:g} s"
+            elif message.startswith("InternalError: out of memory"):
+                self._discard_context()
+                message = f"evaluation exceeded the memory limit of {self._memory_limit_bytes} bytes"
+            raise TemplateError(f"Failed to evaluate a variable {text} ({message})") from None
+        if not isinstance(result, str):  # pragma: no cover - render always returns JSON text
+            raise TemplateError(f"Failed to evaluate a variable {text} (unexpected result {result!r})")
+        value = json.loads(result)
+        assert isinstance(value, str)
+        return value
+
+    # ---- public API ----
+
+    def render(self, text: str, params: Mapping[str, Any], timezone: str = "UTC") -> str:
+        """digdag's `template(content, params)`: the text with every `${expr}` evaluated.
+
+        Text without `$` is returned as is without touching JS (digdag's isInvokeTemplateRequired).
+        """
+        if "$" not in text:
+            return text
+        params_json = _params_json(params)
+        with _local_time_zone(timezone):
+            return self._call(text, params_json, None)
+
+    def eval_config(
+        self, config: Mapping[str, Any], params: Mapping[str, Any], timezone: str = "UTC"
+    ) -> dict[str, Any]:
+        """digdag's ConfigEvalEngine.eval: evaluate every string of a config, keeping its shape.
+
+        Scope rules (deliberately reproducing digdag's, quirks included):
+        top-level strings see `params` overlaid with the already evaluated earlier top-level keys;
+        a nested object's strings see `params` plus that object's own earlier keys only; strings in
+        arrays see the keys evaluated so far at the level holding the array. Keys in NO_EVAL_KEYS
+        are copied untouched. Non-string scalars pass unchanged.
+        """
+        params_json = _params_json(params)
+        with _local_time_zone(timezone):
+            return _ConfigEvaluation(self, params_json).object(config)
+
+
+class _ConfigEvaluation:
+    """One eval_config call: the raw params JSON is sent to JS once, then reused per string."""
+
+    def __init__(self, engine: TemplateEngine, params_json: str) -> None:
+        self._engine = engine
+        self._params_json: str | None = params_json
+        self._sent_to: Any = None
+
+    def object(self, local: Mapping[str, Any]) -> dict[str, Any]:
+        built: dict[str, Any] = {}
+        for key, value in local.items():
+            if key in NO_EVAL_KEYS:
+                built[key] = value
+            elif isinstance(value, Mapping):
+                built[key] = self.object(value)
+            elif isinstance(value, list):
+                built[key] = self.array(built, value)
+            elif isinstance(value, str):
+                built[key] = self.string(built, value)
+            else:
+                built[key] = value
+        return built
+
+    def array(self, local: dict[str, Any], values: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for value in values:
+            if isinstance(value, Mapping):
+                out.append(self.object(value))
+            elif isinstance(value, list):
+                out.append(self.array(local, value))
+            elif isinstance(value, str):
+                out.append(self.string(local, value))
+            else:
+                out.append(value)
+        return out
+
+    def string(self, local: dict[str, Any], code: str) -> str:
+        if "$" not in code:
+            return code
+        try:
+            local_json = _to_json(local) if local else None
+        except (TypeError, ValueError, RecursionError) as e:
+            raise TemplateError(f"Failed to serialize parameters to JSON: {e}") from None
+        engine = self._engine
+        # The JS side keeps the last params text it was given; resend only if the context changed
+        # (first call, or rebuilt after a limit was hit).
+        ctx = engine._ensure_context()
+        params_json = self._params_json if self._sent_to is not ctx else None
+        result = engine._call(code, params_json, local_json)
+        self._sent_to = ctx
+        return result
