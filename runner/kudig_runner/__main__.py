@@ -16,7 +16,7 @@ import json
 import sys
 
 from .dispatch import run_task
-from .protocol import ProtocolError, TaskOutput, error_output, fit_output, read_input
+from .protocol import MIN_OUTPUT_BYTES, ProtocolError, TaskOutput, error_output, fit_output, read_input
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-output-bytes", type=int, default=None, help="size limit of the output file")
     parser.add_argument("--cwd", default=".", help="workspace directory (default: current directory)")
     args = parser.parse_args(argv)
+    if args.max_output_bytes is not None and args.max_output_bytes < MIN_OUTPUT_BYTES:
+        parser.error(f"--max-output-bytes must be at least {MIN_OUTPUT_BYTES}")
 
     status = 0
     output: TaskOutput

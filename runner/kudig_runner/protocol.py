@@ -29,6 +29,8 @@ import os
 from collections.abc import Callable
 from typing import Any, TypedDict
 
+MIN_OUTPUT_BYTES = 256  # room for any error output (the class name is cut to 80 characters)
+
 # "class" is a keyword, so the functional TypedDict syntax is the only way to name that key.
 ErrorDict = TypedDict("ErrorDict", {"message": str, "class": str, "backtrace": str})
 
@@ -186,7 +188,7 @@ def _fit_error(error: ErrorDict, max_bytes: int) -> bytes | None:
     def build(msg_len: int, bt_len: int) -> bytes:
         msg = message if msg_len >= len(message) else message[:msg_len] + cut
         bt = backtrace if bt_len >= len(backtrace) else (cut + "\n" + backtrace[-bt_len:] if bt_len else "")
-        return dumps_output(error_output(msg, error["class"][:200], bt))
+        return dumps_output(error_output(msg, error["class"][:80], bt))
 
     if len(build(0, 0)) > max_bytes:
         return None
@@ -203,6 +205,8 @@ def fit_output(output: TaskOutput, max_bytes: int | None = None) -> bytes:
     have accepted it, but a termination message cannot carry it). An error output is trimmed
     (backtrace, then message). Store/export params are never truncated silently.
     """
+    if max_bytes is not None and max_bytes < MIN_OUTPUT_BYTES:
+        raise ValueError(f"max_bytes must be at least {MIN_OUTPUT_BYTES}")
     try:
         data = dumps_output(output)
     except (TypeError, ValueError) as e:
@@ -224,7 +228,7 @@ def fit_output(output: TaskOutput, max_bytes: int | None = None) -> bytes:
     fitted = _fit_error(output["error"], max_bytes)
     if fitted is not None:
         return fitted
-    return dumps_output(error_output("Task result is too large", "ResultTooLarge"))[:max_bytes]
+    return dumps_output(error_output("Task result is too large", "ResultTooLarge"))
 
 
 def write_output(path: str | os.PathLike[str], output: TaskOutput, *, max_bytes: int | None = None) -> None:

@@ -104,9 +104,10 @@ def sh_environment(
 
 def task_cwd(task_input: TaskInput, cwd: str | os.PathLike[str]) -> Path:
     """The directory a task runs in: the workspace plus `workdir` (which must stay inside it)."""
-    root = Path(cwd).resolve()
+    root = Path(os.path.abspath(cwd))
     workdir = task_input["workdir"]
-    path = (root / workdir).resolve() if workdir else root
+    # A lexical check: `..` may not climb out, but symlinks inside the project may point anywhere.
+    path = Path(os.path.normpath(root / workdir)) if workdir else root
     if path != root and root not in path.parents:
         raise RunnerError(f"workdir {workdir!r} is outside the project directory", "ConfigError")
     if not path.is_dir():

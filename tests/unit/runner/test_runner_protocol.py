@@ -167,3 +167,20 @@ def test_cli_output_limit(run_task: RunTask) -> None:
     result = run_task(task("sh", "echo hi", params={"x": 1}), max_bytes=4096)
     assert result.rc == 0 and result.error is None
     assert len(result.raw) <= 4096
+
+
+@pytest.mark.parametrize("limit", [256, 300, 512, 1000])
+def test_any_output_fits_small_limits(limit: int) -> None:
+    for out in (
+        error_output("é" * 3000, "C" * 500, "b" * 3000),
+        error_output("m", "ValueError", ""),
+        {**empty_output(), "export_params": {"k": "v" * 10000}},
+    ):
+        data = fit_output(out, limit)  # type: ignore[arg-type]
+        assert len(data) <= limit
+        assert json.loads(data)["error"] is not None or out["error"] is None
+
+
+def test_limit_below_minimum_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 256"):
+        fit_output(empty_output(), 100)

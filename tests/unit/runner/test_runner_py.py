@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from runner_helpers import RunTask, find_python, task
@@ -139,8 +140,9 @@ def py_project(project: Path) -> Path:
     return project
 
 
-def py_task(command: str | None, **kwargs: object) -> dict[str, object]:
-    return task("py", command, **kwargs)  # type: ignore[arg-type]
+def py_task(command: str | None, **kwargs: Any) -> dict[str, Any]:
+    result: dict[str, Any] = task("py", command, **kwargs)
+    return result
 
 
 def test_function_arguments_from_params(run_task: RunTask, py_project: Path) -> None:
