@@ -171,7 +171,7 @@ _RUNTIME_JS = r"""
 
   var compiled = Object.create(null);
   var compiledCount = 0;
-  var COMPILED_MAX = 2000;
+  var COMPILED_MAX = 500;
 
   function compiledTemplate(text) {
     var fn = compiled[text];
@@ -208,6 +208,21 @@ _RUNTIME_JS = r"""
 
   var paramsText = '{}';
 
+  // "Name: message" of anything thrown, as GraalJS reports it to digdag.
+  function describe(e) {
+    try {
+      if (e instanceof Error) {
+        var name = String(e.name);
+        var message = String(e.message);
+        return name ? (message ? name + ': ' + message : name) : message;
+      }
+      return String(e);
+    } catch (inner) {
+      return Object.prototype.toString.call(e);
+    }
+  }
+
+  // Returns JSON text: a string (the rendered template) or {"error": "Name: message"}.
   function render(textJson, paramsJson, localJson) {
     if (paramsJson !== null) { paramsText = paramsJson; }
     var text = JSON.parse(textJson);
@@ -222,6 +237,8 @@ _RUNTIME_JS = r"""
         }
       }
       return JSON.stringify(String(fn.call(scope)));
+    } catch (e) {
+      return JSON.stringify({ error: describe(e) });
     } finally {
       dropNewGlobals();
     }
@@ -443,14 +460,14 @@ def _params_json(params: Mapping[str, Any]) -> str:
         raise TemplateError(f"Failed to serialize parameters to JSON: {e}") from None
 
 
-_QUOTED_REFERENCE_RE = re.compile(r"^ReferenceError: '(.*)' is not defined$")
+_QUOTED_REFERENCE_RE = re.compile(r"^ReferenceError: '(.*)' is not defined$", re.DOTALL)
+_LOWERCASE_TYPE_ERROR_RE = re.compile(r"^TypeError: cannot ")
 
 
-def _js_message(exc: Exception) -> str:
-    """First line of a QuickJS error ("Name: message"), worded like GraalJS where we know how."""
-    text = str(exc)
-    first = text.split("\n", 1)[0].rstrip()
-    return _QUOTED_REFERENCE_RE.sub(r"ReferenceError: \1 is not defined", first)
+def _graal_wording(message: str) -> str:
+    """Reword QuickJS messages that have a well-known GraalJS form (users grep logs for these)."""
+    message = _QUOTED_REFERENCE_RE.sub(r"ReferenceError: \1 is not defined", message)
+    return _LOWERCASE_TYPE_ERROR_RE.sub("TypeError: Cannot ", message)
 
 
 class TemplateEngine:
@@ -487,7 +504,8 @@ class TemplateEngine:
                 ctx.eval(_RUNTIME_JS)
                 ctx.eval("__kudig_snapshot()")
             except quickjs.JSException as e:
-                raise KudigError(f"Failed to load the template runtime ({path}): {_js_message(e)}") from None
+                first = str(e).split("\n", 1)[0]
+                raise KudigError(f"Failed to load the template runtime ({path}): {first}") from None
             # Limits apply from here on: library loading is ours, not the user's, to pay for.
             ctx.set_memory_limit(self._memory_limit_bytes)
             ctx.set_time_limit(self._time_limit_s)
@@ -504,20 +522,22 @@ class TemplateEngine:
         render = self._ensure_context()
         try:
             result = render(_to_json(text), params_json, local_json)
-        except quickjs.JSException as e:  # StackOverflow is a JSException too
-            message = _js_message(e)
-            if message.startswith("InternalError: interrupted"):
-                self._discard_context()
-                message = f"evaluation exceeded the time limit of {self._time_limit_s:g} s"
-            elif message.startswith("InternalError: out of memory"):
-                self._discard_context()
-                message = f"evaluation exceeded the memory limit of {self._memory_limit_bytes} bytes"
-            raise TemplateError(f"Failed to evaluate a variable {text} ({message})") from None
-        if not isinstance(result, str):  # pragma: no cover - render always returns JSON text
-            raise TemplateError(f"Failed to evaluate a variable {text} (unexpected result {result!r})")
-        value = json.loads(result)
-        assert isinstance(value, str)
-        return value
+        except quickjs.JSException as e:
+            # Only what JS cannot catch lands here: the time-limit interrupt, or a failure while
+            # reporting an error (out of memory, stack overflow).
+            message = str(e).split("\n", 1)[0].rstrip()
+        else:
+            value = json.loads(result)
+            if isinstance(value, str):
+                return value
+            message = str(value["error"])
+        if message.startswith("InternalError: interrupted"):
+            self._discard_context()
+            message = f"evaluation exceeded the time limit of {self._time_limit_s:g} s"
+        elif message.startswith("InternalError: out of memory"):
+            self._discard_context()
+            message = f"evaluation exceeded the memory limit of {self._memory_limit_bytes} bytes"
+        raise TemplateError(f"Failed to evaluate a variable {text} ({_graal_wording(message)})")
 
     # ---- public API ----
 
