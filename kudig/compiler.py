@@ -162,10 +162,17 @@ class Compiler:
             self.tasks[spec.parent].children.append(index)
         return index
 
-    def _collect(self, name: str, config: Mapping[str, Any], parent: int | None, upstreams: list[int]) -> int:
+    def _collect(
+        self,
+        name: str,
+        config: Mapping[str, Any],
+        parent: int | None,
+        upstreams: list[int],
+        key_line: int | None = None,
+    ) -> int:
         where = config if isinstance(config, YMap) else None
         file = where.file if where is not None else None
-        line = where.line if where is not None else None
+        line = key_line or (where.line if where is not None else None)
         if not isinstance(config, Mapping):
             raise ConfigError(f"Task {name} must be a map of keys, got {type(config).__name__}", file, line)
         if _truthy(config.get("_disable")):
@@ -257,7 +264,8 @@ class Compiler:
             child_config = child
             if isinstance(child, Mapping):
                 child_config = _strip(child, ("_background", "_after"))
-            child_index = self._collect(name + key, child_config, index, ups)
+            key_line = where.line_of(key) if where is not None else None
+            child_index = self._collect(name + key, child_config, index, ups, key_line)
             by_name[key] = child_index
             if parallel.limit is not None:
                 chunk.append(child_index)

@@ -1,0 +1,99 @@
+"""Compilation to digdag's task table and its validation messages (reference §1.2-1.3, §5 items 4-7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kudig.compiler import compile_workflow
+from kudig.errors import ConfigError
+from kudig.yamlload import load_dig_text
+
+
+def compile_text(text: str) -> list:
+    return compile_workflow("wf", load_dig_text(text, "wf.dig", Path(".")))
+
+
+def table(text: str) -> dict[str, list[str]]:
+    tasks = compile_text(text)
+    return {t.name: [tasks[u].name for u in t.upstreams] for t in tasks}
+
+
+def test_names_and_sequential_upstreams() -> None:
+    assert table("+a:\n  sh>: x\n+g:\n  +b:\n    sh>: y\n  +c:\n    sh>: z\n") == {
+        "+wf": [],
+        "+wf+a": [],
+        "+wf+g": ["+wf+a"],
+        "+wf+g+b": [],
+        "+wf+g+c": ["+wf+g+b"],
+    }
+
+
+def test_operator_sugar() -> None:
+    tasks = compile_text("+a:\n  sh>: echo hi\n  _retry: 2\n")
+    assert tasks[1].config == {"_type": "sh", "_command": "echo hi", "_retry": 2}
+
+
+def test_after_in_parallel_group() -> None:
+    t = table(
+        "+p:\n  _parallel: true\n  +a:\n    sh>: a\n  +b:\n    _after: +a\n    sh>: b\n  +c:\n    sh>: c\n"
+    )
+    assert t["+wf+p+b"] == ["+wf+p+a"]
+    assert t["+wf+p+c"] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("+a:\n  sh>: x\n  py>: y\n", "wf.dig:3: A task can't have more than one operator"),
+        (
+            "+g:\n  parallel: true\n  +a:\n    sh>: x\n",
+            "wf.dig:2: Task +wf+g has unknown keys: 'parallel' (did you mean [_parallel]?)",
+        ),
+        (
+            "invalid_schedule:\n  daily>: 07:00:00\n",
+            "wf.dig:1: Workflow 'wf' includes unknown keys: 'invalid_schedule'",
+        ),
+        (
+            "+g:\n  _parallel: ${x}\n  +a:\n    sh>: x\n",
+            "wf.dig:2: Expected 'true' or 'false' for key '_parallel' but got '${x}'",
+        ),
+        (
+            "+a:\n  sh>: x\n  _error:\n    sh>: a\n    py>: b\n",
+            "wf.dig:5: A task can't have more than one operator",
+        ),
+        (
+            "+p:\n  _parallel: true\n  +a:\n    _background: true\n    sh>: x\n",
+            'wf.dig:4: Setting "_background: true" option is invalid (unnecessary) if its parent task has "_parallel: true" option',
+        ),
+        (
+            "+a:\n  sh>: x\n+b:\n  _after: +a\n  sh>: y\n",
+            'wf.dig:4: Setting "_after" option is invalid if its parent task doesn\'t have "_parallel: true" option',
+        ),
+        (
+            "+p:\n  _parallel: true\n  +b:\n    _after: +zz\n    sh>: y\n",
+            "wf.dig:4: Dependency task '+zz' does not exist",
+        ),
+        ("+a:\n  shh>: x\n", "wf.dig:2: Unknown operator type 'shh>' (did you mean [sh>"),
+        ("+a:\n  sh>: x\n  _retry: often\n", "wf.dig:3: Invalid _retry format"),
+        ("+a:\n  sh>: x\n  _retry: {limit: 1, interval_type: linear}\n", "wf.dig:3: Invalid _retry format"),
+        ("+a:\n  sh>: x\n  +b:\n    sh>: y\n", "wf.dig:3: A task can't have subtasks"),
+        ("+1a:\n  sh>: x\n", "wf.dig:1: Invalid task name '+1a'"),
+    ],
+)
+def test_validation_messages(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        compile_text(text)
+    assert str(e.value).startswith(message), str(e.value)
+
+
+def test_disable_makes_a_noop_group() -> None:
+    tasks = compile_text("+a:\n  _disable: true\n  sh>: x\n")
+    assert tasks[1].is_group and tasks[1].config == {"_disable": True}
+
+
+def test_too_many_tasks() -> None:
+    text = "".join(f"+t{i}:\n  sh>: x\n" for i in range(5))
+    with pytest.raises(ConfigError, match="Too many tasks. Limit: 3"):
+        compile_workflow("wf", load_dig_text(text, "wf.dig", Path(".")), max_tasks=3)
