@@ -95,5 +95,5 @@ def test_disable_makes_a_noop_group() -> None:
 
 def test_too_many_tasks() -> None:
     text = "".join(f"+t{i}:\n  sh>: x\n" for i in range(5))
-    with pytest.raises(ConfigError, match="Too many tasks. Limit: 3"):
+    with pytest.raises(ConfigError, match=r"Too many tasks\. Limit: 3"):
         compile_workflow("wf", load_dig_text(text, "wf.dig", Path(".")), max_tasks=3)
