@@ -460,6 +460,14 @@ def _params_json(params: Mapping[str, Any]) -> str:
         raise TemplateError(f"Failed to serialize parameters to JSON: {e}") from None
 
 
+def _literal(text: str) -> str:
+    """What the template makes of text with no `${`: only `$$` -> `$` applies.
+
+    Shortcut for strings like `echo $HOME` in `sh>` commands; identical to the JS path (tested).
+    """
+    return text.replace("$$", "$")
+
+
 _QUOTED_REFERENCE_RE = re.compile(r"^ReferenceError: '(.*)' is not defined$", re.DOTALL)
 _LOWERCASE_TYPE_ERROR_RE = re.compile(r"^TypeError: cannot ")
 
@@ -548,6 +556,8 @@ class TemplateEngine:
         """
         if "$" not in text:
             return text
+        if "${" not in text:
+            return _literal(text)
         params_json = _params_json(params)
         with _local_time_zone(timezone):
             return self._call(text, params_json, None)
@@ -607,6 +617,8 @@ class _ConfigEvaluation:
     def string(self, local: dict[str, Any], code: str) -> str:
         if "$" not in code:
             return code
+        if "${" not in code:
+            return _literal(code)
         try:
             local_json = _to_json(local) if local else None
         except (TypeError, ValueError, RecursionError) as e:

@@ -192,6 +192,11 @@ def test_operator_template_prefix_needs_lowercase_word_and_colon(engine: Templat
     assert engine.render("${a ? 'y:' : 'n'}", params(a=True)) == "y:"
 
 
+def test_shell_variables_survive(engine: TemplateEngine) -> None:
+    assert engine.render("echo $HOME $$ ${timezone}", params()) == "echo $HOME $ UTC"
+    assert engine.render("echo $HOME $$", params(x=object())) == "echo $HOME $"
+
+
 def test_dollar_free_text_is_not_evaluated_even_if_weird(engine: TemplateEngine) -> None:
     assert engine.render("{ } ' \\ {{", params()) == "{ } ' \\ {{"
 
@@ -596,6 +601,14 @@ def test_escaped_text_renders_to_the_original(engine: TemplateEngine, text: str)
     # evaluates even after "$$"; make sure "{" never follows a "$" by spacing them.
     safe = text.replace("${", "$ {")
     assert engine.render(safe.replace("$", "$$"), params()) == safe
+
+
+@FAST
+@given(text=st.text(st.sampled_from("$${}ab'\\\n"), max_size=20).filter(lambda s: "${" not in s))
+def test_dollar_shortcut_matches_the_js_path(engine: TemplateEngine, text: str) -> None:
+    with expr._local_time_zone("UTC"):
+        via_js = engine._call(text, "{}", None)
+    assert engine.render(text, params()) == via_js
 
 
 @FAST
