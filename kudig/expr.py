@@ -108,6 +108,20 @@ _RUNTIME_JS = r"""
 (function (global) {
   'use strict';
 
+  // Built-ins the runtime itself needs, captured so an expression that replaces them
+  // (`JSON = 1`) breaks only its own evaluation, not the bookkeeping that undoes it.
+  var toJson = JSON.stringify;
+  var fromJson = JSON.parse;
+  var toStr = String;
+  var create = Object.create;
+  var defineProperty = Object.defineProperty;
+  var ownNames = Object.getOwnPropertyNames;
+  var ownDescriptor = Object.getOwnPropertyDescriptor;
+  var hasOwn = Object.prototype.hasOwnProperty;
+  var objectToString = Object.prototype.toString;
+  var apply = Reflect.apply;
+  function callMethod(fn, self, arg) { return apply(fn, self, arg === undefined ? [] : [arg]); }
+
   // ---- the template compiler (digdag's digdag.js, extended syntax) ----
 
   var QUOTE = { "'": "\\'", '\\': '\\\\', '\r': '\\r', '\n': '\\n',
@@ -169,7 +183,7 @@ _RUNTIME_JS = r"""
     return new Function('with(this){\n' + body + '}\n');
   }
 
-  var compiled = Object.create(null);
+  var compiled = create(null);
   var compiledCount = 0;
   var COMPILED_MAX = 500;
 
@@ -177,7 +191,7 @@ _RUNTIME_JS = r"""
     var fn = compiled[text];
     if (fn === undefined) {
       fn = compile(text);
-      if (compiledCount >= COMPILED_MAX) { compiled = Object.create(null); compiledCount = 0; }
+      if (compiledCount >= COMPILED_MAX) { compiled = create(null); compiledCount = 0; }
       compiled[text] = fn;
       compiledCount++;
     }
@@ -185,23 +199,46 @@ _RUNTIME_JS = r"""
   }
 
   // ---- isolation between evaluations ----
+  // digdag evaluated each string in a fresh context. We reuse one, so after each evaluation we
+  // delete globals the expression created and put back globals it replaced or deleted (for
+  // example `moment = null`). Changes inside objects (prototypes, moment's settings) are not undone.
 
-  var baseline = null;
-  var baselineCount = 0;
+  var baselineNames = [];
+  var baselineValues = create(null);
+  var baselineDescriptors = create(null);
 
   function snapshotGlobals() {
-    baseline = Object.create(null);
-    var names = Object.getOwnPropertyNames(global);
-    for (var i = 0; i < names.length; i++) { baseline[names[i]] = true; }
-    baselineCount = names.length;
+    var names = ownNames(global);
+    baselineNames = [];
+    for (var i = 0; i < names.length; i++) {
+      var d = ownDescriptor(global, names[i]);
+      if (!d.configurable && !d.writable) { continue; }  // NaN, undefined, ...: cannot change
+      baselineNames.push(names[i]);
+      baselineValues[names[i]] = global[names[i]];
+      baselineDescriptors[names[i]] = d;
+    }
   }
 
-  function dropNewGlobals() {
-    var names = Object.getOwnPropertyNames(global);
-    if (names.length === baselineCount) { return; }
-    for (var i = 0; i < names.length; i++) {
-      if (!baseline[names[i]]) { try { delete global[names[i]]; } catch (e) { /* non-configurable */ } }
+  function restoreGlobals() {
+    var i, name;
+    for (i = 0; i < baselineNames.length; i++) {
+      name = baselineNames[i];
+      if (global[name] !== baselineValues[name] || !callMethod(hasOwn, global, name)) {
+        try { defineProperty(global, name, baselineDescriptors[name]); } catch (e) { /* frozen */ }
+      }
     }
+    var names = ownNames(global);
+    for (i = 0; i < names.length; i++) {
+      name = names[i];
+      if (!(name in baselineDescriptors) && !isFixed(name)) {
+        try { delete global[name]; } catch (e) { /* non-configurable */ }
+      }
+    }
+  }
+
+  function isFixed(name) {
+    var d = ownDescriptor(global, name);
+    return d !== undefined && !d.configurable && !d.writable;
   }
 
   // ---- render ----
@@ -212,35 +249,35 @@ _RUNTIME_JS = r"""
   function describe(e) {
     try {
       if (e instanceof Error) {
-        var name = String(e.name);
-        var message = String(e.message);
+        var name = toStr(e.name);
+        var message = toStr(e.message);
         return name ? (message ? name + ': ' + message : name) : message;
       }
-      return String(e);
+      return toStr(e);
     } catch (inner) {
-      return Object.prototype.toString.call(e);
+      return callMethod(objectToString, e);
     }
   }
 
   // Returns JSON text: a string (the rendered template) or {"error": "Name: message"}.
   function render(textJson, paramsJson, localJson) {
     if (paramsJson !== null) { paramsText = paramsJson; }
-    var text = JSON.parse(textJson);
+    var text = fromJson(textJson);
     try {
       var fn = compiledTemplate(text);
-      var scope = JSON.parse(paramsText);
+      var scope = fromJson(paramsText);
       if (localJson !== null) {
-        var local = JSON.parse(localJson);
+        var local = fromJson(localJson);
         for (var key in local) {
-          Object.defineProperty(scope, key,
+          defineProperty(scope, key,
             { value: local[key], writable: true, enumerable: true, configurable: true });
         }
       }
-      return JSON.stringify(String(fn.call(scope)));
+      return toJson(toStr(callMethod(fn, scope)));
     } catch (e) {
-      return JSON.stringify({ error: describe(e) });
+      return toJson({ error: describe(e) });
     } finally {
-      dropNewGlobals();
+      restoreGlobals();
     }
   }
 

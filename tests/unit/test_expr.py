@@ -500,6 +500,17 @@ def test_implicit_globals_do_not_leak_between_evaluations(engine: TemplateEngine
     assert engine.render("${typeof leaked}", params()) == "undefined"
 
 
+def test_replaced_globals_are_restored(engine: TemplateEngine) -> None:
+    assert engine.render("${(moment = null, JSON = 1, 'x')}", params()) == "x"
+    assert engine.render("${(delete Math, 'y')}", params()) == "y"
+    text = "${(Object.defineProperty = Object.getOwnPropertyNames = Reflect = String = null, 'z')}"
+    assert engine.render(text, params()) == "z"
+    with pytest.raises(TemplateError, match="TypeError"):
+        engine.render("${(JSON = 1, 5)}", params())  # the template itself needs JSON.stringify
+    text = "${typeof moment} ${typeof JSON.parse} ${Math.max(1, 2)} ${typeof Reflect} ${String(1)}"
+    assert engine.render(text, params()) == "function function 2 object 1"
+
+
 def test_param_mutation_does_not_leak_between_evaluations(engine: TemplateEngine) -> None:
     p = params(items=[1])
     assert engine.render("${items.push(2), items}", p) == "[1,2]"
@@ -647,3 +658,19 @@ def test_string_params_round_trip(engine: TemplateEngine, value: Any) -> None:
 
         rendered = engine.render("${v}", params(v=value))
         assert json.loads(rendered) == value
+
+
+# ---- speed --------------------------------------------------------------------------------------
+
+
+def test_warm_render_is_well_under_a_millisecond(engine: TemplateEngine) -> None:
+    # Runs at every task start; the budget is generous so that loaded CI machines pass.
+    p = params("Asia/Tokyo")
+    text = 'out/${moment(session_time).add(-1, "days").format("YYYY-MM-DD")}/${timezone}'
+    for _ in range(50):
+        engine.render(text, p, "Asia/Tokyo")
+    n = 1000
+    start = time.perf_counter()
+    for _ in range(n):
+        engine.render(text, p, "Asia/Tokyo")
+    assert (time.perf_counter() - start) / n < 1e-3
