@@ -1,0 +1,152 @@
+"""The Workflow and Session resources, as pydantic models.
+
+These models are the single source of the CRDs (`crds/` is generated from them by
+`python -m kudig_operator.crdgen`, and a test fails when the files are stale) and the typed view
+the controller reads and writes. Field names are camelCase on the wire as Kubernetes expects.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "kudig.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class FreeForm(Model):
+    """Marker: an object whose keys are the user's (params, resources, ...)."""
+
+
+class Toleration(Model):
+    key: str | None = None
+    operator: str | None = None
+    value: str | None = None
+    effect: str | None = None
+    toleration_seconds: int | None = None
+
+
+class PodDefaults(Model):
+    """Defaults for every task pod of the workflow; a task's `docker: image:` overrides `image`."""
+
+    image: str | None = Field(None, description="Task image (default: the controller's runner image)")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    service_account_name: str | None = Field(
+        None, description="Service account for task pods; its token is still not mounted"
+    )
+    resources: dict[str, dict[str, str]] | None = Field(
+        None, description="Container resources, e.g. {requests: {cpu: 100m}}"
+    )
+    node_selector: dict[str, str] | None = None
+    tolerations: list[Toleration] | None = None
+    env: dict[str, str] | None = Field(None, description="Extra environment variables for every task")
+
+
+class ProjectFiles(Model):
+    config_maps: list[str] = Field(
+        default_factory=list,
+        description="ConfigMaps holding the project files; a key is the file path with '/' written as '__'",
+    )
+
+
+class WorkflowSpec(Model):
+    name: str | None = Field(None, description="digdag workflow name (default: metadata.name)")
+    dig: str = Field(..., description="The .dig file's text")
+    project: ProjectFiles = Field(default_factory=ProjectFiles)
+    params: dict[str, Any] = Field(default_factory=dict, description="Default params for every session")
+    pod: PodDefaults = Field(default_factory=PodDefaults)
+    secret_name: str | None = Field(
+        None, description="Secret that ${secret:key} reads (default: kudig-secrets)"
+    )
+    suspend: bool = Field(False, description="Do not create scheduled sessions")
+
+
+class Condition(Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class WorkflowStatus(Model):
+    revision: int | None = Field(None, description="metadata.generation of the spec that compiled")
+    workflow_name: str | None = None
+    tasks: int | None = None
+    timezone: str | None = None
+    schedule: str | None = None
+    next_session_time: str | None = None
+    next_run_time: str | None = None
+    last_scheduled_session_time: str | None = None
+    error: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class SessionSpec(Model):
+    workflow: str = Field(..., description="Name of the Workflow in this namespace")
+    session_time: str = Field(..., description="ISO-8601 time with offset, e.g. 2024-01-30T00:00:00+00:00")
+    params: dict[str, Any] = Field(default_factory=dict)
+    attempt: int = Field(1, ge=1, description="Raise to start a new attempt (kudig retry)")
+    retry_mode: Literal["all", "failed"] = Field("failed", description="What a new attempt reruns")
+    kill: bool = Field(False, description="Cancel the running attempt (kudig kill)")
+    scheduled: bool = Field(False, description="Created by the scheduler (sets last_executed_session_*)")
+
+
+class FailedTask(Model):
+    name: str
+    message: str
+
+
+class Attempt(Model):
+    index: int
+    revision: int | None = None
+    phase: str
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+class EngineBlob(Model):
+    encoding: Literal["gzip+base64"] = "gzip+base64"
+    data: str
+
+
+class SessionStatus(Model):
+    phase: Literal["Pending", "Running", "Succeeded", "Failed", "Killed", "Error"] | None = None
+    attempt: int | None = None
+    workflow_revision: int | None = None
+    progress: str | None = Field(None, description="done/total tasks")
+    started_at: str | None = None
+    finished_at: str | None = None
+    next_wakeup: str | None = None
+    message: str | None = None
+    failed_tasks: list[FailedTask] = Field(default_factory=list)
+    attempts: list[Attempt] = Field(default_factory=list)
+    engine: EngineBlob | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+SESSION_COLUMNS = [
+    {"name": "Workflow", "type": "string", "jsonPath": ".spec.workflow"},
+    {"name": "Session Time", "type": "string", "jsonPath": ".spec.sessionTime"},
+    {"name": "State", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
+    {"name": "Attempt", "type": "integer", "jsonPath": ".status.attempt"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+WORKFLOW_COLUMNS = [
+    {"name": "Workflow", "type": "string", "jsonPath": ".status.workflowName"},
+    {"name": "Compiled", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Compiled')].status"},
+    {"name": "Revision", "type": "integer", "jsonPath": ".status.revision"},
+    {"name": "Tasks", "type": "integer", "jsonPath": ".status.tasks"},
+    {"name": "Schedule", "type": "string", "jsonPath": ".status.schedule"},
+    {"name": "Next Session", "type": "string", "jsonPath": ".status.nextSessionTime"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
