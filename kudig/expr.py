@@ -15,7 +15,9 @@ Why it is built the way it is:
   expression creates after each evaluation and rebuild the context after a time/memory limit hit.
 * QuickJS computes local time with the C library, so the workflow time zone is installed through the
   `TZ` environment variable and `time.tzset()` around each evaluation, under a process-wide lock,
-  and restored afterwards.
+  and restored afterwards. QuickJS's conversion of a local date-time back to UTC is wrong near DST
+  transitions, so the Date constructor and local setters are replaced with the ECMAScript rule that
+  GraalJS follows (moment's parsing of local times and `add(1, 'days')` go through them).
 * Values cross the Python/JS boundary only as JSON text (never spliced into JS source), so params
   cannot inject code and strings with lone surrogates survive the trip.
 * digdag on Java 11+ (GraalJS, nashorn-compat) exposes `java.lang.String` methods on JS strings, and
@@ -281,11 +283,97 @@ _RUNTIME_JS = r"""
     }
   }
 
-  // ---- java.lang.String methods (GraalJS nashorn-compat exposes them on JS strings) ----
-
   function hide(obj, name, fn) {
-    Object.defineProperty(obj, name, { value: fn, writable: true, enumerable: false, configurable: true });
+    defineProperty(obj, name, { value: fn, writable: true, enumerable: false, configurable: true });
   }
+
+  // ---- local time -> UTC as ECMAScript (and GraalJS) define it ----
+  // QuickJS converts a local date-time to UTC with the offset in effect at the wrong instant (the
+  // local time read as UTC), which is off by up to the zone's offset around DST transitions: in
+  // America/Los_Angeles `new Date(2016, 2, 13, 3, 0)` came out as 04:00 PDT. The spec (and GraalJS,
+  // through java.time) uses the offset valid at that local time; in a gap or an overlap, the offset
+  // from before the transition. Reading (getters, getTimezoneOffset, format) is already right, so
+  // only the constructor with fields and the local setters are replaced.
+
+  var NativeDate = Date;
+  var DateProto = NativeDate.prototype;
+  var nativeUTC = NativeDate.UTC;
+  var nativeGetTime = DateProto.getTime;
+  var nativeSetTime = DateProto.setTime;
+  var nativeOffset = DateProto.getTimezoneOffset;
+  var localGetters = [DateProto.getFullYear, DateProto.getMonth, DateProto.getDate, DateProto.getHours,
+                      DateProto.getMinutes, DateProto.getSeconds, DateProto.getMilliseconds];
+  var DAY_MS = 86400000;
+
+  // Milliseconds east of UTC at UTC instant u.
+  function offsetAt(u) { return -callMethod(nativeOffset, new NativeDate(u)) * 60000; }
+
+  // The UTC time value of local time value t (ECMAScript's UTC(t)).
+  function localToUtc(t) {
+    if (t !== t || t === Infinity || t === -Infinity) { return NaN; }
+    var before = offsetAt(t - DAY_MS);
+    var after = offsetAt(t + DAY_MS);
+    if (before === after || offsetAt(t - before) === before) { return t - before; }
+    if (offsetAt(t - after) === after) { return t - after; }
+    return t - before;  // in a gap: the offset from before the transition moves the time forward
+  }
+
+  // Local time value of fields [year, month, date, hours, minutes, seconds, ms], without Date.UTC's
+  // mapping of years 0..99 to 1900..1999 (setFullYear(50) means the year 50).
+  function localValue(f) {
+    var d = new NativeDate(0);
+    d.setUTCFullYear(f[0], f[1], f[2]);
+    d.setUTCHours(f[3], f[4], f[5], f[6]);
+    return callMethod(nativeGetTime, d);
+  }
+
+  function KDate(year, month, date, hours, minutes, seconds, ms) {
+    if (!(this instanceof KDate)) { return NativeDate(); }
+    var n = arguments.length;
+    if (n < 2) { return n === 0 ? new NativeDate() : new NativeDate(year); }
+    var t = nativeUTC(year, month, n > 2 ? date : 1, n > 3 ? hours : 0, n > 4 ? minutes : 0,
+                      n > 5 ? seconds : 0, n > 6 ? ms : 0);
+    return new NativeDate(localToUtc(t));
+  }
+  KDate.prototype = DateProto;
+  KDate.UTC = nativeUTC;
+  KDate.parse = NativeDate.parse;
+  KDate.now = NativeDate.now;
+  defineProperty(KDate, 'length', { value: 7 });
+  defineProperty(KDate, 'name', { value: 'Date' });
+  defineProperty(DateProto, 'constructor', { value: KDate, writable: true, enumerable: false, configurable: true });
+
+  // A local setter that replaces fields first..first+maxArgs-1 (indexes into localGetters).
+  function localSetter(first, maxArgs, fromZeroIfInvalid) {
+    return function () {
+      var args = arguments;
+      var values = [];
+      var count = args.length < maxArgs ? args.length : maxArgs;
+      for (var i = 0; i < count; i++) { values.push(+args[i]); }
+      var now = callMethod(nativeGetTime, this);  // throws TypeError on non-dates
+      var fields;
+      if (now !== now) {
+        if (!fromZeroIfInvalid) { return NaN; }
+        fields = [1970, 0, 1, 0, 0, 0, 0];
+      } else {
+        fields = [];
+        for (var j = 0; j < 7; j++) { fields.push(callMethod(localGetters[j], this)); }
+      }
+      if (count === 0) { values.push(NaN); count = 1; }
+      for (var k = 0; k < count; k++) { fields[first + k] = values[k]; }
+      return callMethod(nativeSetTime, this, localToUtc(localValue(fields)));
+    };
+  }
+  hide(DateProto, 'setFullYear', localSetter(0, 3, true));
+  hide(DateProto, 'setMonth', localSetter(1, 2, false));
+  hide(DateProto, 'setDate', localSetter(2, 1, false));
+  hide(DateProto, 'setHours', localSetter(3, 4, false));
+  hide(DateProto, 'setMinutes', localSetter(4, 3, false));
+  hide(DateProto, 'setSeconds', localSetter(5, 2, false));
+  hide(DateProto, 'setMilliseconds', localSetter(6, 1, false));
+  global.Date = KDate;
+
+  // ---- java.lang.String methods (GraalJS nashorn-compat exposes them on JS strings) ----
 
   function javaError(name, message) {
     var e = new Error(message);

@@ -6,11 +6,14 @@ Fixtures are our own; expected values follow digdag's documented and tested beha
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -368,6 +371,133 @@ def test_moment_across_los_angeles_dst_end(engine: TemplateEngine) -> None:
     )
     assert (
         engine.render("${moment(session_time).add(1,'days').format()}", p, tz) == "2016-11-07T01:30:00-08:00"
+    )
+
+
+DST_ZONES = [
+    "America/Los_Angeles",
+    "America/New_York",
+    "Europe/London",
+    "Europe/Berlin",
+    "Australia/Sydney",
+    "Australia/Lord_Howe",  # 30-minute DST
+    "America/St_Johns",  # -03:30 / -02:30
+    "Asia/Tokyo",
+    "Pacific/Apia",  # skipped a whole day in 2011
+]
+
+
+def _spec_utc_ms(zone: ZoneInfo, local: datetime) -> int:
+    """ECMAScript's UTC(local): the offset valid at that wall time, or (gap/overlap) the earlier one.
+
+    That is Python's fold=0 rule, so zoneinfo is the reference.
+    """
+    return (local.replace(tzinfo=zone, fold=0) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(
+        milliseconds=1
+    )
+
+
+def _wall_time(zone: ZoneInfo, ms: int) -> datetime:
+    utc = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    return utc.astimezone(zone).replace(tzinfo=None)
+
+
+def _transitions(zone: ZoneInfo, year: int) -> list[datetime]:
+    out = []
+    t = datetime(year, 1, 1, tzinfo=UTC)
+    prev = t.astimezone(zone).utcoffset()
+    while t.year == year:
+        t += timedelta(minutes=30)
+        off = t.astimezone(zone).utcoffset()
+        if off != prev:
+            out.append(t.astimezone(zone).replace(tzinfo=None))
+            prev = off
+    return out
+
+
+@pytest.mark.parametrize("tz", DST_ZONES)
+def test_local_time_to_utc_follows_ecmascript_around_transitions(engine: TemplateEngine, tz: str) -> None:
+    zone = ZoneInfo(tz)
+    years = [2011, 2016] if tz == "Pacific/Apia" else [2016]
+    cases: list[datetime] = []
+    for year in years:
+        for tr in _transitions(zone, year) or [datetime(year, 3, 27, 2, 0)]:
+            start = tr - timedelta(hours=4)
+            cases += [start + timedelta(minutes=15 * i) for i in range(8 * 4 + 1)]
+    fields = [[c.year, c.month - 1, c.day, c.hour, c.minute] for c in cases]
+    text = "${cases.map(function (c) { return new Date(c[0], c[1], c[2], c[3], c[4]).getTime() })}"
+    got = json.loads(engine.render(text, {"cases": fields}, tz))
+    expected = [_spec_utc_ms(zone, c) for c in cases]
+    assert got == expected
+
+    # Local setters (moment's add(1, 'days') uses setDate) resolve the new wall time the same way.
+    text = (
+        "${starts.map(function (u) { var d = new Date(u); d.setDate(d.getDate() + 1); return d.getTime() })}"
+    )
+    got = json.loads(engine.render(text, {"starts": expected}, tz))
+    tomorrow = [_spec_utc_ms(zone, _wall_time(zone, u) + timedelta(days=1)) for u in expected]
+    assert got == tomorrow
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    tz=st.sampled_from(DST_ZONES),
+    local=st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2037, 12, 31)),
+    field=st.integers(0, 6),
+    value=st.integers(-40, 40),
+)
+def test_local_setters_match_the_spec(
+    engine: TemplateEngine, tz: str, local: datetime, field: int, value: int
+) -> None:
+    zone = ZoneInfo(tz)
+    local = local.replace(microsecond=local.microsecond // 1000 * 1000)
+    start = _spec_utc_ms(zone, local)
+    setter = ["setFullYear", "setMonth", "setDate", "setHours", "setMinutes", "setSeconds", "setMilliseconds"]
+    arg = value + 2000 if field == 0 else value
+    text = "${(function () { var d = new Date(start); d." + setter[field] + "(arg); return d.getTime() })()}"
+    got = int(engine.render(text, {"start": start, "arg": arg}, tz))
+    # The instant's real wall time, with one field replaced; out-of-range fields carry over.
+    real = _wall_time(zone, start)
+    parts = [
+        real.year,
+        real.month - 1,
+        real.day,
+        real.hour,
+        real.minute,
+        real.second,
+        real.microsecond // 1000,
+    ]
+    parts[field] = arg
+    naive = datetime(parts[0] + parts[1] // 12, parts[1] % 12 + 1, 1) + timedelta(
+        days=parts[2] - 1, hours=parts[3], minutes=parts[4], seconds=parts[5], milliseconds=parts[6]
+    )
+    assert got == _spec_utc_ms(zone, naive)
+
+
+def test_date_constructor_stays_a_date(engine: TemplateEngine) -> None:
+    text = (
+        "${[new Date(0) instanceof Date, Object.prototype.toString.call(new Date(2016, 0)),"
+        " typeof Date(), Date.length, new Date(2016, 0).constructor === Date, new Date(50, 0).getFullYear()]}"
+    )
+    assert engine.render(text, params()) == '[true,"[object Date]","string",7,true,1950]'
+
+
+def test_moment_parses_local_times_in_gaps_and_overlaps(engine: TemplateEngine) -> None:
+    la = "America/Los_Angeles"
+    cases = {
+        '${moment("2016-03-13 02:30").format()}': "2016-03-13T03:30:00-07:00",  # gap: moved forward
+        '${moment("2016-03-13 03:00").format()}': "2016-03-13T03:00:00-07:00",
+        '${moment("2016-03-13 05:00").subtract(1, "minutes").format()}': "2016-03-13T04:59:00-07:00",
+        '${moment("2016-11-06 01:30").format()}': "2016-11-06T01:30:00-07:00",  # overlap: the first
+        '${moment("2016-11-06 00:30").add(2, "hours").format()}': "2016-11-06T01:30:00-08:00",
+    }
+    assert {t: engine.render(t, params(la), la) for t in cases} == cases
+    london = "Europe/London"
+    assert engine.render('${moment("2016-03-27 01:30").format()}', params(london), london) == (
+        "2016-03-27T02:30:00+01:00"
+    )
+    assert engine.render('${moment("2016-10-30 01:30").format()}', params(london), london) == (
+        "2016-10-30T01:30:00+01:00"
     )
 
 
