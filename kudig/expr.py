@@ -18,6 +18,9 @@ Why it is built the way it is:
   and restored afterwards. QuickJS's conversion of a local date-time back to UTC is wrong near DST
   transitions, so the Date constructor and local setters are replaced with the ECMAScript rule that
   GraalJS follows (moment's parsing of local times and `add(1, 'days')` go through them).
+  Caveat: during an evaluation (tens of microseconds) the whole process sees that TZ, so other
+  threads reading local time, or spawning subprocesses that inherit os.environ, may see the
+  workflow zone; give subprocesses an explicit env.
 * Values cross the Python/JS boundary only as JSON text (never spliced into JS source), so params
   cannot inject code and strings with lone surrogates survive the trip.
 * digdag on Java 11+ (GraalJS, nashorn-compat) exposes `java.lang.String` methods on JS strings, and
@@ -104,8 +107,7 @@ def _moment_source() -> tuple[str, str]:
 
 
 # Our runtime, evaluated once per context after moment.js. It defines the globals __kudig_render
-# (textJson, paramsJson, localJson) and __kudig_snapshot(); see the module docstring for the template algorithm.
-# Kept ES5 apart from what QuickJS provides natively.
+# (textJson, paramsJson, localJson) and __kudig_snapshot(); see the module docstring for why.
 _RUNTIME_JS = r"""
 (function (global) {
   'use strict';
@@ -122,6 +124,7 @@ _RUNTIME_JS = r"""
   var hasOwn = Object.prototype.hasOwnProperty;
   var objectToString = Object.prototype.toString;
   var apply = Reflect.apply;
+  var NewFunction = Function;
   function callMethod(fn, self, arg) { return apply(fn, self, arg === undefined ? [] : [arg]); }
 
   // ---- the template compiler (digdag's digdag.js, extended syntax) ----
@@ -182,7 +185,7 @@ _RUNTIME_JS = r"""
     code += "';\n";
     var body = "var __t,__p='',__j=Array.prototype.join," +
       "print=function(){__p+=__j.call(arguments,'');};\n" + code + "return __p;\n";
-    return new Function('with(this){\n' + body + '}\n');
+    return new NewFunction('with(this){\n' + body + '}\n');
   }
 
   var compiled = create(null);
@@ -718,7 +721,7 @@ class _ConfigEvaluation:
                 built[key] = value
             elif isinstance(value, Mapping):
                 built[key] = self.object(value)
-            elif isinstance(value, list):
+            elif isinstance(value, (list, tuple)):
                 built[key] = self.array(built, value)
             elif isinstance(value, str):
                 built[key] = self.string(built, value)
@@ -726,12 +729,12 @@ class _ConfigEvaluation:
                 built[key] = value
         return built
 
-    def array(self, local: dict[str, Any], values: list[Any]) -> list[Any]:
+    def array(self, local: dict[str, Any], values: list[Any] | tuple[Any, ...]) -> list[Any]:
         out: list[Any] = []
         for value in values:
             if isinstance(value, Mapping):
                 out.append(self.object(value))
-            elif isinstance(value, list):
+            elif isinstance(value, (list, tuple)):
                 out.append(self.array(local, value))
             elif isinstance(value, str):
                 out.append(self.string(local, value))
