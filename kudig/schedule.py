@@ -64,12 +64,27 @@ _TYPES = frozenset({"hourly", "daily", "weekly", "monthly", "minutes_interval", 
 _COMMON_KEYS = ("skip_on_overtime", "skip_delayed_by", "start", "end")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ScheduleTime:
-    """One slot: the session time (the `session_time` variable) and when it actually runs."""
+    """One slot: the session time (the `session_time` variable) and when it actually runs.
+
+    Equality compares instants: Python's same-zone datetime comparison ignores `fold`, so two different
+    instants of a DST overlap (01:30 PDT and 01:30 PST) would otherwise compare equal.
+    """
 
     session_time: datetime
     run_time: datetime
+
+    def _instants(self) -> tuple[datetime, datetime]:
+        return self.session_time.astimezone(UTC), self.run_time.astimezone(UTC)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ScheduleTime):
+            return NotImplemented
+        return self._instants() == other._instants()
+
+    def __hash__(self) -> int:
+        return hash(self._instants())
 
     @property
     def finished(self) -> bool:
