@@ -475,6 +475,18 @@ _RUNTIME_JS = r"""
   });
   hide(String.prototype, 'contains', function (s) { return String(this).indexOf(String(s)) >= 0; });
   hide(String.prototype, 'isEmpty', function () { return String(this).length === 0; });
+  hide(String.prototype, 'equals', function (s) { return typeof s === 'string' && String(this) === s; });
+  function javaCompare(a, b) {
+    var n = Math.min(a.length, b.length);
+    for (var i = 0; i < n; i++) {
+      if (a.charCodeAt(i) !== b.charCodeAt(i)) { return a.charCodeAt(i) - b.charCodeAt(i); }
+    }
+    return a.length - b.length;
+  }
+  hide(String.prototype, 'compareTo', function (s) { return javaCompare(String(this), String(s)); });
+  hide(String.prototype, 'compareToIgnoreCase', function (s) {
+    return javaCompare(String(this).toUpperCase().toLowerCase(), String(s).toUpperCase().toLowerCase());
+  });
   hide(String.prototype, 'equalsIgnoreCase', function (s) {
     return s !== null && s !== undefined && String(this).toUpperCase() === String(s).toUpperCase();
   });

@@ -572,6 +572,9 @@ def test_unknown_time_zone_is_an_error(engine: TemplateEngine, tz: str) -> None:
         ('${"abcd".matches("a.c")}', "false"),
         ('${"".isEmpty()}', "true"),
         ('${"ABC".equalsIgnoreCase("abc")}', "true"),
+        ('${"abc".equals("abc")} ${"abc".equals("abd")}', "true false"),
+        ('${"apple".compareTo("banana")} ${"b".compareTo("b")} ${"ab".compareTo("a")}', "-1 0 1"),
+        ('${"ABC".compareToIgnoreCase("abd")}', "-1"),
         ("${session_time.replaceAll('-', '').substring(0, 8)}", "20160102"),
     ],
 )
