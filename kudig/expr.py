@@ -35,6 +35,7 @@ import os
 import re
 import threading
 import time
+import zoneinfo
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
@@ -44,6 +45,7 @@ from typing import Any
 import quickjs
 
 from kudig.errors import KudigError
+from kudig.timezones import parse_timezone
 
 __all__ = ["NO_EVAL_KEYS", "TemplateEngine", "TemplateError", "find_moment_js", "posix_tz"]
 
@@ -500,17 +502,13 @@ _RUNTIME_JS = r"""
 # Time zones
 # --------------------------------------------------------------------------------------------------
 
-_OFFSET_RE = re.compile(r"^(?:UTC|GMT|UT)?([+-])(\d{1,2})(?::?(\d{2}))?(?::?(\d{2}))?$")
-_ZONE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+)*$")
-_UTC_NAMES = frozenset({"UTC", "GMT", "UT", "Z", "Etc/UTC", "Etc/GMT", "Zulu", "Universal"})
-
 
 def _zoneinfo_file(name: str) -> Path | None:
     """The compiled TZif file for an IANA name: the system's, else the `tzdata` wheel's.
 
     Pods built from slim images may lack /usr/share/zoneinfo; the tzdata package is a dependency.
     """
-    roots = [Path("/usr/share/zoneinfo")]
+    roots = [Path(p) for p in zoneinfo.TZPATH]
     try:
         import tzdata  # type: ignore[import-untyped,unused-ignore]
 
@@ -530,28 +528,29 @@ def _zoneinfo_file(name: str) -> Path | None:
 def posix_tz(timezone: str) -> str:
     """The `TZ` value that makes the C library's local time the workflow time zone.
 
-    "UTC" -> "UTC0"; "+09:00" -> "<+0900>-09:00" (POSIX offsets count west of Greenwich, hence
-    the inverted sign); IANA names ("Asia/Tokyo") -> ":<path of the TZif file>".
+    Accepts what digdag accepts (kudig.timezones, i.e. Java's ZoneId.of). "UTC" -> "UTC0";
+    "+09:00" -> "<+0900>-09:00" (POSIX offsets count west of Greenwich, hence the inverted sign);
+    region ids ("Asia/Tokyo") -> ":<path of the TZif file>".
     """
-    tz = timezone.strip()
-    if tz in _UTC_NAMES:
+    try:
+        tz = parse_timezone(timezone)
+    except KudigError as e:
+        raise TemplateError(e.message) from None
+    if isinstance(tz, zoneinfo.ZoneInfo):
+        path = _zoneinfo_file(tz.key)
+        if path is None:  # pragma: no cover - zoneinfo found it, so one of the roots has it
+            raise TemplateError(f"Unknown timezone: {timezone} (no TZif file for the C library)")
+        return f":{path}"
+    offset = tz.utcoffset(None)
+    seconds = int(offset.total_seconds()) if offset is not None else 0
+    if seconds == 0:
         return "UTC0"
-    m = _OFFSET_RE.match(tz)
-    if m:
-        sign, hh, mm, ss = m.group(1), int(m.group(2)), int(m.group(3) or 0), int(m.group(4) or 0)
-        if hh > 18 or mm > 59 or ss > 59 or (hh == 18 and (mm or ss)):
-            raise TemplateError(f"Invalid time zone offset {timezone!r}")
-        if hh == mm == ss == 0:
-            return "UTC0"
-        label = f"{sign}{hh:02d}{mm:02d}" + (f"{ss:02d}" if ss else "")
-        posix_sign = "-" if sign == "+" else "+"
-        offset = f"{hh:02d}:{mm:02d}" + (f":{ss:02d}" if ss else "")
-        return f"<{label}>{posix_sign}{offset}"
-    if _ZONE_NAME_RE.match(tz) and ".." not in tz:
-        path = _zoneinfo_file(tz)
-        if path is not None:
-            return f":{path}"
-    raise TemplateError(f"Unknown time zone {timezone!r}")
+    sign = "+" if seconds > 0 else "-"
+    hh, rest = divmod(abs(seconds), 3600)
+    mm, ss = divmod(rest, 60)
+    label = f"{sign}{hh:02d}{mm:02d}" + (f"{ss:02d}" if ss else "")
+    posix_sign = "-" if seconds > 0 else "+"
+    return f"<{label}>{posix_sign}{hh:02d}:{mm:02d}" + (f":{ss:02d}" if ss else "")
 
 
 @contextmanager

@@ -537,6 +537,10 @@ def test_process_time_zone_is_restored(engine: TemplateEngine, monkeypatch: pyte
         ("-08:00", "<-0800>+08:00"),
         ("+0530", "<+0530>-05:30"),
         ("UTC+01:00", "<+0100>-01:00"),
+        ("+9", "<+0900>-09:00"),
+        ("GMT-9", "<-0900>+09:00"),
+        ("+05:30:15", "<+053015>-05:30:15"),
+        ("Z", "UTC0"),
     ],
 )
 def test_posix_tz_for_offsets(tz: str, expected: str) -> None:
@@ -548,9 +552,9 @@ def test_posix_tz_for_names() -> None:
     assert posix_tz("Asia/Tokyo").endswith("Asia/Tokyo")
 
 
-@pytest.mark.parametrize("tz", ["No/Such_Zone", "../../etc/passwd", "+25:00", "", "Asia/Tokyo; rm"])
+@pytest.mark.parametrize("tz", ["No/Such_Zone", "../../etc/passwd", "+25:00", "", "Asia/Tokyo; rm", "JST"])
 def test_unknown_time_zone_is_an_error(engine: TemplateEngine, tz: str) -> None:
-    with pytest.raises(TemplateError, match="time zone"):
+    with pytest.raises(TemplateError, match="Unknown timezone"):
         engine.render("${1}", params(), tz)
 
 
