@@ -196,7 +196,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print(json.dumps({**params, **builtins}, indent=2, default=str))
     engine = Engine.new(ctx, wf.tasks)
-    run = LocalRun(engine, None if args.dry_run else status_dir, max_workers=args.max_task_threads, secrets=_local_secrets())
+    run = LocalRun(
+        engine,
+        None if args.dry_run else status_dir,
+        max_workers=args.max_task_threads,
+        secrets=_local_secrets(),
+    )
     ok = run.run()
     where = f"Task state is saved at {status_dir} directory." if status_dir is not None else ""
     if ok:
@@ -253,14 +258,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("task", nargs="?", help="run only this task (+name) and its children")
     run.add_argument("-p", "--param", action="append", metavar="KEY=VALUE")
     run.add_argument("-P", "--params-file", action="append", metavar="FILE.yml")
-    run.add_argument("-t", "--session", default="last", help="last|daily|hourly|schedule|YYYY-MM-DD|'YYYY-MM-DD HH:MM:SS'")
+    run.add_argument(
+        "-t", "--session", default="last", help="last|daily|hourly|schedule|YYYY-MM-DD|'YYYY-MM-DD HH:MM:SS'"
+    )
     run.add_argument("-a", "--rerun", "--all", action="store_true", help="ignore saved task states")
     run.add_argument("-s", "--start", metavar="+TASK")
     run.add_argument("-g", "--goal", metavar="+TASK")
     run.add_argument("-e", "--end", metavar="+TASK")
     run.add_argument("-d", "--dry-run", action="store_true")
     run.add_argument("-E", "--show-params", action="store_true")
-    run.add_argument("-o", "--save", default=".digdag/status", help="status directory (relative to the project)")
+    run.add_argument(
+        "-o", "--save", default=".digdag/status", help="status directory (relative to the project)"
+    )
     run.add_argument("--no-save", action="store_true")
     run.add_argument("--project", help="project directory (default: the .dig file's directory)")
     run.add_argument("--max-task-threads", type=int, default=8)
@@ -272,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--project")
     check.add_argument("--max-tasks", type=int, default=1000)
     check.set_defaults(func=cmd_check)
+
+    from kudig.cli_cluster import add_commands
+
+    add_commands(sub)
     return parser
 
 
@@ -283,6 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KudigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except Exception as e:
+        if type(e).__name__ == "ApiException":  # the API server said no: show its reason, not a traceback
+            print(
+                f"error: Kubernetes API: {getattr(e, 'status', '')} {getattr(e, 'reason', '')}: {getattr(e, 'body', '')}",
+                file=sys.stderr,
+            )
+            return 1
+        raise
     except KeyboardInterrupt:
         return 130
 

@@ -101,7 +101,8 @@ def _do_block(ctx: OpContext, key: str = "_do") -> dict[str, Any] | None:
         return None
     if not isinstance(block, Mapping):
         raise TaskFailure(f"{key} must be a task definition (a map)", retryable=False)
-    return copy.deepcopy(plain(block))
+    result: dict[str, Any] = copy.deepcopy(plain(block))
+    return result
 
 
 def _with_export(block: dict[str, Any], export: Mapping[str, Any]) -> dict[str, Any]:

@@ -545,21 +545,20 @@ class _FieldSpec:
     alias_offset: int = 0
 
     def parse_value(self, text: str) -> int:
+        """cron4j's value parsers: an int in range, else (months, days of week) a name, else `L` (days)."""
+        if self.name == "days of month" and text.lower() == "l":
+            return _LAST_DAY
         number = _java_parse_int(text)
+        if number is not None and self.minimum <= number <= self.maximum:
+            return number % 7 if self.name == "days of week" else number
+        if self.aliases:
+            # cron4j tries the name after any integer failure, so `13` as a month is an invalid alias
+            if text.lower() in self.aliases:
+                return self.aliases.index(text.lower()) + self.alias_offset
+            raise _FieldError(f'invalid value "{text}", invalid alias "{text}"')
         if number is None:
-            if text.lower() == "l" and self.name == "days of month":
-                return _LAST_DAY
-            for i, alias in enumerate(self.aliases):
-                if alias == text.lower():
-                    return i + self.alias_offset
-            if self.aliases:
-                raise _FieldError(f'invalid value "{text}", invalid alias "{text}"')
             raise _FieldError(f'invalid value "{text}", invalid integer value')
-        if not self.minimum <= number <= self.maximum:
-            raise _FieldError(f'invalid value "{text}", value out of range')
-        if self.name == "days of week":
-            return number % 7
-        return number
+        raise _FieldError(f'invalid value "{text}", value out of range')
 
 
 _FIELDS = (

@@ -69,7 +69,9 @@ def from_definition(
     return Workflow(name, file, definition, tz_raw, tz, schedule, tasks, project_dir)
 
 
-def load_workflow(path: Path, project_dir: Path | None = None, max_tasks: int = DEFAULT_MAX_TASKS) -> Workflow:
+def load_workflow(
+    path: Path, project_dir: Path | None = None, max_tasks: int = DEFAULT_MAX_TASKS
+) -> Workflow:
     """Load `path` (a `.dig` file); the project directory defaults to its directory."""
     if path.suffix != ".dig" and not path.exists() and path.with_suffix(".dig").exists():
         path = path.with_suffix(".dig")

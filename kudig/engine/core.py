@@ -13,12 +13,11 @@ Propagation is worklist-driven (a state change enqueues only the tasks it can af
 from __future__ import annotations
 
 import copy
-import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from kudig.compiler import DEFAULT_MAX_TASKS, TaskSpec, compile_subtree
 from kudig.engine.state import ACTIVE, FAILED, SessionState, Task, TaskState
@@ -108,13 +107,12 @@ Action = StartTask | TaskLog | TaskFinished
 # --------------------------------------------------------------------------- context
 
 
-class Evaluator:
+class Evaluator(Protocol):
     """What the engine needs from `${...}` evaluation (kudig.expr.TemplateEngine provides it)."""
 
     def eval_config(
-        self, config: Mapping[str, Any], params: Mapping[str, Any], timezone: str = "UTC"
-    ) -> dict[str, Any]:
-        raise NotImplementedError
+        self, config: Mapping[str, Any], params: Mapping[str, Any], timezone: str = ...
+    ) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -384,6 +382,8 @@ class Engine:
             self._succeed(task, TaskResult(), run_check=False)
             return
         previous = self.ctx.resume.get(task.name)
+        if previous is None and task.name in self.state.resume:
+            previous = TaskResult.from_json(self.state.resume[task.name])
         if previous is not None and selection != "force":
             task.skipped = True
             self._succeed(task, previous, run_check=False)
@@ -659,5 +659,13 @@ def failed_tasks(state: SessionState) -> list[Task]:
     ]
 
 
-def retry_delay_floor(policy: RetryPolicy, count: int) -> float:
-    return math.fsum(policy.delay(i) for i in range(count))
+def resumable_results(state: SessionState) -> dict[str, dict[str, Any]]:
+    """What a `retry --resume` attempt keeps: every task (not the root) that succeeded, by name."""
+    out: dict[str, dict[str, Any]] = dict(state.resume)
+    for task in state.tasks[1:]:
+        if task.superseded or task.state != TaskState.SUCCESS:
+            continue
+        out[task.name] = TaskResult(
+            task.store_params, task.export_params, task.subtask_config, tuple(task.reset_store_params)
+        ).to_json()
+    return out

@@ -153,6 +153,8 @@ class SessionState:
 
     tasks: list[Task] = field(default_factory=list)
     killed: bool = False
+    # Results carried over from an earlier attempt (retry --resume), by full task name.
+    resume: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def root(self) -> Task:
@@ -167,11 +169,18 @@ class SessionState:
         return bool(self.tasks) and self.tasks[0].state == TaskState.SUCCESS
 
     def to_json(self) -> dict[str, Any]:
-        return {"tasks": [t.to_json() for t in self.tasks], "killed": self.killed}
+        out: dict[str, Any] = {"tasks": [t.to_json() for t in self.tasks], "killed": self.killed}
+        if self.resume:
+            out["resume"] = self.resume
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SessionState:
-        state = cls([Task.from_json(t) for t in data.get("tasks", [])], data.get("killed", False))
+        state = cls(
+            [Task.from_json(t) for t in data.get("tasks", [])],
+            data.get("killed", False),
+            dict(data.get("resume", {})),
+        )
         rebuild_indexes(state)
         return state
 

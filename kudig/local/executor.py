@@ -66,7 +66,9 @@ class LocalRun:
                 events = []
                 for action in actions:
                     if isinstance(action, StartTask):
-                        self.log(f"{_stamp()} [INFO] ({action.name}): {action.op_type}>: {_preview(action.config)}")
+                        self.log(
+                            f"{_stamp()} [INFO] ({action.name}): {action.op_type}>: {_preview(action.config)}"
+                        )
                         pending[pool.submit(self._run_work, action)] = action.task_id
                     elif isinstance(action, TaskLog):
                         self.log(action.text)
@@ -143,7 +145,17 @@ class LocalRun:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(RUNNER_DIR), env.get("PYTHONPATH", "")]))
             try:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "kudig_runner", "--input", str(in_path), "--output", str(out_path), "--cwd", str(project_dir)],
+                    [
+                        sys.executable,
+                        "-m",
+                        "kudig_runner",
+                        "--input",
+                        str(in_path),
+                        "--output",
+                        str(out_path),
+                        "--cwd",
+                        str(project_dir),
+                    ],
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     env=env,

@@ -59,9 +59,9 @@ class ProjectFiles(Model):
 class WorkflowSpec(Model):
     name: str | None = Field(None, description="digdag workflow name (default: metadata.name)")
     dig: str = Field(..., description="The .dig file's text")
-    project: ProjectFiles = Field(default_factory=ProjectFiles)
+    project: ProjectFiles = Field(default_factory=lambda: ProjectFiles.model_validate({}))
     params: dict[str, Any] = Field(default_factory=dict, description="Default params for every session")
-    pod: PodDefaults = Field(default_factory=PodDefaults)
+    pod: PodDefaults = Field(default_factory=lambda: PodDefaults.model_validate({}))
     secret_name: str | None = Field(
         None, description="Secret that ${secret:key} reads (default: kudig-secrets)"
     )

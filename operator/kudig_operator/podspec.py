@@ -1,0 +1,260 @@
+"""Task pods: one per work task, named deterministically, least-privileged.
+
+Pure functions from (session, task, evaluated config, workflow defaults) to a Pod manifest. The
+name depends only on the session, attempt, the task's full name and the retry counts of the task
+and its ancestors, so a controller that restarts and repeats a `StartTask` meets AlreadyExists
+and adopts the pod instead of running the task twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kudig_runner.shell import env_value, is_valid_env_key
+
+from kudig_operator.models import API_VERSION, PodDefaults
+
+LABEL_SESSION = "kudig.io/session"
+LABEL_WORKFLOW = "kudig.io/workflow"
+LABEL_ATTEMPT = "kudig.io/attempt"
+LABEL_TASK_ID = "kudig.io/task-id"
+ANNOTATION_TASK = "kudig.io/task"
+WORKSPACE = "/workspace"
+KUDIG_DIR = "/kudig"
+PROJECT_MOUNT = "/kudig-project"
+MAX_TERMINATION_MESSAGE = 4096
+_SECRET_RE = re.compile(r"\$\{secret:([A-Za-z0-9_.\-]+)\}")
+_DNS = re.compile(r"[^a-z0-9-]+")
+
+
+def pod_name(session: str, attempt: int, task_name: str, generation: str) -> str:
+    digest = hashlib.sha256(f"{session}\0{attempt}\0{task_name}\0{generation}".encode()).hexdigest()[:10]
+    base = _DNS.sub("-", session.lower()).strip("-")[:52].rstrip("-")
+    return f"{base}-{digest}"
+
+
+def secret_keys(value: Any) -> list[str]:
+    """Every `${secret:key}` the task config mentions (the pod gets only those)."""
+    found: list[str] = []
+
+    def walk(v: Any) -> None:
+        if isinstance(v, str):
+            found.extend(m.group(1) for m in _SECRET_RE.finditer(v))
+        elif isinstance(v, Mapping):
+            for item in v.values():
+                walk(item)
+        elif isinstance(v, list):
+            for item in v:
+                walk(item)
+
+    walk(value)
+    return sorted(set(found))
+
+
+def k8s_escape(text: str) -> str:
+    """Kubernetes expands `$(VAR)` in env values and commands; `$$(` keeps a literal `$(`."""
+    return text.replace("$(", "$$(")
+
+
+def secret_env_name(index: int) -> str:
+    return f"KUDIG_SECRET_{index}"
+
+
+@dataclass(frozen=True)
+class PodContext:
+    namespace: str
+    session_name: str
+    session_uid: str
+    workflow: str
+    attempt: int
+    runner_image: str
+    config_maps: list[str]
+    defaults: PodDefaults
+    secret_name: str
+
+
+def _docker_image(config: Mapping[str, Any]) -> str | None:
+    docker = config.get("docker")
+    if isinstance(docker, Mapping) and isinstance(docker.get("image"), str) and docker["image"]:
+        return str(docker["image"])
+    return None
+
+
+def build_pod(
+    ctx: PodContext,
+    *,
+    name: str,
+    task_id: int,
+    task_name: str,
+    op_type: str,
+    config: Mapping[str, Any],
+) -> dict[str, Any]:
+    image = _docker_image(config) or ctx.defaults.image or ctx.runner_image
+    own_runner = image == ctx.runner_image
+    keys = secret_keys(config)
+    secret_map = {key: secret_env_name(i) for i, key in enumerate(keys)}
+    workdir = str(config.get("_workdir") or "")
+    env_cfg = config.get("_env") if isinstance(config.get("_env"), Mapping) else {}
+    task_input = {
+        "task_name": task_name,
+        "type": op_type,
+        "config": config,
+        "params": config,
+        "env": {str(k): env_value(v) for k, v in (env_cfg or {}).items()},
+        "secrets": secret_map,
+        "workdir": workdir,
+    }
+    env: list[dict[str, Any]] = [
+        {
+            "name": env_name,
+            "valueFrom": {"secretKeyRef": {"name": ctx.secret_name, "key": key, "optional": True}},
+        }
+        for key, env_name in secret_map.items()
+    ]
+    for k, v in (ctx.defaults.env or {}).items():
+        env.append({"name": k, "value": k8s_escape(v)})
+    if op_type == "sh" and not own_runner:
+        # A plain image (busybox, alpine...): no Python, so the shell runs the script itself with
+        # digdag's environment, and secrets come in as variables from secretKeyRef.
+        script = k8s_escape(str(config.get("_command", "")))
+        script = _SECRET_RE.sub(lambda m: "${" + secret_map[m.group(1)] + "}", script)
+        for key, value in config.items():
+            if is_valid_env_key(str(key)) and not str(key).startswith("KUDIG_SECRET_"):
+                env.append({"name": str(key), "value": k8s_escape(env_value(value))})
+        for key, value in (env_cfg or {}).items():
+            text = k8s_escape(env_value(value))
+            text = _SECRET_RE.sub(lambda m: "$(" + secret_map[m.group(1)] + ")", text)
+            env.append({"name": str(key), "value": text})
+        command = ["/bin/sh", "-c", script]
+    else:
+        python = config.get("py", {}).get("python") if isinstance(config.get("py"), Mapping) else None
+        interpreter = python if isinstance(python, list) else [python or "python3"]
+        command = [
+            *[str(p) for p in interpreter],
+            "-m",
+            "kudig_runner",
+            "--input",
+            f"{KUDIG_DIR}/input.json",
+            "--output",
+            "/dev/termination-log",
+            "--max-output-bytes",
+            str(MAX_TERMINATION_MESSAGE),
+            "--cwd",
+            WORKSPACE,
+        ]
+        env.append({"name": "PYTHONPATH", "value": f"{KUDIG_DIR}/lib"})
+        env.append({"name": "PYTHONDONTWRITEBYTECODE", "value": "1"})
+    volumes: list[dict[str, Any]] = [
+        {"name": "workspace", "emptyDir": {}},
+        {"name": "kudig", "emptyDir": {}},
+    ]
+    init_mounts: list[dict[str, Any]] = [
+        {"name": "workspace", "mountPath": WORKSPACE},
+        {"name": "kudig", "mountPath": KUDIG_DIR},
+    ]
+    for i, cm in enumerate(ctx.config_maps):
+        volumes.append({"name": f"project-{i}", "configMap": {"name": cm}})
+        init_mounts.append({"name": f"project-{i}", "mountPath": f"{PROJECT_MOUNT}/{i}", "readOnly": True})
+    container_security: dict[str, Any] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+    }
+    resources = ctx.defaults.resources or {}
+    main: dict[str, Any] = {
+        "name": "task",
+        "image": image,
+        "command": command,
+        "workingDir": f"{WORKSPACE}/{workdir}".rstrip("/"),
+        "env": env,
+        "volumeMounts": [
+            {"name": "workspace", "mountPath": WORKSPACE},
+            {"name": "kudig", "mountPath": KUDIG_DIR, "readOnly": True},
+        ],
+        "securityContext": container_security,
+        "terminationMessagePolicy": "File",
+    }
+    if resources:
+        main["resources"] = resources
+    if ctx.defaults.image_pull_policy:
+        main["imagePullPolicy"] = ctx.defaults.image_pull_policy
+    init: dict[str, Any] = {
+        "name": "prepare",
+        "image": ctx.runner_image,
+        "command": [
+            "python3",
+            "-m",
+            "kudig_runner.prepare",
+            "--projects",
+            PROJECT_MOUNT,
+            "--workspace",
+            WORKSPACE,
+            "--kudig-dir",
+            KUDIG_DIR,
+        ],
+        "env": [
+            {
+                "name": "KUDIG_TASK_INPUT",
+                "value": k8s_escape(json.dumps(task_input, separators=(",", ":"), default=str)),
+            }
+        ],
+        "volumeMounts": init_mounts,
+        "securityContext": container_security,
+    }
+    if ctx.defaults.image_pull_policy:
+        init["imagePullPolicy"] = ctx.defaults.image_pull_policy
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "fsGroup": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "initContainers": [init],
+        "containers": [main],
+        "volumes": volumes,
+    }
+    if ctx.defaults.service_account_name:
+        spec["serviceAccountName"] = ctx.defaults.service_account_name
+    if ctx.defaults.node_selector:
+        spec["nodeSelector"] = ctx.defaults.node_selector
+    if ctx.defaults.tolerations:
+        spec["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in ctx.defaults.tolerations
+        ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": ctx.namespace,
+            "labels": {
+                "app.kubernetes.io/managed-by": "kudig",
+                LABEL_SESSION: ctx.session_name[:63],
+                LABEL_WORKFLOW: ctx.workflow[:63],
+                LABEL_ATTEMPT: str(ctx.attempt),
+                LABEL_TASK_ID: str(task_id),
+            },
+            "annotations": {ANNOTATION_TASK: task_name},
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "Session",
+                    "name": ctx.session_name,
+                    "uid": ctx.session_uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": spec,
+    }
