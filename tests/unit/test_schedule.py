@@ -606,7 +606,22 @@ def test_cron_delay() -> None:
         ),
         ("0 0 0 * *", 'cron>: invalid pattern "0 0 0 * *". Error parsing days of month field'),
         ("0 0 * foo *", 'cron>: invalid pattern "0 0 * foo *". Error parsing months field'),
-        ("0 0 * * 8", 'cron>: invalid pattern "0 0 * * 8". Error parsing days of week field'),
+        (
+            "0 0 * * 8",
+            'cron>: invalid pattern "0 0 * * 8". Error parsing days of week field: invalid value "8", invalid alias "8".',
+        ),
+        (
+            "0 0 1 13 *",
+            'cron>: invalid pattern "0 0 1 13 *". Error parsing months field: invalid value "13", invalid alias "13".',
+        ),
+        (
+            "x 0 * * *",
+            'cron>: invalid pattern "x 0 * * *". Error parsing minutes field: invalid value "x", invalid integer value.',
+        ),
+        (
+            "0 0 1-2-3 * *",
+            'cron>: invalid pattern "0 0 1-2-3 * *". Error parsing days of month field: syntax error.',
+        ),
         (
             "*/0 * * * *",
             'cron>: invalid pattern "*/0 * * * *". Error parsing minutes field: non positive divisor "0".',
