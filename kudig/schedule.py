@@ -28,7 +28,32 @@ schedule ends at the next day's 00:00). When a next run time would be at or afte
 `SCHEDULE_END` (9999-01-01T00:00:00Z, both session and run time: the schedule is finished). When it would be
 before the start, the slot is recomputed from the start.
 
-Where kudig differs from digdag on purpose, see the notes on each function (search for "digdag").
+Where kudig differs from digdag, or had to guess (digdag's source for it was not at hand):
+
+* `SCHEDULE_END` is digdag's instant 9999-01-01T00:00:00Z, returned in the workflow time zone.
+* `seconds_interval>`: `first_schedule_time` is the first slot whose *session* time is >= now (digdag
+  ignores the delay there). kudig also applies `start`/`end` to it; digdag's seconds_interval factory
+  does not seem to read them.
+* After recomputing from `start`, kudig checks `end` again (digdag can return a slot past `end`).
+* `last_schedule_time` always returns a real slot (digdag's interval estimate may not, for irregular
+  patterns).
+* Unknown keys are always an error (digdag only logs them when the scheduler merely loads a schedule).
+  Allowed keys (guess, after the reference notes): the type key or `_type`/`_command`, `skip_on_overtime`,
+  `skip_delayed_by`, `start`, `end`, and `delay` for cron, minutes_interval and seconds_interval only.
+  "Did you mean" candidates are listed in a fixed order (digdag: HashSet order).
+* Guessed messages: cron pattern errors (cron4j's InvalidPatternException wording with a `cron>: `
+  prefix), `never matches any date` (digdag loops forever), non-integer or non-positive minutes_interval /
+  seconds_interval / delay, non-boolean `skip_on_overtime`, bad `skip_delayed_by`, the text after
+  `Invalid start: X`.
+* `weekly>` also accepts full day names (`Sunday`); cron4j rejects them. `monthly>` day outside 1..31 gets
+  the monthly format message (digdag fails inside cron4j).
+* DST overlap (faithful to cron4j, surprising): a pattern firing inside the repeated hour fires at the
+  standard-time occurrence only, so `*/15 * * * *` skips the first 01:00..01:45 on a fall-back day.
+  "Standard time" is taken as the smaller UTC offset of the two.
+* Instants before 1970 use floor division (Java truncates toward zero there).
+
+Note for callers: Python compares and subtracts two datetimes of the *same* tzinfo by wall time, ignoring
+the offset, so convert to UTC before comparing times around a DST change. `ScheduleTime.__eq__` does.
 """
 
 from __future__ import annotations
