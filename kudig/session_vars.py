@@ -12,6 +12,9 @@ digdag builds them in `RuntimeParams.buildRuntimeParams` and `AttemptBuilder.bui
 * `session_id`, `session_uuid`, `attempt_id`, `project_id`, `retry_attempt_name` (None when unnamed).
 
 `task_name` is per task and added by the engine. `local_session_time` computes `kudig run --session`.
+
+Not reproduced: some digdag versions also set `digdag.`-prefixed copies (`digdag.session_time`, ...);
+the reference inventory does not list them, so kudig does not set them.
 """
 
 from __future__ import annotations
