@@ -1,0 +1,84 @@
+"""Task pods: deterministic names, least privilege, secrets only by reference."""
+
+from __future__ import annotations
+
+import json
+
+from kudig_operator.models import PodDefaults
+from kudig_operator.podspec import PodContext, build_pod, pod_name, secret_keys
+
+
+def ctx(**kw: object) -> PodContext:
+    base = {
+        "namespace": "ns",
+        "session_name": "etl-20240130t000000",
+        "session_uid": "uid-1",
+        "workflow": "etl",
+        "attempt": 1,
+        "runner_image": "localhost/kudig/runner:dev",
+        "config_maps": ["etl-files"],
+        "defaults": PodDefaults.model_validate({}),
+        "secret_name": "kudig-secrets",
+    }
+    base.update(kw)
+    return PodContext(**base)  # type: ignore[arg-type]
+
+
+def test_pod_name_is_deterministic_and_changes_with_retry() -> None:
+    a = pod_name("etl-20240130t000000", 1, "+etl+load", "0.0")
+    assert a == pod_name("etl-20240130t000000", 1, "+etl+load", "0.0")
+    assert a != pod_name("etl-20240130t000000", 1, "+etl+load", "0.1")
+    assert a != pod_name("etl-20240130t000000", 2, "+etl+load", "0.0")
+    assert len(pod_name("x" * 300, 1, "+t", "0")) <= 63
+
+
+def test_pod_is_least_privileged_and_owned() -> None:
+    pod = build_pod(
+        ctx(), name="p", task_id=3, task_name="+etl+load", op_type="py", config={"_command": "tasks.load"}
+    )
+    spec = pod["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["restartPolicy"] == "Never"
+    assert pod["metadata"]["ownerReferences"][0]["kind"] == "Session"
+    assert pod["metadata"]["annotations"]["kudig.io/task"] == "+etl+load"
+    main = spec["containers"][0]
+    assert main["image"] == "localhost/kudig/runner:dev"
+    assert main["securityContext"]["allowPrivilegeEscalation"] is False
+    assert "kudig_runner" in main["command"]
+
+
+def test_secrets_never_in_the_spec() -> None:
+    config = {
+        "_command": "curl -H 'Authorization: ${secret:api.token}' $URL",
+        "_env": {"PASSWORD": "${secret:db.password}"},
+        "docker": {"image": "busybox:1.35"},
+    }
+    assert secret_keys(config) == ["api.token", "db.password"]
+    pod = build_pod(ctx(), name="p", task_id=1, task_name="+etl+t", op_type="sh", config=config)
+    main = pod["spec"]["containers"][0]
+    assert main["image"] == "busybox:1.35"
+    assert main["command"][:2] == ["/bin/sh", "-c"]
+    env = {e["name"]: e for e in main["env"]}
+    refs = {e["valueFrom"]["secretKeyRef"]["key"] for e in main["env"] if "valueFrom" in e}
+    assert refs == {"api.token", "db.password"}
+    assert "${secret:" not in main["command"][2]
+    assert env["PASSWORD"]["value"].startswith("$(KUDIG_SECRET_")
+
+
+def test_k8s_variable_syntax_is_escaped_in_user_text() -> None:
+    config = {"_command": "echo $(date) $(HOME)", "docker": {"image": "busybox"}, "x": "$(HOME)"}
+    pod = build_pod(ctx(), name="p", task_id=1, task_name="+t", op_type="sh", config=config)
+    main = pod["spec"]["containers"][0]
+    assert main["command"][2] == "echo $$(date) $$(HOME)"
+    assert {e["name"]: e.get("value") for e in main["env"]}["x"] == "$$(HOME)"
+
+
+def test_task_input_travels_to_the_init_container() -> None:
+    pod = build_pod(
+        ctx(), name="p", task_id=1, task_name="+t", op_type="py", config={"_command": "m.f", "a": 1}
+    )
+    init = pod["spec"]["initContainers"][0]
+    payload = json.loads(next(e["value"] for e in init["env"] if e["name"] == "KUDIG_TASK_INPUT"))
+    assert payload["type"] == "py" and payload["config"]["a"] == 1
+    assert {"name": "project-0", "configMap": {"name": "etl-files"}} in pod["spec"]["volumes"]
