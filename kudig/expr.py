@@ -190,17 +190,21 @@ _RUNTIME_JS = r"""
     return new NewFunction('with(this){\n' + body + '}\n');
   }
 
+  // Compiled templates by text: a task's strings recur at every attempt and loop iteration.
+  // Bounded by total text size, because the cache lives inside the memory limit.
   var compiled = create(null);
-  var compiledCount = 0;
-  var COMPILED_MAX = 500;
+  var compiledChars = 0;
+  var COMPILED_MAX_CHARS = 262144;
 
   function compiledTemplate(text) {
     var fn = compiled[text];
     if (fn === undefined) {
       fn = compile(text);
-      if (compiledCount >= COMPILED_MAX) { compiled = create(null); compiledCount = 0; }
-      compiled[text] = fn;
-      compiledCount++;
+      if (text.length <= COMPILED_MAX_CHARS / 16) {
+        if (compiledChars + text.length > COMPILED_MAX_CHARS) { compiled = create(null); compiledChars = 0; }
+        compiled[text] = fn;
+        compiledChars += text.length;
+      }
     }
     return fn;
   }

@@ -626,6 +626,14 @@ def test_memory_limit_and_engine_recovers() -> None:
     assert eng.render("${'x'.repeat(1000).length}", params()) == "1000"
 
 
+def test_large_templates_fit_the_memory_limit() -> None:
+    # Operators render whole script files; many distinct large ones must not pile up in memory.
+    eng = TemplateEngine(memory_limit_bytes=16 << 20)
+    for i in range(30):
+        text = f"-- {i}\n" + "select 1;\n" * 20000 + "-- ${timezone}"
+        assert eng.render(text, params()).endswith("-- UTC")
+
+
 def test_stack_overflow_is_a_template_error(engine: TemplateEngine) -> None:
     with pytest.raises(TemplateError, match="stack overflow"):
         engine.render("${(function f(){ return f() })()}", params())
