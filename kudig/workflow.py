@@ -14,6 +14,7 @@ from typing import Any
 
 from kudig.compiler import DEFAULT_MAX_TASKS, TaskSpec, compile_workflow
 from kudig.errors import ConfigError, KudigError
+from kudig.lint import check_calls, check_templates
 from kudig.schedule import Schedule, parse_schedule
 from kudig.timezones import parse_timezone
 from kudig.yamlload import YMap, load_dig, load_dig_text, plain
@@ -66,6 +67,8 @@ def from_definition(
         except KudigError as e:
             raise e.at(file, definition.line_of("schedule")) from None
     tasks = compile_workflow(name, definition, max_tasks)
+    check_templates(definition)
+    check_calls(definition, project_dir, file)
     return Workflow(name, file, definition, tz_raw, tz, schedule, tasks, project_dir)
 
 

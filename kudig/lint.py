@@ -1,0 +1,141 @@
+"""Checks a workflow before it runs: `${...}` syntax and `call>` targets.
+
+digdag finds a JavaScript syntax error or a call> cycle only when the task runs, possibly hours
+into a session. Both are visible in the text, so we report them up front with file and line —
+`kudig run`, `kudig check`, `kudig push` and the controller's Workflow status all call this.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import quickjs
+
+from kudig.errors import ConfigError
+from kudig.yamlload import YMap, load_dig
+
+_ctx_lock = threading.Lock()
+_ctx: Any = None
+
+
+def template_expressions(text: str) -> Iterator[str]:
+    """The `${...}` expressions of a template (extended syntax: braces balance; quotes respected)."""
+    i = 0
+    n = len(text)
+    while i < n:
+        j = text.find("$", i)
+        if j < 0 or j + 1 >= n:
+            return
+        if text[j + 1] == "$":
+            i = j + 2
+            continue
+        if text[j + 1] != "{":
+            i = j + 1
+            continue
+        start = j + 2
+        k = start
+        while k < n and (text[k].isalpha()):
+            k += 1
+        if k < n and text[k] == ":" and k > start and text[start:k].islower():
+            i = k  # ${secret:...} and friends are not JavaScript
+            continue
+        depth = 1
+        k = start
+        quote: str | None = None
+        while k < n:
+            c = text[k]
+            if quote:
+                if c == "\\":
+                    k += 1
+                elif c == quote:
+                    quote = None
+            elif c in "'\"":
+                quote = c
+            elif c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0:
+                    break
+            k += 1
+        if k >= n:
+            return  # unclosed: digdag leaves it as text
+        yield text[start:k]
+        i = k + 1
+
+
+def syntax_error(expression: str) -> str | None:
+    """QuickJS's complaint about `expression`, compiled but never run; None when it parses."""
+    global _ctx
+    with _ctx_lock:
+        if _ctx is None:
+            _ctx = quickjs.Context()
+            _ctx.set_time_limit(1)
+        _ctx.set("__kudig_src", "return (" + expression + "\n);")
+        try:
+            _ctx.eval("new Function('params', __kudig_src); undefined")
+        except quickjs.JSException as e:
+            return str(e).splitlines()[0]
+    return None
+
+
+def _strings(
+    value: Any, where: YMap | None, key: str | None
+) -> Iterator[tuple[str, YMap | None, str | None]]:
+    if isinstance(value, str):
+        yield value, where, key
+    elif isinstance(value, dict):
+        inner = value if isinstance(value, YMap) else where
+        for k, v in value.items():
+            yield from _strings(v, inner, k if isinstance(value, YMap) else key)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v, where, key)
+
+
+def check_templates(definition: YMap) -> None:
+    for text, where, key in _strings(definition, definition, None):
+        if "${" not in text:
+            continue
+        for expr in template_expressions(text):
+            problem = syntax_error(expr)
+            if problem is not None:
+                line = where.line_of(key) if where is not None and key is not None else None
+                raise ConfigError(
+                    f"Invalid JavaScript in ${{{expr}}}: {problem}", where.file if where else None, line
+                )
+
+
+def _call_targets(value: Any, where: YMap | None) -> Iterator[tuple[str, YMap | None]]:
+    if isinstance(value, dict):
+        inner = value if isinstance(value, YMap) else where
+        target = value.get("call>")
+        if isinstance(target, str) and "$" not in target:
+            yield target, inner
+        for v in value.values():
+            yield from _call_targets(v, inner)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _call_targets(v, where)
+
+
+def check_calls(definition: YMap, project_dir: Path, file: str, stack: tuple[str, ...] = ()) -> None:
+    """Follow literal `call>` targets: a missing file or a cycle is an error at the call's line."""
+    here = PurePosixPath(file).parent
+    stack = (*stack, str(PurePosixPath(file)))
+    for target, where in _call_targets(definition, definition):
+        rel = here / (target if target.endswith(".dig") else target + ".dig")
+        key = str(rel)
+        line = where.line_of("call>") if where is not None else None
+        source = where.file if where is not None else file
+        if ".." in rel.parts:
+            raise ConfigError(f"call> file must stay inside the project: {target}", source, line)
+        if key in stack:
+            raise ConfigError("call> cycle: " + " -> ".join([*stack, key]), source, line)
+        path = project_dir / rel
+        if not path.is_file():
+            raise ConfigError(f"call> workflow file not found: {key}", source, line)
+        check_calls(load_dig(path, project_dir), project_dir, key, stack)

@@ -1,0 +1,71 @@
+"""Bad input never gives a traceback: one line with file and line, exit status 1 (issue #2)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CASES = {
+    "malformed_yaml": ({"wf.dig": "+a:\n  sh>: [x\n"}, r"wf.dig:\d+: Invalid YAML"),
+    "unknown_operator": (
+        {"wf.dig": "+a:\n  shx>: x\n"},
+        r"wf.dig:2: Unknown operator type 'shx>' \(did you mean \[sh>\]\?\)",
+    ),
+    "bad_retry": ({"wf.dig": "+a:\n  sh>: x\n  _retry: lots\n"}, r"wf.dig:3: Invalid _retry format"),
+    "call_cycle": (
+        {
+            "wf.dig": "+a:\n  call>: c2\n",
+            "c2.dig": "+b:\n  echo>: hi\n+c:\n  call>: sub/c3\n",
+            "sub/c3.dig": "+d:\n  call>: ../wf\n",
+        },
+        r"sub/c3.dig:2: call> file must stay inside the project",
+    ),
+    "call_cycle_same_dir": (
+        {"wf.dig": "+a:\n  call>: c2\n", "c2.dig": "+b:\n  echo>: hi\n+c:\n  call>: wf\n"},
+        r"c2.dig:4: call> cycle: wf.dig -> c2.dig -> wf.dig",
+    ),
+    "missing_include": (
+        {"wf.dig": "_export:\n  !include : missing.yml\n+a:\n  echo>: x\n"},
+        r"wf.dig:2: Included file not found: missing.yml",
+    ),
+    "js_syntax_error": (
+        {"wf.dig": "+a:\n  echo>: ok\n+b:\n  echo>: ${td.last_results.cnt => 3}\n"},
+        r"wf.dig:4: Invalid JavaScript in \$\{td.last_results.cnt => 3\}",
+    ),
+    "duplicate_key": ({"wf.dig": "+a:\n  echo>: 1\n+a:\n  echo>: 2\n"}, r"wf.dig:3: Duplicate key '\+a'"),
+    "unknown_group_key": (
+        {"wf.dig": "+g:\n  parallel: true\n  +a:\n    echo>: x\n"},
+        r"wf.dig:2: .*did you mean \[_parallel\]",
+    ),
+    "bad_timezone": ({"wf.dig": "timezone: Mars/Olympus\n+a:\n  echo>: x\n"}, r"wf.dig:1: .*Mars/Olympus"),
+    "bad_schedule": ({"wf.dig": "schedule:\n  daily>: 7am\n+a:\n  echo>: x\n"}, r"wf.dig:\d+: .*daily"),
+    "missing_file": ({}, r"File not found: wf.dig"),
+    "not_a_map": ({"wf.dig": "- a\n- b\n"}, r"wf.dig:1: A workflow file must be a YAML map"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_gives_one_line(case: str, tmp_path: Path) -> None:
+    files, pattern = CASES[case]
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    for command in (["run", "wf.dig", "--no-save"], ["check", "wf.dig"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "kudig.cli", *command],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 1, proc
+        assert "Traceback" not in proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1, proc.stderr
+        assert lines[0].startswith("error: ")
+        import re
+
+        assert re.search(pattern, lines[0]), lines[0]
