@@ -625,8 +625,11 @@ class TemplateEngine:
     """Evaluates digdag templates; one QuickJS context per engine, reused across calls.
 
     Thread-safe (all evaluation is serialised by a process-wide lock, which the time zone handling
-    needs anyway). `time_limit_s` bounds the CPU time of one evaluation and `memory_limit_bytes` the
-    context's heap, so a runaway expression fails its task instead of hanging the executor.
+    needs anyway). `time_limit_s` bounds one evaluation and `memory_limit_bytes` the context's heap,
+    so a runaway expression fails its task instead of hanging the executor. The binding measures
+    the limit in process CPU time (`clock()`), so other busy threads shorten it, and QuickJS's regex
+    engine never checks it: a catastrophically backtracking regex runs until it finishes (the task's
+    own timeout is the backstop there). The GIL is released while JS runs.
     """
 
     def __init__(self, *, time_limit_s: float = 2.0, memory_limit_bytes: int = 64 << 20) -> None:
