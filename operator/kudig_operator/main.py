@@ -148,6 +148,8 @@ def run() -> None:
     )
     namespace = os.environ.get("KUDIG_NAMESPACE")
     kopf.configure(verbose=False)
+    # one line per handled event is noise at our event rate; kudig logs what matters itself
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(
         clusterwide=namespace is None,
         namespaces=[namespace] if namespace else [],
