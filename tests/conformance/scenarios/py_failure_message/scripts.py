@@ -1,0 +1,2 @@
+def explode():
+    raise RuntimeError("the input file is corrupt")
