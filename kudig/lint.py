@@ -22,7 +22,8 @@ _ctx: Any = None
 
 
 def template_expressions(text: str) -> Iterator[str]:
-    """The `${...}` expressions of a template (extended syntax: braces balance; quotes respected)."""
+    """The `${...}` expressions of a template, found as digdag finds them: braces balance, and
+    (like digdag's scanner) quotes are not special, so `${'}'}` is as broken here as at run time."""
     i = 0
     n = len(text)
     while i < n:
@@ -44,17 +45,9 @@ def template_expressions(text: str) -> Iterator[str]:
             continue
         depth = 1
         k = start
-        quote: str | None = None
         while k < n:
             c = text[k]
-            if quote:
-                if c == "\\":
-                    k += 1
-                elif c == quote:
-                    quote = None
-            elif c in "'\"":
-                quote = c
-            elif c == "{":
+            if c == "{":
                 depth += 1
             elif c == "}":
                 depth -= 1
