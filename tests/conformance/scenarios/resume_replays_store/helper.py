@@ -1,0 +1,7 @@
+import digdag
+
+
+def produce(value):
+    with open("produced.txt", "a") as f:
+        f.write("produced\n")
+    digdag.env.store({"v": value})
