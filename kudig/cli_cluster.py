@@ -24,7 +24,6 @@ from kudig.naming import dns_label, session_name
 GROUP = "kudig.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
-PATH_SEPARATOR = "__"
 CONFIGMAP_LIMIT = 900 * 1024  # stay well under the 1 MiB object limit
 _KEY_OK = re.compile(r"^[-._a-zA-Z0-9]+$")
 TERMINAL = ("Succeeded", "Failed", "Killed")
@@ -46,11 +45,12 @@ def project_files(root: Path) -> list[Path]:
 
 
 def encode_key(rel: str) -> str:
-    if PATH_SEPARATOR in rel:
-        raise KudigError(f"{rel}: file names containing '{PATH_SEPARATOR}' cannot be pushed")
-    key = rel.replace("/", PATH_SEPARATOR)
-    if not _KEY_OK.match(key):
-        raise KudigError(f"{rel}: file names may only use letters, digits, '-', '_' and '.'")
+    """Same encoding as kudig_runner.prepare (which decodes it in the pod)."""
+    from kudig_runner.prepare import encode_key as encode
+
+    key = encode(rel)
+    if not _KEY_OK.match(key) or len(key) > 253:
+        raise KudigError(f"{rel}: file names may only use letters, digits, '-', '_' and '.' (and be short)")
     return key
 
 

@@ -52,7 +52,7 @@ class PodDefaults(Model):
 class ProjectFiles(Model):
     config_maps: list[str] = Field(
         default_factory=list,
-        description="ConfigMaps holding the project files; a key is the file path with '/' written as '__'",
+        description="ConfigMaps holding the project files; keys are paths with '_' written '__' and '/' written '_.'",
     )
 
 

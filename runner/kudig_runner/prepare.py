@@ -3,7 +3,7 @@
 `python3 -m kudig_runner.prepare --projects DIR --workspace DIR --kudig-dir DIR`
 
 * copies the project files from their ConfigMap mounts (`DIR/<n>/<key>`, a key being the file
-  path with '/' written as '__') into the workspace, so every task gets a fresh copy it alone
+  path encoded by `encode_key`) into the workspace, so every task gets a fresh copy it alone
   can change (digdag's local mode shares one directory; pods must not);
 * copies the standard-library runner package to `<kudig-dir>/lib`, so the main container can
   run py> in any image that has a Python;
@@ -18,11 +18,25 @@ import shutil
 import sys
 from pathlib import Path, PurePosixPath
 
-PATH_SEPARATOR = "__"
+
+def encode_key(path: str) -> str:
+    """A project file path as a ConfigMap key (`[-._a-zA-Z0-9]+`): `_` becomes `__`, `/` becomes
+    `_.`, so `scripts/__init__.py` is `scripts_.____init____.py` and decoding is unambiguous."""
+    return path.replace("_", "__").replace("/", "_.")
 
 
 def decode_key(key: str) -> str:
-    return key.replace(PATH_SEPARATOR, "/")
+    out = []
+    i = 0
+    while i < len(key):
+        c = key[i]
+        if c == "_" and i + 1 < len(key) and key[i + 1] in "_.":
+            out.append("_" if key[i + 1] == "_" else "/")
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
 
 
 def copy_projects(projects: Path, workspace: Path) -> int:

@@ -1,0 +1,187 @@
+"""Plumbing for the operator's e2e tests: CRDs, the runner image, a controller process, sessions.
+
+The controller runs as a process on this machine against the cluster (the same code the
+operator image runs), so a test can kill it with SIGKILL and start it again.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .conftest import Kube, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNNER_IMAGE = os.environ.get("KUDIG_E2E_RUNNER_IMAGE", "localhost/kudig/runner:dev")
+GROUP, VERSION = "kudig.io", "v1alpha1"
+TERMINAL = ("Succeeded", "Failed", "Killed")
+
+
+class Operator:
+    """`python -m kudig_operator` as a child process, watching every namespace."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env.update(
+            {
+                "KUDIG_RUNNER_IMAGE": RUNNER_IMAGE,
+                "KUDIG_CACHE_DIR": str(self.log_path.parent / "projects"),
+                "KUDIG_HEALTH_ENDPOINT": "http://127.0.0.1:0/healthz",
+                "KUDIG_RESYNC_SECONDS": "5",
+                "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT / "runner"), str(ROOT)]),
+            }
+        )
+        env.pop("KUDIG_NAMESPACE", None)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kudig_operator"], env=env, stdout=log, stderr=log
+        )
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def apply_crds(kube: Kube) -> None:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    ext = client.ApiextensionsV1Api(kube.api)
+    for path in sorted((ROOT / "crds").glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        try:
+            ext.create_custom_resource_definition(doc)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            current = ext.read_custom_resource_definition(doc["metadata"]["name"])
+            doc["metadata"]["resourceVersion"] = current.metadata.resource_version
+            ext.replace_custom_resource_definition(doc["metadata"]["name"], doc)
+
+    def established() -> bool:
+        for name in ("workflows.kudig.io", "sessions.kudig.io"):
+            crd = ext.read_custom_resource_definition(name)
+            conds = {c.type: c.status for c in (crd.status.conditions or [])}
+            if conds.get("Established") != "True":
+                return False
+        return True
+
+    wait_for(established, 60, "CRDs established")
+
+
+@pytest.fixture(scope="session")
+def operator(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    if not os.environ.get("KUDIG_E2E_SKIP_IMAGES"):
+        subprocess.run([str(ROOT / "hack" / "kudig-images"), "runner"], check=True)
+    apply_crds(kube)
+    op = Operator(tmp_path_factory.mktemp("operator") / "operator.log")
+    op.start()
+    yield op
+    op.stop()
+
+
+def push(kube: Kube, namespace: str, project: Path, name: str | None = None) -> list[dict[str, Any]]:
+    from kudig.cli_cluster import build_objects
+
+    objects = build_objects(project, name or project.name, namespace)
+    for obj in objects:
+        if obj["kind"] == "ConfigMap":
+            kube.core.create_namespaced_config_map(namespace, obj)
+        else:
+            kube.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "workflows", obj)
+    return objects
+
+
+def start(
+    kube: Kube, namespace: str, workflow: str, session_time: str, params: dict[str, Any] | None = None
+) -> str:
+    from datetime import datetime
+
+    from kudig.naming import session_name
+
+    name = session_name(workflow, datetime.fromisoformat(session_time))
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Session",
+        "metadata": {"name": name},
+        "spec": {"workflow": workflow, "sessionTime": session_time, "params": params or {}},
+    }
+    kube.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "sessions", body)
+    return name
+
+
+def session(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = kube.custom.get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "sessions", name
+    )
+    return obj
+
+
+def wait_session(kube: Kube, op: Operator, namespace: str, name: str, timeout: float = 180) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        obj = session(kube, namespace, name)
+        return obj if (obj.get("status") or {}).get("phase") in TERMINAL else None
+
+    try:
+        return wait_for(done, timeout, f"session {namespace}/{name} to finish")
+    except AssertionError as e:
+        obj = session(kube, namespace, name)
+        raise AssertionError(
+            f"{e}\nstatus: {json.dumps({k: v for k, v in (obj.get('status') or {}).items() if k != 'engine'})}\noperator log:\n{op.tail()}"
+        ) from None
+
+
+def engine_state(obj: dict[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(gzip.decompress(base64.b64decode(obj["status"]["engine"]["data"])))
+    return data
+
+
+def tasks_by_name(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["name"]: t for t in engine_state(obj)["tasks"] if not t.get("superseded")}
+
+
+def task_pods(kube: Kube, namespace: str, session_name: str) -> list[Any]:
+    pods: list[Any] = kube.core.list_namespaced_pod(
+        namespace, label_selector=f"kudig.io/session={session_name}"
+    ).items
+    return pods
+
+
+def pod_log_of(kube: Kube, namespace: str, session_name: str, task: str) -> str:
+    logs = []
+    for pod in sorted(task_pods(kube, namespace, session_name), key=lambda p: p.metadata.creation_timestamp):
+        if (pod.metadata.annotations or {}).get("kudig.io/task") == task:
+            logs.append(kube.core.read_namespaced_pod_log(pod.metadata.name, namespace, container="task"))
+    return "".join(logs)

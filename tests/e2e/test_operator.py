@@ -1,0 +1,280 @@
+"""The operator on a real cluster: examples, isolation, failures, restarts (issue #4)."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import Kube, wait_for
+from .operator_fixtures import (
+    GROUP,
+    ROOT,
+    VERSION,
+    Operator,
+    engine_state,
+    operator,  # noqa: F401 - fixture
+    pod_log_of,
+    push,
+    session,
+    start,
+    task_pods,
+    tasks_by_name,
+    wait_session,
+)
+
+pytestmark = pytest.mark.e2e
+EXAMPLES = ROOT / "examples"
+
+
+def project(tmp_path: Path, files: dict[str, str]) -> Path:
+    root = tmp_path / "proj"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_example_etl(kube: Kube, namespace: str, operator: Operator) -> None:
+    push(kube, namespace, EXAMPLES / "etl")
+    name = start(kube, namespace, "etl", "2024-01-30T00:00:00+00:00")
+    obj = wait_session(kube, operator, namespace, name)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"].get("failedTasks")
+    tasks = tasks_by_name(obj)
+    assert tasks["+etl+transform"]["store_params"] == {"transformed_count": 19, "transformed_total": 1203}
+    assert "loading 19 orders (total 1203) from shop for 2024-01-30" in pod_log_of(
+        kube, namespace, name, "+etl+load"
+    )
+    assert "ETL 20240130: extracted=20 kept=19 total=1203" in tasks["+etl+report"]["state_params"]["log"]
+    assert obj["status"]["progress"] == "5/5"
+
+
+def test_example_fanout_limit_and_error(kube: Kube, namespace: str, operator: Operator) -> None:
+    push(kube, namespace, EXAMPLES / "fanout")
+    name = start(kube, namespace, "fanout", "2024-01-30T00:00:00+09:00")
+    obj = wait_session(kube, operator, namespace, name)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"].get("failedTasks")
+    tasks = tasks_by_name(obj)
+    assert tasks["+fanout+fan_in"]["store_params"] == {"published": "br,eu,in,jp,us"}
+    # {limit: 2} is batching: a batch starts only after the previous one finished
+    groups = [t for n, t in tasks.items() if n.startswith("+fanout+per_region^sub+") and n.count("+") == 3]
+    groups.sort(key=lambda t: t["id"])
+    batches = [groups[i : i + 2] for i in range(0, len(groups), 2)]
+    for earlier, later in zip(batches, batches[1:], strict=False):
+        assert min(t["started_at"] or 0 for t in _leaves(tasks, later)) >= max(
+            t["finished_at"] for t in _leaves(tasks, earlier)
+        )
+    failing = start(kube, namespace, "fanout", "2024-01-31T00:00:00+09:00", {"fail_region": "eu"})
+    obj = wait_session(kube, operator, namespace, failing)
+    assert obj["status"]["phase"] == "Failed"
+    assert any("Command failed with code 3" in f["message"] for f in obj["status"]["failedTasks"])
+    notify = tasks_by_name(obj)["+fanout^error+notify"]
+    assert notify["state"] == "success"
+    assert "fan-out failed for 2024-01-31: Command failed with code 3" in notify["state_params"]["log"]
+
+
+def _leaves(tasks: dict[str, dict[str, Any]], groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    prefixes = tuple(g["name"] + "+" for g in groups)
+    return [t for n, t in tasks.items() if n.startswith(prefixes) and not t.get("group")]
+
+
+def test_example_docker_image(kube: Kube, namespace: str, operator: Operator) -> None:
+    push(kube, namespace, EXAMPLES / "docker-image")
+    name = start(kube, namespace, "hello", "2024-01-30T00:00:00+00:00")
+    obj = wait_session(kube, operator, namespace, name)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"].get("failedTasks")
+    pods = {p.metadata.annotations["kudig.io/task"]: p for p in task_pods(kube, namespace, name)}
+    assert pods["+hello+in_busybox"].spec.containers[0].image == "docker.io/library/busybox:1.35"
+    assert "hello from BusyBox" in pod_log_of(kube, namespace, name, "+hello+in_busybox")
+    assert "hello from python 3." in pod_log_of(kube, namespace, name, "+hello+in_runner")
+
+
+def test_workspace_isolation_and_project_files(
+    kube: Kube, namespace: str, operator: Operator, tmp_path: Path
+) -> None:
+    root = project(
+        tmp_path,
+        {
+            "iso.dig": "+p:\n  _parallel: true\n  +writer:\n    sh>: echo mine > scratch.txt && cat data/input.txt\n"
+            "  +reader:\n    sh>: sleep 1; test ! -e scratch.txt && echo clean\n"
+            "+after:\n  sh>: test ! -e scratch.txt && cat data/input.txt\n",
+            "data/input.txt": "project file\n",
+        },
+    )
+    push(kube, namespace, root, "iso")
+    name = start(kube, namespace, "iso", "2024-01-30T00:00:00+00:00")
+    obj = wait_session(kube, operator, namespace, name)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"].get("failedTasks")
+    assert "project file" in pod_log_of(kube, namespace, name, "+iso+p+writer")
+    assert "clean" in pod_log_of(kube, namespace, name, "+iso+p+reader")
+    assert "project file" in pod_log_of(kube, namespace, name, "+iso+after")
+
+
+def test_deleted_pod_is_a_failure_and_retried(
+    kube: Kube, namespace: str, operator: Operator, tmp_path: Path
+) -> None:
+    root = project(tmp_path, {"del.dig": "+slow:\n  _retry: 1\n  sh>: sleep 6 && echo finished\n"})
+    push(kube, namespace, root, "del")
+    name = start(kube, namespace, "del", "2024-01-30T00:00:00+00:00")
+
+    def running_pod() -> Any:
+        pods = [p for p in task_pods(kube, namespace, name) if p.status.phase == "Running"]
+        return pods[0] if pods else None
+
+    pod = wait_for(running_pod, 120, "the task pod to run")
+    kube.core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=0)
+    obj = wait_session(kube, operator, namespace, name)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"].get("failedTasks")
+    assert tasks_by_name(obj)["+del+slow"]["retry_count"] == 1
+    pods = task_pods(kube, namespace, name)
+    assert len(pods) == 1 and pods[0].metadata.name != pod.metadata.name
+
+
+def test_malformed_workflow_gets_a_condition(
+    kube: Kube, namespace: str, operator: Operator, tmp_path: Path
+) -> None:
+    bad = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Workflow",
+        "metadata": {"name": "broken"},
+        "spec": {"dig": "+a:\n  echo>: ok\n+b:\n  sh>: x\n  py>: y\n"},
+    }
+    kube.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "workflows", bad)
+
+    def condition() -> dict[str, Any] | None:
+        obj = kube.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "workflows", "broken")
+        conds = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
+        return conds.get("Compiled")
+
+    cond = wait_for(condition, 60, "Compiled condition")
+    assert cond["status"] == "False"
+    assert "broken.dig:5: A task can't have more than one operator" in cond["message"]
+    broken_session = start(kube, namespace, "broken", "2024-01-30T00:00:00+00:00")
+    root = project(tmp_path, {"fine.dig": "+a:\n  echo>: still serving\n"})
+    push(kube, namespace, root, "fine")
+    name = start(kube, namespace, "fine", "2024-01-30T00:00:00+00:00")
+    assert wait_session(kube, operator, namespace, name)["status"]["phase"] == "Succeeded"
+    status = session(kube, namespace, broken_session).get("status") or {}
+    assert status.get("phase") == "Error" and "more than one operator" in status.get("message", "")
+
+
+def test_controller_killed_mid_session_runs_each_task_once(
+    kube: Kube, namespace: str, operator: Operator, tmp_path: Path
+) -> None:
+    tasks = "".join(f"  +t{i}:\n    sh>: sleep 2 && echo ran-{i}\n" for i in range(20))
+    root = project(tmp_path, {"fan.dig": f"+fan:\n  _parallel: true\n{tasks}+done:\n  echo>: all done\n"})
+    push(kube, namespace, root, "fan")
+    name = start(kube, namespace, "fan", "2024-01-30T00:00:00+00:00")
+    wait_for(lambda: len(task_pods(kube, namespace, name)) >= 5, 120, "some task pods")
+    operator.kill()
+    # while the controller is down, pods finish and nobody records it
+    wait_for(
+        lambda: sum(p.status.phase == "Succeeded" for p in task_pods(kube, namespace, name)) >= 3,
+        120,
+        "pods to finish while the controller is down",
+    )
+    operator.start()
+    obj = wait_session(kube, operator, namespace, name, timeout=240)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"].get("failedTasks")
+    pods = task_pods(kube, namespace, name)
+    per_task = Counter(p.metadata.annotations["kudig.io/task"] for p in pods)
+    assert len(pods) == 20 and set(per_task.values()) == {1}, per_task
+    for i in range(20):
+        assert pod_log_of(kube, namespace, name, f"+fan+fan+t{i}").strip() == f"ran-{i}"
+
+
+def test_kill_and_retry(kube: Kube, namespace: str, operator: Operator, tmp_path: Path) -> None:
+    root = project(
+        tmp_path,
+        {
+            "kr.dig": '+first:\n  sh>: echo first\n+second:\n  sh>: test "$mode" = good && echo fixed\n'
+            "+third:\n  sh>: sleep 60\n",
+        },
+    )
+    push(kube, namespace, root, "kr")
+    name = start(kube, namespace, "kr", "2024-01-30T00:00:00+00:00", {"mode": "bad"})
+    obj = wait_session(kube, operator, namespace, name)
+    assert obj["status"]["phase"] == "Failed"
+    assert [f["name"] for f in obj["status"]["failedTasks"]] == ["+kr+second"]
+    kube.custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "sessions",
+        name,
+        {"spec": {"attempt": 2, "retryMode": "failed", "params": {"mode": "good"}}},
+    )
+    wait_for(
+        lambda: any(
+            p.status.phase == "Running" and p.metadata.annotations["kudig.io/task"] == "+kr+third"
+            for p in task_pods(kube, namespace, name)
+        ),
+        120,
+        "third task to run",
+    )
+    kube.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "sessions", name, {"spec": {"kill": True}}
+    )
+    obj = wait_session(kube, operator, namespace, name)
+    assert obj["status"]["phase"] == "Killed"
+    assert obj["status"]["attempt"] == 2
+    tasks = tasks_by_name(obj)
+    assert tasks["+kr+second"]["state"] == "success"
+    assert tasks["+kr+third"]["state"] == "canceled"
+    wait_for(
+        lambda: (
+            not any(
+                p.metadata.annotations["kudig.io/task"] == "+kr+third"
+                for p in task_pods(kube, namespace, name)
+            )
+        ),
+        60,
+        "killed pod to be deleted",
+    )
+    # the resumed attempt did not rerun +first: one pod for it across both attempts
+    firsts = [
+        p for p in task_pods(kube, namespace, name) if p.metadata.annotations["kudig.io/task"] == "+kr+first"
+    ]
+    assert len(firsts) == 1
+    assert [a["phase"] for a in obj["status"]["attempts"]] == ["Failed", "Killed"]
+
+
+def test_secrets_resolved_in_pod_never_written(
+    kube: Kube, namespace: str, operator: Operator, tmp_path: Path
+) -> None:
+    kube.core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "kudig-secrets"}, "stringData": {"db.password": "s3cr3t-value"}}
+    )
+    root = project(
+        tmp_path,
+        {
+            "sec.dig": "+plain:\n  _export:\n    docker:\n      image: docker.io/library/busybox:1.35\n"
+            '  _env:\n    PW: ${secret:db.password}\n  sh>: test "$PW" = s3cr3t-value && echo plain-ok\n'
+            "+runner:\n  sh>: test '${secret:db.password}' = s3cr3t-value && echo runner-ok\n",
+        },
+    )
+    push(kube, namespace, root, "sec")
+    name = start(kube, namespace, "sec", "2024-01-30T00:00:00+00:00")
+    obj = wait_session(kube, operator, namespace, name)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"].get("failedTasks")
+    assert "plain-ok" in pod_log_of(kube, namespace, name, "+sec+plain")
+    assert "runner-ok" in pod_log_of(kube, namespace, name, "+sec+runner")
+    for pod in task_pods(kube, namespace, name):
+        assert "s3cr3t-value" not in str(kube.api.sanitize_for_serialization(pod))
+    assert "s3cr3t-value" not in str(obj)
+    assert "s3cr3t-value" not in str(engine_state(obj))
+
+
+def test_push_render_is_applyable(tmp_path: Path) -> None:
+    """`kudig push --dry-run` output is what GitOps commits: plain objects, no status."""
+    from kudig.cli_cluster import build_objects
+
+    shutil.copytree(EXAMPLES / "etl", tmp_path / "etl")
+    objects = build_objects(tmp_path / "etl", "etl", "ns")
+    kinds = [o["kind"] for o in objects]
+    assert kinds == ["ConfigMap", "Workflow"]
+    assert "scripts_.etl.py" in objects[0]["data"] and "scripts_.____init____.py" in objects[0]["data"]
+    assert objects[1]["spec"]["project"]["configMaps"] == ["etl-files"]
