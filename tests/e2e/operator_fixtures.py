@@ -101,8 +101,8 @@ def apply_crds(kube: Kube) -> None:
     wait_for(established, 60, "CRDs established")
 
 
-@pytest.fixture(scope="session")
-def operator(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+@pytest.fixture(scope="session", name="operator")
+def operator_fixture(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     if not os.environ.get("KUDIG_E2E_SKIP_IMAGES"):
         subprocess.run([str(ROOT / "hack" / "kudig-images"), "runner"], check=True)
     apply_crds(kube)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -16,7 +17,7 @@ from .operator_fixtures import (
     VERSION,
     Operator,
     engine_state,
-    operator,  # noqa: F401 - fixture
+    operator_fixture,  # noqa: F401 - the `operator` fixture
     pod_log_of,
     push,
     session,
@@ -63,7 +64,7 @@ def test_example_fanout_limit_and_error(kube: Kube, namespace: str, operator: Op
     groups = [t for n, t in tasks.items() if n.startswith("+fanout+per_region^sub+") and n.count("+") == 3]
     groups.sort(key=lambda t: t["id"])
     batches = [groups[i : i + 2] for i in range(0, len(groups), 2)]
-    for earlier, later in zip(batches, batches[1:], strict=False):
+    for earlier, later in itertools.pairwise(batches):
         assert min(t["started_at"] or 0 for t in _leaves(tasks, later)) >= max(
             t["finished_at"] for t in _leaves(tasks, earlier)
         )
