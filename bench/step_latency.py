@@ -14,6 +14,7 @@ Targets (issue #4): median gap under 200 ms, p95 under 1 s.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import subprocess
@@ -29,7 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tasks", type=int, default=30)
     parser.add_argument("--image", default="localhost/kudig/runner:dev", help="runner image")
     parser.add_argument("--task-image", default=None, help="image of the chain's tasks (default: runner)")
@@ -45,14 +48,22 @@ def main() -> int:
     api = client.ApiClient()
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
+    from kudig_operator.crdgen import install
+
+    install(api)
     ns = f"bench-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": ns}})
     tmp = Path(tempfile.mkdtemp(prefix="kudig-bench-"))
     image = f"_export:\n  docker:\n    image: {args.task_image}\n" if args.task_image else ""
     (tmp / "chain.dig").write_text(image + "".join(f"+t{i:03d}:\n  sh>: 'true'\n" for i in range(args.tasks)))
-    env = dict(os.environ, KUDIG_RUNNER_IMAGE=args.image, KUDIG_NAMESPACE=ns, KUDIG_CACHE_DIR=str(tmp / "cache"),
-               KUDIG_HEALTH_ENDPOINT="http://127.0.0.1:0/healthz",
-               PYTHONPATH=os.pathsep.join([str(ROOT / "operator"), str(ROOT / "runner"), str(ROOT)]))
+    env = dict(
+        os.environ,
+        KUDIG_RUNNER_IMAGE=args.image,
+        KUDIG_NAMESPACE=ns,
+        KUDIG_CACHE_DIR=str(tmp / "cache"),
+        KUDIG_HEALTH_ENDPOINT="http://127.0.0.1:0/healthz",
+        PYTHONPATH=os.pathsep.join([str(ROOT / "operator"), str(ROOT / "runner"), str(ROOT)]),
+    )
     log = (tmp / "operator.log").open("wb")
     operator = subprocess.Popen([sys.executable, "-m", "kudig_operator"], env=env, stdout=log, stderr=log)
     seen_created: dict[str, float] = {}
@@ -85,9 +96,16 @@ def main() -> int:
         name = session_name("chain", datetime.fromisoformat(when))
         t0 = time.monotonic()
         custom.create_namespaced_custom_object(
-            "kudig.io", "v1alpha1", ns, "sessions",
-            {"apiVersion": "kudig.io/v1alpha1", "kind": "Session", "metadata": {"name": name},
-             "spec": {"workflow": "chain", "sessionTime": when}},
+            "kudig.io",
+            "v1alpha1",
+            ns,
+            "sessions",
+            {
+                "apiVersion": "kudig.io/v1alpha1",
+                "kind": "Session",
+                "metadata": {"name": name},
+                "spec": {"workflow": "chain", "sessionTime": when},
+            },
         )
         deadline = time.monotonic() + 60 + 10 * args.tasks
         phase = None
@@ -105,13 +123,15 @@ def main() -> int:
         time.sleep(0.5)  # let the watcher catch the last event
         pods = sorted(core.list_namespaced_pod(ns).items, key=lambda p: seen_created.get(p.metadata.name, 0))
         order = [p.metadata.name for p in pods]
-        gaps = [seen_created[b] - seen_done[a] for a, b in zip(order, order[1:], strict=False)]
+        gaps = [seen_created[b] - seen_done[a] for a, b in itertools.pairwise(order)]
         runtimes = [seen_done[n] - seen_created[n] for n in order]
         gaps_ms = sorted(g * 1000 for g in gaps)
-        p95 = gaps_ms[max(0, int(round(0.95 * len(gaps_ms))) - 1)]
-        print(f"tasks={len(order)}  gap median={statistics.median(gaps_ms):.0f}ms  p95={p95:.0f}ms  "
-              f"max={gaps_ms[-1]:.0f}ms  pod runtime median={statistics.median(runtimes) * 1000:.0f}ms  "
-              f"makespan={makespan:.1f}s  makespan/sum(pod runtimes)={makespan / sum(runtimes):.2f}")
+        p95 = gaps_ms[max(0, round(0.95 * len(gaps_ms)) - 1)]
+        print(
+            f"tasks={len(order)}  gap median={statistics.median(gaps_ms):.0f}ms  p95={p95:.0f}ms  "
+            f"max={gaps_ms[-1]:.0f}ms  pod runtime median={statistics.median(runtimes) * 1000:.0f}ms  "
+            f"makespan={makespan:.1f}s  makespan/sum(pod runtimes)={makespan / sum(runtimes):.2f}"
+        )
         return 0
     finally:
         stop.set()

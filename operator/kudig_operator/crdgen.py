@@ -152,6 +152,38 @@ def render(doc: dict[str, Any]) -> str:
     return header + str(yaml.safe_dump(doc, sort_keys=False, width=120))
 
 
+def install(api_client: Any, timeout: float = 60.0) -> None:
+    """Create or update the CRDs in a cluster and wait until they are Established."""
+    import time
+
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    ext = client.ApiextensionsV1Api(api_client)
+    docs = all_crds()
+    for doc in docs.values():
+        try:
+            ext.create_custom_resource_definition(doc)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            current = ext.read_custom_resource_definition(doc["metadata"]["name"])
+            doc = {
+                **doc,
+                "metadata": {**doc["metadata"], "resourceVersion": current.metadata.resource_version},
+            }
+            ext.replace_custom_resource_definition(doc["metadata"]["name"], doc)
+    deadline = time.monotonic() + timeout
+    for doc in docs.values():
+        while True:
+            crd = ext.read_custom_resource_definition(doc["metadata"]["name"])
+            if any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"CRD {doc['metadata']['name']} not Established after {timeout:.0f}s")
+            time.sleep(0.1)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     out = Path(args[0]) if args else Path(__file__).resolve().parents[2] / "crds"

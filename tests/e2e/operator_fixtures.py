@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from .conftest import Kube, wait_for
 
@@ -75,30 +74,9 @@ class Operator:
 
 
 def apply_crds(kube: Kube) -> None:
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
+    from kudig_operator.crdgen import install
 
-    ext = client.ApiextensionsV1Api(kube.api)
-    for path in sorted((ROOT / "crds").glob("*.yaml")):
-        doc = yaml.safe_load(path.read_text())
-        try:
-            ext.create_custom_resource_definition(doc)
-        except ApiException as e:
-            if e.status != 409:
-                raise
-            current = ext.read_custom_resource_definition(doc["metadata"]["name"])
-            doc["metadata"]["resourceVersion"] = current.metadata.resource_version
-            ext.replace_custom_resource_definition(doc["metadata"]["name"], doc)
-
-    def established() -> bool:
-        for name in ("workflows.kudig.io", "sessions.kudig.io"):
-            crd = ext.read_custom_resource_definition(name)
-            conds = {c.type: c.status for c in (crd.status.conditions or [])}
-            if conds.get("Established") != "True":
-                return False
-        return True
-
-    wait_for(established, 60, "CRDs established")
+    install(kube.api)
 
 
 @pytest.fixture(scope="session", name="operator")
