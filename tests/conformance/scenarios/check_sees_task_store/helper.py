@@ -1,0 +1,5 @@
+import digdag
+
+
+def load(count):
+    digdag.env.store({"loaded_rows": int(count)})
