@@ -1,0 +1,5 @@
+import digdag
+
+
+def keep(value):
+    digdag.env.store({"v": value})
