@@ -48,7 +48,8 @@ def wait_for(
 ) -> T:
     """Polls ``fn`` until it returns a truthy value (returned) or ``timeout`` seconds pass.
 
-    Exceptions from ``fn`` count as "not yet" and are reported if the deadline passes.
+    Exceptions from ``fn`` count as "not yet" and are reported if the deadline passes, except
+    ``AssertionError``: ``fn`` raises it to stop waiting at once (the condition can no longer hold).
     """
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -59,6 +60,8 @@ def wait_for(
             last_exc = None
             if last:
                 return last
+        except AssertionError:
+            raise
         except Exception as exc:  # noqa: BLE001 - reported at the deadline
             last_exc = exc
         if time.monotonic() >= deadline:

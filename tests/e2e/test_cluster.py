@@ -40,7 +40,8 @@ def _serve(kube: Kube, ns: str, name: str, image: str, text: str, labels: dict[s
 def _fetch(kube: Kube, ns: str, name: str, image: str, url: str) -> str:
     """Runs a busybox pod that fetches ``url`` (retrying for up to 20 s) and returns its output."""
     script = (
-        f"for i in $(seq 40); do wget -q -T 2 -O - {url} && exit 0; sleep 0.5; done; "
+        # (busybox 1.35's wget -T crashes; the timeout applet bounds each try instead)
+        f"for i in $(seq 40); do timeout 2 wget -q -O - {url} && exit 0; sleep 0.5; done; "
         f"echo 'could not fetch {url}' >&2; exit 1"
     )
     kube.run_pod(ns, name, image, ["sh", "-c", script])
