@@ -20,6 +20,7 @@ Fixtures for e2e tests (use them in your own tests/e2e/test_*.py):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -62,7 +63,7 @@ def wait_for(
                 return last
         except AssertionError:
             raise
-        except Exception as exc:  # noqa: BLE001 - reported at the deadline
+        except Exception as exc:
             last_exc = exc
         if time.monotonic() >= deadline:
             detail = f"last error: {last_exc!r}" if last_exc else f"last value: {last!r}"
@@ -153,7 +154,7 @@ class Kube:
             for e in events.items:
                 lines.append(f"  event {e.type} {e.reason}: {e.message}")
             return "\n".join(lines)
-        except Exception as exc:  # noqa: BLE001 - diagnostics only
+        except Exception as exc:
             return f"(could not describe pod: {exc!r})"
 
     def run_pod(
@@ -181,7 +182,11 @@ def _load_api() -> tuple[Any, str]:
     """Returns (ApiClient, description) for the configured cluster; raises if none answers."""
     from kubernetes import client, config
 
-    if not os.environ.get("KUBECONFIG") and DEFAULT_KUBECONFIG.exists() and not (Path.home() / ".kube" / "config").exists():
+    if (
+        not os.environ.get("KUBECONFIG")
+        and DEFAULT_KUBECONFIG.exists()
+        and not (Path.home() / ".kube" / "config").exists()
+    ):
         os.environ["KUBECONFIG"] = str(DEFAULT_KUBECONFIG)
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
         config.load_incluster_config()
@@ -207,7 +212,7 @@ def kube() -> Iterator[Kube]:
         pytest.skip(msg)
     try:
         api, _where = _load_api()
-    except Exception as exc:  # noqa: BLE001 - any failure means "no cluster"
+    except Exception as exc:
         msg = f"no Kubernetes cluster answers ({type(exc).__name__}: {exc})"
         if os.environ.get("KUDIG_E2E") == "1":
             pytest.fail(f"KUDIG_E2E=1 but {msg}; start one with hack/cluster/up", pytrace=False)
@@ -235,18 +240,24 @@ def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test, with its default ServiceAccount; deleted afterwards."""
     base = "".join(c if c.isalnum() else "-" for c in request.node.name.lower()).strip("-")
     name = f"e2e-{base[:40].strip('-')}-{uuid.uuid4().hex[:6]}"
-    kube.core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name,
-                                "labels": {"kudig.io/e2e": "true"}}})
+    kube.core.create_namespace(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"kudig.io/e2e": "true"}},
+        }
+    )
     try:
         # ServiceAccount admission rejects pods until the controller-manager made "default"
-        wait_for(lambda: kube.core.read_namespaced_service_account("default", name), 60,
-                 f"serviceaccount {name}/default")
+        wait_for(
+            lambda: kube.core.read_namespaced_service_account("default", name),
+            60,
+            f"serviceaccount {name}/default",
+        )
         yield name
     finally:
-        try:
+        with contextlib.suppress(Exception):
             kube.core.delete_namespace(name, propagation_policy="Background", grace_period_seconds=0)
-        except Exception:  # noqa: BLE001 - best effort; the cluster goes away in CI anyway
-            pass
 
 
 @pytest.fixture(name="wait_for")

@@ -10,30 +10,37 @@ import json
 import textwrap
 from typing import Any
 
-Kube = Images = Any  # the fixtures of tests/e2e/conftest.py
-
 import pytest
 
+Kube = Images = Any  # the fixtures of tests/e2e/conftest.py
 
 pytestmark = pytest.mark.e2e
 
 HTTPD = "mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 8080 -h /www"
 
 
-def _serve(kube: Kube, ns: str, name: str, image: str, text: str, labels: dict[str, str] | None = None) -> Any:
+def _serve(
+    kube: Kube, ns: str, name: str, image: str, text: str, labels: dict[str, str] | None = None
+) -> Any:
     """A busybox httpd pod serving ``text`` on :8080; returns the Ready pod."""
-    kube.create_pod(ns, {
-        "metadata": {"name": name, "labels": labels or {}},
-        "spec": {
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{
-                "name": "httpd", "image": image,
-                "command": ["sh", "-c", HTTPD.format(text=text)],
-                "ports": [{"containerPort": 8080}],
-                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
-            }],
+    kube.create_pod(
+        ns,
+        {
+            "metadata": {"name": name, "labels": labels or {}},
+            "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "containers": [
+                    {
+                        "name": "httpd",
+                        "image": image,
+                        "command": ["sh", "-c", HTTPD.format(text=text)],
+                        "ports": [{"containerPort": 8080}],
+                        "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                    }
+                ],
+            },
         },
-    })
+    )
     return kube.wait_pod_ready(ns, name)
 
 
@@ -51,14 +58,18 @@ def _fetch(kube: Kube, ns: str, name: str, image: str, url: str) -> str:
 def test_node_ready(kube: Kube) -> None:
     nodes = kube.core.list_node().items
     assert nodes, "the cluster has no nodes"
-    ready = [n.metadata.name for n in nodes
-             if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])]
+    ready = [
+        n.metadata.name
+        for n in nodes
+        if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+    ]
     assert ready, f"no node is Ready: {[(n.metadata.name, n.status.conditions) for n in nodes]}"
 
 
 def test_pod_exit_code_and_logs(kube: Kube, namespace: str, images: Images) -> None:
-    pod = kube.run_pod(namespace, "exit3", images.busybox, ["sh", "-c", "echo hello; exit 3"],
-                       phases=("Failed",))
+    pod = kube.run_pod(
+        namespace, "exit3", images.busybox, ["sh", "-c", "echo hello; exit 3"], phases=("Failed",)
+    )
     assert pod.status.phase == "Failed"
     [status] = pod.status.container_statuses
     assert status.state.terminated is not None, status.state
@@ -74,17 +85,26 @@ def test_pod_to_pod(kube: Kube, namespace: str, images: Images) -> None:
 
 def test_clusterip_service_routes_to_pod(kube: Kube, namespace: str, images: Images, wait_for: Any) -> None:
     _serve(kube, namespace, "backend", images.busybox, "service-ok", labels={"app": "backend"})
-    svc = kube.core.create_namespaced_service(namespace, {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "backend"},
-        "spec": {"type": "ClusterIP", "selector": {"app": "backend"},
-                 "ports": [{"port": 80, "targetPort": 8080}]},
-    })
+    svc = kube.core.create_namespaced_service(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "backend"},
+            "spec": {
+                "type": "ClusterIP",
+                "selector": {"app": "backend"},
+                "ports": [{"port": 80, "targetPort": 8080}],
+            },
+        },
+    )
     ip = svc.spec.cluster_ip
     assert ip and ip != "None"
 
     def endpoint_ready() -> bool:
         slices = kube.discovery.list_namespaced_endpoint_slice(
-            namespace, label_selector="kubernetes.io/service-name=backend").items
+            namespace, label_selector="kubernetes.io/service-name=backend"
+        ).items
         return any(e.conditions.ready for s in slices for e in (s.endpoints or []))
 
     wait_for(endpoint_ready, 60, "a ready endpoint of service backend")
@@ -120,15 +140,29 @@ IN_CLUSTER_CLIENT = textwrap.dedent("""
 
 
 def test_service_account_token_reaches_api_server(kube: Kube, namespace: str, images: Images) -> None:
-    kube.core.create_namespaced_config_map(namespace, {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "marker"}, "data": {"k": "v"}})
-    kube.rbac.create_namespaced_role(namespace, {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "read-cm"},
-        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]})
-    kube.rbac.create_namespaced_role_binding(namespace, {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "read-cm"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-cm"},
-        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": namespace}]})
+    kube.core.create_namespaced_config_map(
+        namespace,
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "marker"}, "data": {"k": "v"}},
+    )
+    kube.rbac.create_namespaced_role(
+        namespace,
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "read-cm"},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}],
+        },
+    )
+    kube.rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "read-cm"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-cm"},
+            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": namespace}],
+        },
+    )
     kube.run_pod(namespace, "client", images.python, ["python3", "-c", IN_CLUSTER_CLIENT])
     result = json.loads(kube.logs(namespace, "client").strip().splitlines()[-1])
     svc = kube.core.read_namespaced_service("kubernetes", "default")
@@ -139,39 +173,71 @@ def test_service_account_token_reaches_api_server(kube: Kube, namespace: str, im
 
 
 def test_emptydir_configmap_and_init_container(kube: Kube, namespace: str, images: Images) -> None:
-    kube.core.create_namespaced_config_map(namespace, {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
-        "data": {"greeting.txt": "hello from a configmap"}})
-    kube.create_pod(namespace, {
-        "metadata": {"name": "volumes"},
-        "spec": {
-            "restartPolicy": "Never",
-            "terminationGracePeriodSeconds": 1,
-            "volumes": [{"name": "scratch", "emptyDir": {}},
-                        {"name": "settings", "configMap": {"name": "settings"}}],
-            "initContainers": [{
-                "name": "init", "image": images.busybox,
-                "command": ["sh", "-c", "echo written-by-init > /scratch/init.txt"],
-                "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
-            }],
-            "containers": [{
-                "name": "main", "image": images.busybox,
-                "command": ["sh", "-c", "cat /scratch/init.txt /etc/settings/greeting.txt; echo; "
-                            "echo main > /scratch/main.txt && cat /scratch/main.txt"],
-                "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"},
-                                 {"name": "settings", "mountPath": "/etc/settings", "readOnly": True}],
-            }],
+    kube.core.create_namespaced_config_map(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "settings"},
+            "data": {"greeting.txt": "hello from a configmap"},
         },
-    })
+    )
+    kube.create_pod(
+        namespace,
+        {
+            "metadata": {"name": "volumes"},
+            "spec": {
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 1,
+                "volumes": [
+                    {"name": "scratch", "emptyDir": {}},
+                    {"name": "settings", "configMap": {"name": "settings"}},
+                ],
+                "initContainers": [
+                    {
+                        "name": "init",
+                        "image": images.busybox,
+                        "command": ["sh", "-c", "echo written-by-init > /scratch/init.txt"],
+                        "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+                    }
+                ],
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": images.busybox,
+                        "command": [
+                            "sh",
+                            "-c",
+                            "cat /scratch/init.txt /etc/settings/greeting.txt; echo; "
+                            "echo main > /scratch/main.txt && cat /scratch/main.txt",
+                        ],
+                        "volumeMounts": [
+                            {"name": "scratch", "mountPath": "/scratch"},
+                            {"name": "settings", "mountPath": "/etc/settings", "readOnly": True},
+                        ],
+                    }
+                ],
+            },
+        },
+    )
     kube.wait_pod_phase(namespace, "volumes")
     assert kube.logs(namespace, "volumes", "main").split("\n")[:3] == [
-        "written-by-init", "hello from a configmap", "main"]
+        "written-by-init",
+        "hello from a configmap",
+        "main",
+    ]
 
 
 def test_no_token_and_run_as_non_root(kube: Kube, namespace: str, images: Images) -> None:
     pod = kube.run_pod(
-        namespace, "restricted", images.busybox,
-        ["sh", "-c", "id -u; id -g; ls /var/run/secrets/kubernetes.io/serviceaccount 2>/dev/null || echo no-token"],
+        namespace,
+        "restricted",
+        images.busybox,
+        [
+            "sh",
+            "-c",
+            "id -u; id -g; ls /var/run/secrets/kubernetes.io/serviceaccount 2>/dev/null || echo no-token",
+        ],
         automountServiceAccountToken=False,
         securityContext={"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534},
     )
@@ -180,14 +246,22 @@ def test_no_token_and_run_as_non_root(kube: Kube, namespace: str, images: Images
     assert not any(v.projected for v in pod.spec.volumes or []), "no token volume expected"
 
 
-def test_run_as_non_root_rejects_root_image_user(kube: Kube, namespace: str, images: Images, wait_for: Any) -> None:
+def test_run_as_non_root_rejects_root_image_user(
+    kube: Kube, namespace: str, images: Images, wait_for: Any
+) -> None:
     """runAsNonRoot is enforced by the kubelet: busybox runs as root unless told otherwise."""
-    kube.create_pod(namespace, {
-        "metadata": {"name": "rootish"},
-        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
-                 "securityContext": {"runAsNonRoot": True},
-                 "containers": [{"name": "main", "image": images.busybox, "command": ["true"]}]},
-    })
+    kube.create_pod(
+        namespace,
+        {
+            "metadata": {"name": "rootish"},
+            "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": False,
+                "securityContext": {"runAsNonRoot": True},
+                "containers": [{"name": "main", "image": images.busybox, "command": ["true"]}],
+            },
+        },
+    )
 
     def refused() -> str | None:
         p = kube.pod(namespace, "rootish")
@@ -200,17 +274,28 @@ def test_run_as_non_root_rejects_root_image_user(kube: Kube, namespace: str, ima
     assert "non-root" in message
 
 
-def test_garbage_collector_removes_dependents(kube: Kube, namespace: str, images: Images, wait_for: Any) -> None:
-    owner = kube.core.create_namespaced_config_map(namespace, {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}})
+def test_garbage_collector_removes_dependents(
+    kube: Kube, namespace: str, images: Images, wait_for: Any
+) -> None:
+    owner = kube.core.create_namespaced_config_map(
+        namespace, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}}
+    )
     ref = [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}]
-    kube.core.create_namespaced_config_map(namespace, {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dependent", "ownerReferences": ref}})
-    kube.create_pod(namespace, {
-        "metadata": {"name": "dependent-pod", "ownerReferences": ref},
-        "spec": {"terminationGracePeriodSeconds": 1, "automountServiceAccountToken": False,
-                 "containers": [{"name": "main", "image": images.busybox, "command": ["sleep", "3600"]}]},
-    })
+    kube.core.create_namespaced_config_map(
+        namespace,
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dependent", "ownerReferences": ref}},
+    )
+    kube.create_pod(
+        namespace,
+        {
+            "metadata": {"name": "dependent-pod", "ownerReferences": ref},
+            "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "automountServiceAccountToken": False,
+                "containers": [{"name": "main", "image": images.busybox, "command": ["sleep", "3600"]}],
+            },
+        },
+    )
     kube.wait_pod_ready(namespace, "dependent-pod")
     kube.core.delete_namespaced_config_map("owner", namespace, propagation_policy="Background")
 
@@ -223,16 +308,30 @@ def test_garbage_collector_removes_dependents(kube: Kube, namespace: str, images
 
 
 def test_job_completes(kube: Kube, namespace: str, images: Images, wait_for: Any) -> None:
-    kube.batch.create_namespaced_job(namespace, {
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "work"},
-        "spec": {
-            "backoffLimit": 0,
-            "template": {"spec": {
-                "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
-                "containers": [{"name": "main", "image": images.busybox, "command": ["sh", "-c", "echo job-done"]}],
-            }},
+    kube.batch.create_namespaced_job(
+        namespace,
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "work"},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "terminationGracePeriodSeconds": 1,
+                        "containers": [
+                            {
+                                "name": "main",
+                                "image": images.busybox,
+                                "command": ["sh", "-c", "echo job-done"],
+                            }
+                        ],
+                    }
+                },
+            },
         },
-    })
+    )
 
     def complete() -> Any:
         job = kube.batch.read_namespaced_job("work", namespace)

@@ -169,7 +169,7 @@ def cmd_extract(dir_: str, root: str) -> None:
                             _rm(child)
                     continue
                 if base.startswith(WH):
-                    _rm(parent / base[len(WH):])
+                    _rm(parent / base[len(WH) :])
                     continue
                 members.append(m)
             tar.extractall(rootp, members=members, numeric_owner=True, filter="fully_trusted")
