@@ -71,19 +71,30 @@ def resolve_session_time(spec: str, wf: Workflow, status_root: Path | None, now:
 
     if spec == "last":
         if status_root is not None and status_root.is_dir():
-            candidates = sorted(
-                (d for d in status_root.iterdir() if d.is_dir() and any(d.glob(f"+{wf.name}*.yml"))),
-                key=lambda d: d.stat().st_mtime,
-            )
-            if candidates:
-                return datetime.strptime(candidates[-1].name, "%Y%m%dT%H%M%S%z").astimezone(wf.tz)
+            times = []
+            for d in status_root.iterdir():
+                if d.is_dir() and any(d.glob(f"+{wf.name}*.yml")):
+                    try:
+                        times.append(datetime.strptime(d.name, "%Y%m%dT%H%M%S%z"))
+                    except ValueError:
+                        continue  # not a session directory
+            if times:
+                return max(times).astimezone(wf.tz)
         spec = "schedule" if wf.schedule is not None else "daily"
     return local_session_time(spec, timezone=wf.tz, schedule=wf.schedule, now=now)
 
 
 def _selector(wf: Workflow, args: argparse.Namespace) -> Any:
-    """--start/--goal/--end and a `+task` pattern, by position in the compiled workflow."""
-    names = [t.name for t in wf.tasks]
+    """`+task`, --start, --goal and --end as digdag's `run` applies them.
+
+    `+task` runs that subtree only; --start +T forces T and everything after it in the file
+    (earlier tasks resume from saved state); --goal +T runs T (forced) and what T depends on,
+    --end +T only what T depends on, where "depends on" is digdag's: the upstream siblings of T
+    and of each of its parents, transitively, with all their descendants.
+    """
+    specs = wf.tasks
+    names = [t.name for t in specs]
+    static_index = {n: i for i, n in enumerate(names)}
 
     def find(pattern: str) -> int:
         full = pattern if pattern.startswith(f"+{wf.name}+") else f"+{wf.name}{pattern}"
@@ -94,14 +105,29 @@ def _selector(wf: Workflow, args: argparse.Namespace) -> Any:
             raise ConfigError(f"Task '{pattern}' does not exist in workflow '{wf.name}'")
         return matches[0]
 
-    def subtree_end(i: int) -> int:
-        prefix = names[i]
-        j = i + 1
-        while j < len(names) and names[j].startswith(prefix + "+"):
-            j += 1
-        return j
+    def subtree(i: int) -> set[int]:
+        out = {i}
+        stack = list(specs[i].children)
+        while stack:
+            j = stack.pop()
+            out.add(j)
+            stack.extend(specs[j].children)
+        return out
 
-    static_index = {n: i for i, n in enumerate(names)}
+    def needed(i: int) -> set[int]:
+        out: set[int] = set()
+        node: int | None = i
+        while node is not None:
+            out.add(node)  # ancestors are groups: needed to reach T
+            stack = list(specs[node].upstreams)
+            while stack:
+                up = stack.pop()
+                if up not in out:
+                    out |= subtree(up)
+                    stack.extend(specs[up].upstreams)
+            node = specs[node].parent
+        out.discard(i)
+        return out
 
     def ordinal(task_name: str) -> int:
         name = task_name
@@ -112,38 +138,29 @@ def _selector(wf: Workflow, args: argparse.Namespace) -> Any:
             name = name[:cut]
         return static_index[name]
 
-    rules: list[tuple[str, int, int]] = []
-    if args.task:
-        i = find(args.task)
-        rules.append(("only", i, subtree_end(i)))
-    if args.start:
-        i = find(args.start)
-        rules.append(("start", i, subtree_end(i)))
-    if args.goal:
-        i = find(args.goal)
-        rules.append(("goal", i, subtree_end(i)))
-    if args.end:
-        i = find(args.end)
-        rules.append(("end", i, subtree_end(i)))
-    if not rules:
+    only = subtree(find(args.task)) if args.task else None
+    start = find(args.start) if args.start else None
+    goal = find(args.goal) if args.goal else None
+    end = find(args.end) if args.end else None
+    goal_run = subtree(goal) if goal is not None else set()
+    goal_needed = needed(goal) if goal is not None else set()
+    end_needed = needed(end) if end is not None else set()
+    if only is None and start is None and goal is None and end is None:
         return None
 
     def select(task: Task) -> str | None:
         o = ordinal(task.name)
-        decision: str | None = None
-        for kind, lo, hi in rules:
-            if kind == "only" and not (lo <= o < hi):
-                return "skip"
-            if kind == "start" and o >= lo:
-                decision = "force"
-            if kind == "goal":
-                if o >= hi:
-                    return "skip"
-                if o >= lo:
-                    decision = "force"
-            if kind == "end" and o >= lo:
-                return "skip"
-        return decision
+        if only is not None and o not in only:
+            return "skip"
+        if goal is not None:
+            if o in goal_run:
+                return "force"
+            return None if o in goal_needed else "skip"
+        if end is not None and o not in end_needed:
+            return "skip"
+        if start is not None and o >= start:
+            return "force"
+        return None
 
     return select
 
@@ -191,6 +208,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         selector=_selector(wf, args),
         dry_run=args.dry_run,
     )
+    for warning in wf.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.show_params:
         import json
 
@@ -213,7 +232,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("error:", file=sys.stderr)
     for task in failed_tasks(engine.state):
         message = (task.error or {}).get("message", "")
-        print(f"  * {task.name}:\n    {message}", file=sys.stderr)
+        where = f" ({task.file}:{task.line})" if task.file and task.line else ""
+        print(f"  * {task.name}{where}:\n    {message}", file=sys.stderr)
     if where:
         print(where, file=sys.stderr)
     return 1
@@ -230,6 +250,8 @@ def _local_secrets() -> dict[str, str]:
 
 def cmd_check(args: argparse.Namespace) -> int:
     wf = load_workflow(Path(args.workflow), Path(args.project) if args.project else None, args.max_tasks)
+    if wf.warnings:
+        raise wf.warnings[0]
     print(f"  workflow: {wf.name}")
     print(f"  timezone: {wf.timezone_name}")
     if wf.schedule is not None:

@@ -171,7 +171,8 @@ def _op_loop(ctx: OpContext) -> OpResult:
 
 
 def _for_each_name_part(text: str) -> str:
-    return quote(text[:8], safe="")
+    """Java's URLEncoder (`*` kept, `~` encoded) with %20 for spaces, on the first 8 characters."""
+    return quote(text[:8], safe="*").replace("~", "%7E")
 
 
 def _op_for_each(ctx: OpContext) -> OpResult:

@@ -14,7 +14,7 @@ from typing import Any
 
 from kudig.compiler import DEFAULT_MAX_TASKS, TaskSpec, compile_workflow
 from kudig.errors import ConfigError, KudigError
-from kudig.lint import check_calls, check_templates
+from kudig.lint import check_calls, template_problems
 from kudig.schedule import Schedule, parse_schedule
 from kudig.timezones import parse_timezone
 from kudig.yamlload import YMap, load_dig, load_dig_text, plain
@@ -32,6 +32,7 @@ class Workflow:
     schedule: Schedule | None
     tasks: list[TaskSpec]
     project_dir: Path
+    warnings: list[KudigError]
 
     @property
     def schedule_config(self) -> Any:
@@ -66,19 +67,29 @@ def from_definition(
             schedule = parse_schedule(sched, tz, file=file, line=definition.line_of("schedule"))
         except KudigError as e:
             raise e.at(file, definition.line_of("schedule")) from None
+    subdir = str(Path(file).parent)
+    if subdir not in ("", "."):
+        # digdag runs a workflow of a sub-directory there: its tasks get _workdir
+        export = dict(definition.get("_export") or {})
+        export.setdefault("_workdir", subdir)
+        definition["_export"] = export
     tasks = compile_workflow(name, definition, max_tasks)
-    check_templates(definition)
     check_calls(definition, project_dir, file)
-    return Workflow(name, file, definition, tz_raw, tz, schedule, tasks, project_dir)
+    warnings: list[KudigError] = list(template_problems(definition))
+    return Workflow(name, file, definition, tz_raw, tz, schedule, tasks, project_dir, warnings)
 
 
 def load_workflow(
     path: Path, project_dir: Path | None = None, max_tasks: int = DEFAULT_MAX_TASKS
 ) -> Workflow:
-    """Load `path` (a `.dig` file); the project directory defaults to its directory."""
+    """Load `path` (a `.dig` file). The project directory defaults to the current directory when
+    the file is below it (digdag: `digdag run sub/x.dig` runs in the project), else the file's."""
     if path.suffix != ".dig" and not path.exists() and path.with_suffix(".dig").exists():
         path = path.with_suffix(".dig")
-    project = (project_dir or path.parent).resolve()
+    if project_dir is None:
+        cwd = Path.cwd().resolve()
+        project_dir = cwd if path.resolve().is_relative_to(cwd) else path.parent
+    project = project_dir.resolve()
     definition = load_dig(path, project)
     try:
         file = str(path.resolve().relative_to(project))

@@ -208,12 +208,10 @@ class Engine:
     def new(cls, ctx: SessionContext, specs: list[TaskSpec]) -> Engine:
         state = SessionState()
         engine = cls(ctx, state)
-        engine._insert_specs(specs, parent=None, upstreams=[], initial=True)
+        engine._insert_specs(specs, parent=None, upstreams=[])
         return engine
 
-    def _insert_specs(
-        self, specs: list[TaskSpec], parent: int | None, upstreams: list[int], initial: bool
-    ) -> int:
+    def _insert_specs(self, specs: list[TaskSpec], parent: int | None, upstreams: list[int]) -> int:
         tasks = self.state.tasks
         if len(tasks) + len(specs) > self.ctx.max_tasks:
             raise TaskFailure(f"Too many tasks. Limit: {self.ctx.max_tasks}", retryable=False)
@@ -226,7 +224,7 @@ class Engine:
                 upstreams=list(upstreams) if spec.parent is None else [u + offset for u in spec.upstreams],
                 is_group=spec.is_group,
                 config=spec.config,
-                initial=initial,
+                batch=offset,
                 file=spec.file,
                 line=spec.line,
             )
@@ -413,6 +411,7 @@ class Engine:
         params = collect_params(self.state, task, self.ctx.attempt_params)
         full = deep_merge(params, self.ctx.session_params)
         full["task_name"] = task.name
+        full.pop("_env", None)  # only the task's own _env counts (digdag ignores _env in _export)
         local = {k: v for k, v in task.config.items() if k != "_export"}
         deep_merge(full, local)
         return self.ctx.evaluator.eval_config(full, full, self.ctx.timezone)
@@ -503,7 +502,7 @@ class Engine:
             merged.update(export)
             config["_export"] = merged
         specs = compile_subtree(parent.name + suffix, config, self.ctx.max_tasks)
-        return self._insert_specs(specs, parent=parent.id, upstreams=upstreams, initial=False)
+        return self._insert_specs(specs, parent=parent.id, upstreams=upstreams)
 
     def _retry_policy(self, task: Task) -> RetryPolicy | None:
         if task.is_group:
@@ -600,7 +599,8 @@ class Engine:
         return old
 
     def _regenerate(self, task: Task) -> None:
-        """Group retry: re-insert copies of the initial descendants (not `^sub` ones) and rerun."""
+        """Group retry: re-insert copies of the descendants inserted with the group (not the
+        `^sub`/`^error`/`^check` subtrees generated under them later) and rerun."""
         old = self._supersede_children(task)
         if not task.is_group:
             self._set_state(task, TaskState.READY)
@@ -616,7 +616,7 @@ class Engine:
                 upstreams=[mapping[u] for u in src.upstreams if u in mapping],
                 is_group=src.is_group,
                 config=src.config,
-                initial=True,
+                batch=src.batch,
                 file=src.file,
                 line=src.line,
             )
@@ -627,11 +627,11 @@ class Engine:
                 self.state.tasks[up].downstreams.append(new.id)
             for child_id in src.children:
                 child = self.state.tasks[child_id]
-                if child.initial:
+                if child.batch == src.batch:
                     copy_tree(child, new)
 
         for child in old:
-            if child.initial:
+            if child.batch == task.batch:
                 copy_tree(child, task)
         self._set_state(task, TaskState.PLANNED)
 

@@ -50,7 +50,10 @@ class Task:
     is_group: bool
     config: dict[str, Any]
     state: TaskState = TaskState.BLOCKED
-    initial: bool = True
+    # Which insertion created this row (the id of the batch's first row: 0 for the compiled
+    # workflow, the subtree root for ^sub/^error/^check). A group retry re-inserts only the
+    # descendants of its own batch: digdag's INITIAL_TASK, relative to generated subtrees too.
+    batch: int = 0
     children: list[int] = field(default_factory=list)
     downstreams: list[int] = field(default_factory=list)
     file: str | None = None
@@ -90,7 +93,7 @@ class Task:
             "state": self.state.value,
         }
         optional = {
-            "initial": (self.initial, True),
+            "batch": (self.batch, 0),
             "children": (self.children, []),
             "file": (self.file, None),
             "line": (self.line, None),
@@ -125,7 +128,7 @@ class Task:
             is_group=data.get("group", False),
             config=data.get("config", {}),
             state=TaskState(data["state"]),
-            initial=data.get("initial", True),
+            batch=data.get("batch", 0),
             children=list(data.get("children", [])),
             file=data.get("file"),
             line=data.get("line"),

@@ -31,10 +31,6 @@ CASES = {
         {"wf.dig": "_export:\n  !include : missing.yml\n+a:\n  echo>: x\n"},
         r"wf.dig:2: Included file not found: missing.yml",
     ),
-    "js_syntax_error": (
-        {"wf.dig": "+a:\n  echo>: ok\n+b:\n  echo>: ${td.last_results.cnt => 3}\n"},
-        r"wf.dig:4: Invalid JavaScript in \$\{td.last_results.cnt => 3\}",
-    ),
     "duplicate_key": ({"wf.dig": "+a:\n  echo>: 1\n+a:\n  echo>: 2\n"}, r"wf.dig:3: Duplicate key '\+a'"),
     "unknown_group_key": (
         {"wf.dig": "+g:\n  parallel: true\n  +a:\n    echo>: x\n"},
