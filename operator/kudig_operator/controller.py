@@ -257,11 +257,12 @@ class Controller:
                     new.tasks = len(wf.tasks)
                     new.timezone = wf.timezone_name
                     new.schedule = json.dumps(wf.schedule_config) if wf.schedule is not None else None
+                    warnings = "; ".join(f"warning: {w}" for w in wf.warnings[:3])
                     cond = Condition(
                         type="Compiled",
                         status="True",
-                        reason="Compiled",
-                        message=f"{len(wf.tasks)} tasks",
+                        reason="CompiledWithWarnings" if wf.warnings else "Compiled",
+                        message=(f"{len(wf.tasks)} tasks; {warnings}" if warnings else f"{len(wf.tasks)} tasks")[:1000],
                         last_transition_time=now_iso(),
                         observed_generation=generation,
                     )

@@ -24,7 +24,7 @@ from .conftest import Kube, wait_for
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER_IMAGE = os.environ.get("KUDIG_E2E_RUNNER_IMAGE", "localhost/kudig/runner:dev")
 GROUP, VERSION = "kudig.io", "v1alpha1"
-TERMINAL = ("Succeeded", "Failed", "Killed")
+TERMINAL = ("Succeeded", "Failed", "Killed", "Error")
 
 
 class Operator:
