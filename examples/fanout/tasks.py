@@ -10,6 +10,6 @@ def publish(region):
 
 
 def summarize(**params):
-    regions = sorted(k[len("published_"):] for k in params if k.startswith("published_"))
+    regions = sorted(k[len("published_") :] for k in params if k.startswith("published_"))
     print(f"published regions: {','.join(regions)}")
     digdag.env.store({"published": ",".join(regions)})

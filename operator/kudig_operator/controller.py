@@ -262,7 +262,9 @@ class Controller:
                         type="Compiled",
                         status="True",
                         reason="CompiledWithWarnings" if wf.warnings else "Compiled",
-                        message=(f"{len(wf.tasks)} tasks; {warnings}" if warnings else f"{len(wf.tasks)} tasks")[:1000],
+                        message=(
+                            f"{len(wf.tasks)} tasks; {warnings}" if warnings else f"{len(wf.tasks)} tasks"
+                        )[:1000],
                         last_transition_time=now_iso(),
                         observed_generation=generation,
                     )
