@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import gzip
 import json
 import re
 import sys
@@ -199,11 +198,10 @@ class Cluster:
 
 
 def decode_engine(session: dict[str, Any]) -> dict[str, Any] | None:
+    from kudig.engine.state import decode_state_json
+
     blob = ((session.get("status") or {}).get("engine") or {}).get("data")
-    if not blob:
-        return None
-    data: dict[str, Any] = json.loads(gzip.decompress(base64.b64decode(blob)))
-    return data
+    return decode_state_json(blob) if blob else None
 
 
 class _BlockDumper(yaml.SafeDumper):

@@ -8,6 +8,9 @@ so they serialise to JSON compactly (CR status, `.digdag/status`).
 
 from __future__ import annotations
 
+import base64
+import gzip
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -209,3 +212,19 @@ def rebuild_indexes(state: SessionState) -> None:
     for task in reversed(state.tasks):
         if task.stores_below and task.parent is not None and not task.superseded:
             state.tasks[task.parent].stores_below = True
+
+
+def encode_state(state: SessionState) -> str:
+    """The compact form kept in a Session's status: gzip'd JSON, base64 (deterministic bytes,
+    so an unchanged state never causes a status write)."""
+    raw = json.dumps(state.to_json(), separators=(",", ":"), default=str).encode()
+    return base64.b64encode(gzip.compress(raw, compresslevel=6, mtime=0)).decode()
+
+
+def decode_state_json(blob: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(gzip.decompress(base64.b64decode(blob)))
+    return data
+
+
+def decode_state(blob: str) -> SessionState:
+    return SessionState.from_json(decode_state_json(blob))

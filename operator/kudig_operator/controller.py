@@ -10,7 +10,6 @@ write is the commit point.
 from __future__ import annotations
 
 import base64
-import gzip
 import hashlib
 import json
 import logging
@@ -38,7 +37,7 @@ from kudig.engine.core import (
     failed_tasks,
     resumable_results,
 )
-from kudig.engine.state import FAILED, SessionState, Task, TaskState
+from kudig.engine.state import FAILED, SessionState, Task, TaskState, decode_state, encode_state
 from kudig.errors import KudigError
 from kudig.expr import TemplateEngine
 from kudig.params import ancestors
@@ -72,15 +71,6 @@ _IMAGE_ERRORS = (
 
 def now_iso(t: float | None = None) -> str:
     return datetime.fromtimestamp(t if t is not None else time.time(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def encode_state(state: SessionState) -> str:
-    raw = json.dumps(state.to_json(), separators=(",", ":"), default=str).encode()
-    return base64.b64encode(gzip.compress(raw, compresslevel=6, mtime=0)).decode()
-
-
-def decode_state(blob: str) -> SessionState:
-    return SessionState.from_json(json.loads(gzip.decompress(base64.b64decode(blob))))
 
 
 def task_generation(state: SessionState, task: Task) -> str:

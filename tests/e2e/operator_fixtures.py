@@ -6,8 +6,6 @@ operator image runs), so a test can kill it with SIGKILL and start it again.
 
 from __future__ import annotations
 
-import base64
-import gzip
 import json
 import os
 import signal
@@ -142,8 +140,9 @@ def wait_session(kube: Kube, op: Operator, namespace: str, name: str, timeout: f
 
 
 def engine_state(obj: dict[str, Any]) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(gzip.decompress(base64.b64decode(obj["status"]["engine"]["data"])))
-    return data
+    from kudig.engine.state import decode_state_json
+
+    return decode_state_json(obj["status"]["engine"]["data"])
 
 
 def tasks_by_name(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
