@@ -26,7 +26,7 @@ $(MOMENT): package-lock.json
 setup: $(VENV)/.ready $(MOMENT)
 
 demo: setup
-	cd examples/etl && ../../$(BIN)/kudig run etl.dig --rerun --session 2024-01-30 -p source=demo
+	cd examples/etl && ../../$(BIN)/kudig run etl.dig --rerun --session 2024-01-30 -p orders=30
 
 lint: setup
 	$(BIN)/ruff check .
