@@ -319,7 +319,7 @@ def scenario_pool(
     selected = [
         item.callspec.params["scenario"]
         for item in request.session.items
-        if item.nodeid.split("::")[0].endswith("conformance/test_scenarios.py")
+        if Path(str(getattr(item, "path", ""))).resolve() == Path(__file__).resolve()
         and "scenario" in getattr(getattr(item, "callspec", None), "params", {})
     ]
     pool = ScenarioPool(selected, tmp_path_factory.mktemp("conformance"))
