@@ -88,7 +88,7 @@ def main() -> int:
 
     if not os.environ.get("KUBECONFIG") and (CLUSTER_DIR / "kubeconfig").exists():
         os.environ["KUBECONFIG"] = str(CLUSTER_DIR / "kubeconfig")
-    config.load_kube_config()
+    config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     core = client.CoreV1Api()
 
     ns = f"kudig-bench-{uuid.uuid4().hex[:6]}"

@@ -107,5 +107,13 @@ need_root() { [[ $(id -u) -eq 0 ]] || die "hack/cluster must run as root (it sta
 
 sha_of() { sha256sum "$@" | sha256sum | cut -c1-16; }
 
-# pid files: $PID_DIR/<name>.pid
-pid_alive() { local f="$PID_DIR/$1.pid"; [[ -f "$f" ]] && kill -0 "$(cat "$f")" 2>/dev/null; }
+# pid files: $PID_DIR/<name>.pid, with the started executable in $PID_DIR/<name>.exe so that a pid
+# reused by an unrelated process is never taken for ours.
+pid_alive() {
+  local f="$PID_DIR/$1.pid" pid exe
+  [[ -f "$f" ]] || return 1
+  pid="$(cat "$f")"
+  kill -0 "$pid" 2>/dev/null || return 1
+  exe="$(cat "$PID_DIR/$1.exe" 2>/dev/null || true)"
+  [[ -z "$exe" || "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$exe" ]]
+}

@@ -192,7 +192,8 @@ def _load_api() -> tuple[Any, str]:
         config.load_incluster_config()
         where = "in-cluster config"
     else:
-        config.load_kube_config()
+        # explicit: the client reads KUBECONFIG only once, when it is first imported
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
         where = f"KUBECONFIG={os.environ.get('KUBECONFIG', '~/.kube/config')}"
     api = client.ApiClient()
     # one cheap request with a short timeout: does the cluster answer?
