@@ -279,3 +279,42 @@ def test_push_render_is_applyable(tmp_path: Path) -> None:
     assert kinds == ["ConfigMap", "Workflow"]
     assert "scripts_.etl.py" in objects[0]["data"] and "scripts_.____init____.py" in objects[0]["data"]
     assert objects[1]["spec"]["project"]["configMaps"] == ["etl-files"]
+
+
+def test_cli_round_trip(kube: Kube, namespace: str, operator: Operator, tmp_path: Path) -> None:
+    """The digdag-style CLI against the cluster: push, start, sessions, tasks, log, retry."""
+    import os
+    import subprocess
+    import sys
+
+    def kudig(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "kudig.cli", *args, "-n", namespace],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=dict(os.environ),
+        )
+        assert (proc.returncode == 0) == ok, proc
+        return proc
+
+    root = project(
+        tmp_path, {"cli.dig": '+greet:\n  sh>: echo hello-$who\n+check:\n  sh>: test "$who" = world\n'}
+    )
+    assert "workflow/cli created" in kudig("push", str(root), "--name", "cli").stdout
+    started = kudig("start", "cli", "--session", "2024-01-30", "-p", "who=moon").stdout
+    name = "cli-20240130t000000"
+    assert f"Started a session: {name}" in started
+    assert "already exists" in kudig("start", "cli", "--session", "2024-01-30", ok=False).stderr
+    obj = wait_session(kube, operator, namespace, name)
+    assert obj["status"]["phase"] == "Failed"
+    assert "Failed" in kudig("sessions").stdout
+    tasks = kudig("tasks", name).stdout
+    assert "+cli+greet" in tasks and "success" in tasks and "Command failed with code 1" in tasks
+    assert "hello-moon" in kudig("log", name, "+greet").stdout
+    assert "Started attempt 2" in kudig("retry", name, "-p", "who=world").stdout
+    wait_for(lambda: session(kube, namespace, name)["status"].get("attempt") == 2, 60, "attempt 2")
+    obj = wait_session(kube, operator, namespace, name)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"].get("failedTasks")
+    attempts = kudig("attempts", name).stdout
+    assert "Failed" in attempts and "Succeeded" in attempts
