@@ -53,8 +53,13 @@ def encode_key(rel: str) -> str:
     return key
 
 
-def build_objects(root: Path, project: str, namespace: str, image: str | None = None) -> list[dict[str, Any]]:
-    """ConfigMaps with the project files and one Workflow per top-level `.dig` file."""
+def build_objects(
+    root: Path, project: str, namespace: str, image: str | None = None, *, validate: bool = True
+) -> list[dict[str, Any]]:
+    """ConfigMaps with the project files and one Workflow per top-level `.dig` file.
+
+    `validate` compiles each workflow first, so `kudig push` reports file:line here rather than
+    in a status condition (tests turn it off to exercise the controller's own reporting)."""
     from kudig.workflow import load_workflow
 
     root = root.resolve()
@@ -63,8 +68,8 @@ def build_objects(root: Path, project: str, namespace: str, image: str | None = 
     digs = sorted(p for p in root.glob("*.dig"))
     if not digs:
         raise KudigError(f"{root}: no .dig workflow file at the top of the project")
-    for dig in digs:
-        load_workflow(dig, root)  # fail here, with file:line, rather than in the cluster
+    for dig in digs if validate else []:
+        load_workflow(dig, root)
     chunks: list[tuple[dict[str, str], dict[str, str]]] = [({}, {})]
     size = 0
     for path in project_files(root):

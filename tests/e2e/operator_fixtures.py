@@ -88,10 +88,12 @@ def operator_fixture(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> It
     op.stop()
 
 
-def push(kube: Kube, namespace: str, project: Path, name: str | None = None) -> list[dict[str, Any]]:
+def push(
+    kube: Kube, namespace: str, project: Path, name: str | None = None, *, validate: bool = True
+) -> list[dict[str, Any]]:
     from kudig.cli_cluster import build_objects
 
-    objects = build_objects(project, name or project.name, namespace)
+    objects = build_objects(project, name or project.name, namespace, validate=validate)
     for obj in objects:
         if obj["kind"] == "ConfigMap":
             kube.core.create_namespaced_config_map(namespace, obj)
