@@ -72,8 +72,15 @@ def portable(path: Path) -> dict[str, Any] | None:
     return spec
 
 
+# Portable by their keys, yet tied to local mode all the same:
+LOCAL_ONLY = {
+    "parallel_variable_loop": "its branches meet through marker files in the shared working directory",
+    "runtime_params_not_overridable": "expects local mode's session_id=1; a cluster session's id comes from its uid",
+}
 CASES = {
-    p.name: s for p in sorted(SCENARIOS.iterdir()) if (p / "scenario.yml").exists() and (s := portable(p))
+    p.name: s
+    for p in sorted(SCENARIOS.iterdir())
+    if (p / "scenario.yml").exists() and p.name not in LOCAL_ONLY and (s := portable(p))
 }
 
 
@@ -97,7 +104,7 @@ def run_on_cluster(kube: Kube, op: Operator, name: str, spec: dict[str, Any]) ->
     namespace = f"conf-{name[:40].replace('_', '-')}-{uuid.uuid4().hex[:5]}"
     kube.core.create_namespace({"metadata": {"name": namespace}})
     try:
-        push(kube, namespace, project, "scenario")
+        push(kube, namespace, project, "scenario", validate=False)
         sname = start(kube, namespace, dns_label(wf.name), when.isoformat(), parse_param_args(params))
         obj = wait_session(kube, op, namespace, sname, timeout=300)
         if obj["status"]["phase"] == "Error":
