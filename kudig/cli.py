@@ -105,7 +105,9 @@ def _selector(wf: Workflow, args: argparse.Namespace) -> Any:
             raise ConfigError(f"Task '{pattern}' does not exist in workflow '{wf.name}'")
         if len(matches) > 1:
             candidates = ", ".join(names[i] for i in matches)
-            raise ConfigError(f"Task pattern '{pattern}' is ambiguous. Matching candidates are [{candidates}]")
+            raise ConfigError(
+                f"Task pattern '{pattern}' is ambiguous. Matching candidates are [{candidates}]"
+            )
         return matches[0]
 
     def subtree(i: int) -> set[int]:
