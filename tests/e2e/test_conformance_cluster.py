@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +86,18 @@ CASES = {
 
 def run_on_cluster(kube: Kube, op: Operator, name: str, spec: dict[str, Any]) -> tuple[str, str]:
     from kudig.cli import parse_param_args
+    from kudig.errors import KudigError
     from kudig.naming import dns_label
     from kudig.session_vars import local_session_time
     from kudig.workflow import load_workflow
 
     project = SCENARIOS / name
     args = spec["args"]
-    wf = load_workflow(project / args[1], project)
+    try:
+        wf = load_workflow(project / args[1], project)
+        tz, schedule, wf_name = wf.tz, wf.schedule, wf.name
+    except KudigError:  # the controller must report it: run it there all the same
+        tz, schedule, wf_name = UTC, None, Path(args[1]).stem
     session, params = "2024-01-30", []
     rest = args[2:]
     for flag, value in zip(rest[::2], rest[1::2], strict=True):
@@ -100,12 +105,12 @@ def run_on_cluster(kube: Kube, op: Operator, name: str, spec: dict[str, Any]) ->
             session = value
         else:
             params.append(value)
-    when = local_session_time(session, timezone=wf.tz, schedule=wf.schedule, now=datetime.now(wf.tz))
+    when = local_session_time(session, timezone=tz, schedule=schedule, now=datetime.now(tz))
     namespace = f"conf-{name[:40].replace('_', '-')}-{uuid.uuid4().hex[:5]}"
     kube.core.create_namespace({"metadata": {"name": namespace}})
     try:
         push(kube, namespace, project, "scenario", validate=False)
-        sname = start(kube, namespace, dns_label(wf.name), when.isoformat(), parse_param_args(params))
+        sname = start(kube, namespace, dns_label(wf_name), when.isoformat(), parse_param_args(params))
         obj = wait_session(kube, op, namespace, sname, timeout=300)
         if obj["status"]["phase"] == "Error":
             return "Error", str(obj["status"].get("message", ""))
