@@ -237,8 +237,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("error:", file=sys.stderr)
     for task in failed_tasks(engine.state):
         message = (task.error or {}).get("message", "")
-        where = f" ({task.file}:{task.line})" if task.file and task.line else ""
-        print(f"  * {task.name}{where}:\n    {message}", file=sys.stderr)
+        location = f" ({task.file}:{task.line})" if task.file and task.line else ""
+        print(f"  * {task.name}{location}:\n    {message}", file=sys.stderr)
     if where:
         print(where, file=sys.stderr)
     return 1

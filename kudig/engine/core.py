@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from kudig.compiler import DEFAULT_MAX_TASKS, TaskSpec, compile_subtree
 from kudig.engine.state import ACTIVE, FAILED, SessionState, Task, TaskState
 from kudig.errors import KudigError
-from kudig.ops import SELF_RETRYING, OpContext, OpResult, TaskFailure, run_control
+from kudig.ops import CONTROL_TYPES, SELF_RETRYING, OpContext, OpResult, TaskFailure, run_control
 from kudig.params import ancestors, collect_error_params, collect_params, deep_merge
 
 # --------------------------------------------------------------------------- events / actions
@@ -402,7 +402,7 @@ class Engine:
         task.state_params["_retry"] = config.get("_retry")
         if self.ctx.dry_run:
             self._succeed(task, TaskResult())
-        elif op_type in _CONTROL_OPS:
+        elif op_type in CONTROL_TYPES:
             self._run_control(task, op_type, config)
         else:
             self._actions.append(StartTask(task.id, task.name, op_type, config, task.retry_count))
@@ -637,17 +637,6 @@ class Engine:
 
 
 _WAITING = frozenset({TaskState.RETRY_WAITING, TaskState.GROUP_RETRY_WAITING})
-_CONTROL_OPS = frozenset(
-    {"call", "loop", "for_each", "for_range", "if", "fail", "echo", "wait", "nop", "notify"}
-)
-
-
-def summarize(state: SessionState) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for t in state.tasks:
-        if not t.superseded:
-            counts[t.state.value] = counts.get(t.state.value, 0) + 1
-    return counts
 
 
 def failed_tasks(state: SessionState) -> list[Task]:

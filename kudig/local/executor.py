@@ -26,7 +26,6 @@ from ruamel.yaml import YAML
 from kudig.engine.core import (
     Engine,
     Event,
-    SessionContext,
     StartTask,
     TaskFailed,
     TaskFinished,
@@ -210,7 +209,3 @@ def load_resume(status_dir: Path) -> dict[str, TaskResult]:
             reset_store_params=tuple(result.get("resetStoreParams") or ()),
         )
     return results
-
-
-def new_engine(ctx: SessionContext, specs: list[Any]) -> Engine:
-    return Engine.new(ctx, specs)
