@@ -85,6 +85,39 @@ def _docker_image(config: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _init_container(
+    ctx: PodContext,
+    input_env: dict[str, Any],
+    project_mounts: list[dict[str, Any]],
+    security: dict[str, Any],
+) -> dict[str, Any]:
+    init: dict[str, Any] = {
+        "name": "prepare",
+        "image": ctx.runner_image,
+        "command": [
+            "python3",
+            "-m",
+            "kudig_runner.prepare",
+            "--projects",
+            PROJECT_MOUNT,
+            "--workspace",
+            WORKSPACE,
+            "--kudig-dir",
+            KUDIG_DIR,
+        ],
+        "env": [input_env],
+        "volumeMounts": [
+            {"name": "workspace", "mountPath": WORKSPACE},
+            {"name": "kudig", "mountPath": KUDIG_DIR},
+            *project_mounts,
+        ],
+        "securityContext": security,
+    }
+    if ctx.defaults.image_pull_policy:
+        init["imagePullPolicy"] = ctx.defaults.image_pull_policy
+    return init
+
+
 def build_pod(
     ctx: PodContext,
     *,
@@ -131,6 +164,23 @@ def build_pod(
             text = _SECRET_RE.sub(lambda m: "$(" + secret_map[m.group(1)] + ")", text)
             env.append({"name": str(key), "value": text})
         command = ["/bin/sh", "-c", script]
+    elif own_runner:
+        # The runner image prepares its own workspace: one container start instead of two.
+        command = [
+            "python3",
+            "-m",
+            "kudig_runner",
+            "--input-env",
+            "KUDIG_TASK_INPUT",
+            "--prepare-from",
+            PROJECT_MOUNT,
+            "--output",
+            "/dev/termination-log",
+            "--max-output-bytes",
+            str(MAX_TERMINATION_MESSAGE),
+            "--cwd",
+            WORKSPACE,
+        ]
     else:
         python = config.get("py", {}).get("python") if isinstance(config.get("py"), Mapping) else None
         interpreter = python if isinstance(python, list) else [python or "python3"]
@@ -149,17 +199,15 @@ def build_pod(
         ]
         env.append({"name": "PYTHONPATH", "value": f"{KUDIG_DIR}/lib"})
         env.append({"name": "PYTHONDONTWRITEBYTECODE", "value": "1"})
-    volumes: list[dict[str, Any]] = [
-        {"name": "workspace", "emptyDir": {}},
-        {"name": "kudig", "emptyDir": {}},
-    ]
-    init_mounts: list[dict[str, Any]] = [
-        {"name": "workspace", "mountPath": WORKSPACE},
-        {"name": "kudig", "mountPath": KUDIG_DIR},
-    ]
+    volumes: list[dict[str, Any]] = [{"name": "workspace", "emptyDir": {}}]
+    project_mounts: list[dict[str, Any]] = []
     for i, cm in enumerate(ctx.config_maps):
         volumes.append({"name": f"project-{i}", "configMap": {"name": cm}})
-        init_mounts.append({"name": f"project-{i}", "mountPath": f"{PROJECT_MOUNT}/{i}", "readOnly": True})
+        project_mounts.append({"name": f"project-{i}", "mountPath": f"{PROJECT_MOUNT}/{i}", "readOnly": True})
+    input_env = {
+        "name": "KUDIG_TASK_INPUT",
+        "value": k8s_escape(json.dumps(task_input, separators=(",", ":"), default=str)),
+    }
     container_security: dict[str, Any] = {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
@@ -170,12 +218,9 @@ def build_pod(
         "name": "task",
         "image": image,
         "command": command,
-        "workingDir": f"{WORKSPACE}/{workdir}".rstrip("/"),
+        "workingDir": WORKSPACE if own_runner else f"{WORKSPACE}/{workdir}".rstrip("/"),
         "env": env,
-        "volumeMounts": [
-            {"name": "workspace", "mountPath": WORKSPACE},
-            {"name": "kudig", "mountPath": KUDIG_DIR, "readOnly": True},
-        ],
+        "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE}],
         "securityContext": container_security,
         "terminationMessagePolicy": "File",
     }
@@ -183,31 +228,16 @@ def build_pod(
         main["resources"] = resources
     if ctx.defaults.image_pull_policy:
         main["imagePullPolicy"] = ctx.defaults.image_pull_policy
-    init: dict[str, Any] = {
-        "name": "prepare",
-        "image": ctx.runner_image,
-        "command": [
-            "python3",
-            "-m",
-            "kudig_runner.prepare",
-            "--projects",
-            PROJECT_MOUNT,
-            "--workspace",
-            WORKSPACE,
-            "--kudig-dir",
-            KUDIG_DIR,
-        ],
-        "env": [
-            {
-                "name": "KUDIG_TASK_INPUT",
-                "value": k8s_escape(json.dumps(task_input, separators=(",", ":"), default=str)),
-            }
-        ],
-        "volumeMounts": init_mounts,
-        "securityContext": container_security,
-    }
-    if ctx.defaults.image_pull_policy:
-        init["imagePullPolicy"] = ctx.defaults.image_pull_policy
+    init_containers: list[dict[str, Any]] = []
+    if own_runner:
+        env.append(input_env)
+        main["volumeMounts"] += project_mounts
+    else:
+        # Another image: an init container (runner image) lays out the workspace, the task input
+        # and a copy of the runner for py>, on volumes the task container then mounts.
+        volumes.append({"name": "kudig", "emptyDir": {}})
+        main["volumeMounts"].append({"name": "kudig", "mountPath": KUDIG_DIR, "readOnly": True})
+        init_containers.append(_init_container(ctx, input_env, project_mounts, container_security))
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -219,7 +249,7 @@ def build_pod(
             "fsGroup": 65532,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "initContainers": [init],
+        "initContainers": init_containers,
         "containers": [main],
         "volumes": volumes,
     }

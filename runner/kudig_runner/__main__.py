@@ -1,4 +1,9 @@
-"""`python -m kudig_runner --input IN.json --output OUT.json [--max-output-bytes N] [--cwd DIR]`
+"""`python -m kudig_runner (--input IN.json | --input-env VAR) --output OUT.json [--max-output-bytes N]
+[--cwd DIR] [--prepare-from DIR]`
+
+With --prepare-from, the project files are first copied from ConfigMap mounts into DIR (see
+prepare.py): a task pod in the runner image then needs no init container, saving a container
+start per task.
 
 Reads a task input (see protocol.py), runs the operator for its `type` in DIR (default: the
 current directory, i.e. the workspace) plus the task's `workdir`, and writes the output to
@@ -13,15 +18,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 from .dispatch import run_task
-from .protocol import MIN_OUTPUT_BYTES, ProtocolError, TaskOutput, error_output, fit_output, read_input
+from .prepare import copy_projects
+from .protocol import (
+    MIN_OUTPUT_BYTES,
+    ProtocolError,
+    TaskOutput,
+    error_output,
+    fit_output,
+    parse_input,
+    read_input,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kudig_runner", description="Run one kudig task.")
-    parser.add_argument("--input", required=True, help="task input JSON file")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help="task input JSON file")
+    source.add_argument(
+        "--input-env", metavar="NAME", help="environment variable holding the task input JSON"
+    )
+    parser.add_argument(
+        "--prepare-from",
+        metavar="DIR",
+        help="first copy the project files from these ConfigMap mounts into --cwd (a pod without init container)",
+    )
     parser.add_argument("--output", required=True, help="task output JSON file to write")
     parser.add_argument("--max-output-bytes", type=int, default=None, help="size limit of the output file")
     parser.add_argument("--cwd", default=".", help="workspace directory (default: current directory)")
@@ -32,8 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     output: TaskOutput
     try:
-        task_input = read_input(args.input)
-    except (OSError, ProtocolError) as e:
+        if args.prepare_from:
+            copy_projects(Path(args.prepare_from), Path(args.cwd))
+        if args.input_env:
+            task_input = parse_input(json.loads(os.environ.get(args.input_env, "")))
+        else:
+            task_input = read_input(args.input)
+    except (OSError, ValueError, ProtocolError) as e:
         output = error_output(f"Invalid task input: {e}", "ProtocolError")
         status = 2
     else:

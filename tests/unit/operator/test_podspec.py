@@ -74,11 +74,26 @@ def test_k8s_variable_syntax_is_escaped_in_user_text() -> None:
     assert {e["name"]: e.get("value") for e in main["env"]}["x"] == "$$(HOME)"
 
 
-def test_task_input_travels_to_the_init_container() -> None:
+def test_runner_image_tasks_need_no_init_container() -> None:
     pod = build_pod(
         ctx(), name="p", task_id=1, task_name="+t", op_type="py", config={"_command": "m.f", "a": 1}
     )
-    init = pod["spec"]["initContainers"][0]
-    payload = json.loads(next(e["value"] for e in init["env"] if e["name"] == "KUDIG_TASK_INPUT"))
+    spec = pod["spec"]
+    assert spec["initContainers"] == []
+    main = spec["containers"][0]
+    assert "--prepare-from" in main["command"] and "--input-env" in main["command"]
+    payload = json.loads(next(e["value"] for e in main["env"] if e["name"] == "KUDIG_TASK_INPUT"))
     assert payload["type"] == "py" and payload["config"]["a"] == 1
-    assert {"name": "project-0", "configMap": {"name": "etl-files"}} in pod["spec"]["volumes"]
+    assert {"name": "project-0", "mountPath": "/kudig-project/0", "readOnly": True} in main["volumeMounts"]
+    assert {"name": "project-0", "configMap": {"name": "etl-files"}} in spec["volumes"]
+
+
+def test_other_images_get_the_workspace_from_an_init_container() -> None:
+    config = {"_command": "m.f", "docker": {"image": "python:3.12"}}
+    pod = build_pod(ctx(), name="p", task_id=1, task_name="+t", op_type="py", config=config)
+    init = pod["spec"]["initContainers"][0]
+    assert init["image"] == "localhost/kudig/runner:dev"
+    payload = json.loads(next(e["value"] for e in init["env"] if e["name"] == "KUDIG_TASK_INPUT"))
+    assert payload["config"]["_command"] == "m.f"
+    main = pod["spec"]["containers"][0]
+    assert main["image"] == "python:3.12" and "/kudig/input.json" in main["command"]
