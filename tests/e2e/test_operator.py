@@ -318,3 +318,28 @@ def test_cli_round_trip(kube: Kube, namespace: str, operator: Operator, tmp_path
     assert obj["status"]["phase"] == "Succeeded", obj["status"].get("failedTasks")
     attempts = kudig("attempts", name).stdout
     assert "Failed" in attempts and "Succeeded" in attempts
+
+
+def test_py_generated_subtasks_and_exports(
+    kube: Kube, namespace: str, operator: Operator, tmp_path: Path
+) -> None:
+    """digdag.env.add_subtask/export/store come back through the termination message."""
+    root = project(
+        tmp_path,
+        {
+            "gen.dig": "+plan:\n  py>: plan.make\n+after:\n  echo>: planned=${planned}\n",
+            "plan.py": "import digdag\n\n\ndef make():\n"
+            "    digdag.env.export({'batch': 'b7'})\n"
+            "    digdag.env.store({'planned': 2})\n"
+            "    for part in ('p1', 'p2'):\n"
+            "        digdag.env.add_subtask({'sh>': 'echo part=${part} batch=${batch}', 'part': part})\n",
+        },
+    )
+    push(kube, namespace, root, "gen")
+    name = start(kube, namespace, "gen", "2024-01-30T00:00:00+00:00")
+    obj = wait_session(kube, operator, namespace, name)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"].get("failedTasks")
+    tasks = tasks_by_name(obj)
+    assert "part=p1 batch=b7" in pod_log_of(kube, namespace, name, "+gen+plan^sub+subtask0")
+    assert "part=p2 batch=b7" in pod_log_of(kube, namespace, name, "+gen+plan^sub+subtask1")
+    assert tasks["+gen+after"]["state_params"]["log"] == "planned=2\n"
