@@ -135,6 +135,8 @@ def on_pod(event: dict[str, Any], body: kopf.Body, namespace: str, **_: Any) -> 
             *((body.get("status") or {}).get("initContainerStatuses") or []),
         ]
     )
+    name = body["metadata"]["name"]
+    controller().pods.update(namespace, name, None if deleted else {"status": dict(body.get("status") or {})})
     if deleted or phase in ("Succeeded", "Failed") or waiting_error:
         session = body["metadata"]["labels"][LABEL_SESSION]
         controller().reconcile_session(namespace, session)
