@@ -157,14 +157,19 @@ def _op_if(ctx: OpContext) -> OpResult:
     return OpResult(subtask_config=block)
 
 
-def _op_loop(ctx: OpContext) -> OpResult:
-    count = _as_int(_command(ctx, "count"), "loop> count")
+def _generator(ctx: OpContext, op: str, count: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Shared by loop/for_each/for_range: the task limit, the `_do` block, `_parallel` copied."""
     if count > ctx.max_tasks:
-        raise TaskFailure(f"Too many loop subtasks. Limit: {ctx.max_tasks}", retryable=False)
+        raise TaskFailure(f"Too many {op} subtasks. Limit: {ctx.max_tasks}", retryable=False)
     block = _do_block(ctx)
     if block is None:
-        raise TaskFailure("loop> requires _do", retryable=False)
-    config: dict[str, Any] = _parallel_keys(ctx)
+        raise TaskFailure(f"{op}> requires _do", retryable=False)
+    return block, _parallel_keys(ctx)
+
+
+def _op_loop(ctx: OpContext) -> OpResult:
+    count = _as_int(_command(ctx, "count"), "loop> count")
+    block, config = _generator(ctx, "loop", count)
     for i in range(count):
         config[f"+loop-{i}"] = _with_export(block, {"i": i})
     return OpResult(subtask_config=config)
@@ -187,12 +192,7 @@ def _op_for_each(ctx: OpContext) -> OpResult:
             raise TaskFailure(f"for_each> values of '{key}' must be an array, got {v!r}", retryable=False)
         values.append(v)
     total = math.prod(len(v) for v in values) if values else 0
-    if total > ctx.max_tasks:
-        raise TaskFailure(f"Too many for_each subtasks. Limit: {ctx.max_tasks}", retryable=False)
-    block = _do_block(ctx)
-    if block is None:
-        raise TaskFailure("for_each> requires _do", retryable=False)
-    config: dict[str, Any] = _parallel_keys(ctx)
+    block, config = _generator(ctx, "for_each", total)
     for combo in itertools.product(*[list(enumerate(v)) for v in values]):
         parts = []
         export: dict[str, Any] = {}
@@ -225,12 +225,7 @@ def _op_for_range(ctx: OpContext) -> OpResult:
             raise TaskFailure("for_range> slices must be >= 1", retryable=False)
         step = max(1, math.ceil((end - start) / slices))
     bounds = list(range(start, end, step))
-    if len(bounds) > ctx.max_tasks:
-        raise TaskFailure(f"Too many for_range subtasks. Limit: {ctx.max_tasks}", retryable=False)
-    block = _do_block(ctx)
-    if block is None:
-        raise TaskFailure("for_range> requires _do", retryable=False)
-    config: dict[str, Any] = _parallel_keys(ctx)
+    block, config = _generator(ctx, "for_range", len(bounds))
     for index, lo in enumerate(bounds):
         hi = min(lo + step, end)
         config[f"+range-from={lo}&to={hi}"] = _with_export(

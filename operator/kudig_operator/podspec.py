@@ -85,6 +85,22 @@ def _docker_image(config: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _runner_command(interpreter: list[str], input_args: list[str]) -> list[str]:
+    """The runner, its result written as the container's termination message."""
+    return [
+        *interpreter,
+        "-m",
+        "kudig_runner",
+        *input_args,
+        "--output",
+        "/dev/termination-log",
+        "--max-output-bytes",
+        str(MAX_TERMINATION_MESSAGE),
+        "--cwd",
+        WORKSPACE,
+    ]
+
+
 def _init_container(
     ctx: PodContext,
     input_env: dict[str, Any],
@@ -166,37 +182,13 @@ def build_pod(
         command = ["/bin/sh", "-c", script]
     elif own_runner:
         # The runner image prepares its own workspace: one container start instead of two.
-        command = [
-            "python3",
-            "-m",
-            "kudig_runner",
-            "--input-env",
-            "KUDIG_TASK_INPUT",
-            "--prepare-from",
-            PROJECT_MOUNT,
-            "--output",
-            "/dev/termination-log",
-            "--max-output-bytes",
-            str(MAX_TERMINATION_MESSAGE),
-            "--cwd",
-            WORKSPACE,
-        ]
+        command = _runner_command(
+            ["python3"], ["--input-env", "KUDIG_TASK_INPUT", "--prepare-from", PROJECT_MOUNT]
+        )
     else:
         python = config.get("py", {}).get("python") if isinstance(config.get("py"), Mapping) else None
         interpreter = python if isinstance(python, list) else [python or "python3"]
-        command = [
-            *[str(p) for p in interpreter],
-            "-m",
-            "kudig_runner",
-            "--input",
-            f"{KUDIG_DIR}/input.json",
-            "--output",
-            "/dev/termination-log",
-            "--max-output-bytes",
-            str(MAX_TERMINATION_MESSAGE),
-            "--cwd",
-            WORKSPACE,
-        ]
+        command = _runner_command([str(p) for p in interpreter], ["--input", f"{KUDIG_DIR}/input.json"])
         env.append({"name": "PYTHONPATH", "value": f"{KUDIG_DIR}/lib"})
         env.append({"name": "PYTHONDONTWRITEBYTECODE", "value": "1"})
     volumes: list[dict[str, Any]] = [{"name": "workspace", "emptyDir": {}}]
