@@ -115,5 +115,8 @@ pid_alive() {
   pid="$(cat "$f")"
   kill -0 "$pid" 2>/dev/null || return 1
   exe="$(cat "$PID_DIR/$1.exe" 2>/dev/null || true)"
-  [[ -z "$exe" || "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$exe" ]]
+  local running
+  running="$(readlink "/proc/$pid/exe" 2>/dev/null || true)"
+  # a binary rebuilt while the cluster runs shows as "<path> (deleted)": still ours
+  [[ -z "$exe" || "${running% (deleted)}" == "$exe" ]]
 }
