@@ -270,10 +270,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         op = spec.config.get("_type")
         ups = ", ".join(wf.tasks[u].name.rsplit("+", 1)[-1] for u in spec.upstreams)
         command = str(spec.config.get("_command", "")).strip()
-        first = command.splitlines()[0] if command else ""
-        if len(first) > 70 or first != command:
-            first = first[:70] + " ..."
-        label = f"{op}>: {first}" if op else "(group)"
+        head = command.splitlines()[0] if command else ""
+        if len(head) > 70 or head != command:
+            head = head[:70] + " ..."
+        label = f"{op}>: {head}" if op else "(group)"
         after = f"  after: {ups}" if ups else ""
         print(f"  {'  ' * depth}{spec.name.rsplit('+', 1)[-1] or spec.name}  {label}{after}")
     print("Workflow is valid.")
