@@ -343,3 +343,25 @@ def test_py_generated_subtasks_and_exports(
     assert "part=p1 batch=b7" in pod_log_of(kube, namespace, name, "+gen+plan^sub+subtask0")
     assert "part=p2 batch=b7" in pod_log_of(kube, namespace, name, "+gen+plan^sub+subtask1")
     assert tasks["+gen+after"]["state_params"]["log"] == "planned=2\n"
+
+
+def test_thousand_task_session_fits_in_status(
+    kube: Kube, namespace: str, operator: Operator, tmp_path: Path
+) -> None:
+    """A 1,000-task session (control operators run in the controller, so no pods) stays compact."""
+    import json
+
+    root = project(
+        tmp_path,
+        {
+            "big.dig": "+fan:\n  loop>: 990\n  _parallel: true\n  _do:\n    echo>: item ${i}\n+last:\n  sh>: echo done\n"
+        },
+    )
+    push(kube, namespace, root, "big")
+    name = start(kube, namespace, "big", "2024-01-30T00:00:00+00:00")
+    obj = wait_session(kube, operator, namespace, name)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"].get("failedTasks")
+    assert obj["status"]["progress"] == "994/994"  # root, +fan, ^sub, 990 loops, +last
+    size = len(json.dumps(obj))
+    assert size < 256 * 1024, size
+    assert len(task_pods(kube, namespace, name)) == 1
