@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 from kudig.engine.core import Engine, SessionContext, failed_tasks
 from kudig.engine.state import Task
 from kudig.errors import ConfigError, KudigError
+from kudig.params import deep_merge
 from kudig.workflow import Workflow, load_workflow, session_dir_name
 
 
@@ -58,12 +59,6 @@ def load_params_file(path: str) -> dict[str, Any]:
     result = plain(data)
     assert isinstance(result, dict)
     return result
-
-
-def _merge(base: dict[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
-    from kudig.params import deep_merge
-
-    return deep_merge(base, other)
 
 
 def resolve_session_time(spec: str, wf: Workflow, status_root: Path | None, now: datetime) -> datetime:
@@ -183,8 +178,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     wf = load_workflow(path, project, args.max_tasks)
     params: dict[str, Any] = {}
     for file in args.params_file or []:
-        _merge(params, load_params_file(file))
-    _merge(params, parse_param_args(args.param or []))
+        deep_merge(params, load_params_file(file))
+    deep_merge(params, parse_param_args(args.param or []))
     status_root = None if args.no_save else wf.project_dir / args.save
     now = datetime.now(wf.tz)
     session_time = resolve_session_time(args.session, wf, status_root, now)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ruamel.yaml import YAML
+import yaml
 
 from kudig.engine.core import (
     Engine,
@@ -114,10 +114,8 @@ class LocalRun:
         data = {"fullName": task.name, "state": "success", "result": result}
         path = self.status_dir / (task.name + ".yml")
         tmp = path.with_suffix(".yml.tmp")
-        yaml = YAML(typ="safe", pure=True)
-        yaml.default_flow_style = False
         with tmp.open("w", encoding="utf-8") as f:
-            yaml.dump(json.loads(json.dumps(data)), f)
+            yaml.safe_dump(json.loads(json.dumps(data)), f, default_flow_style=False, sort_keys=False)
         tmp.replace(path)
 
     def _run_work(self, action: StartTask) -> Event:
@@ -193,10 +191,9 @@ def load_resume(status_dir: Path) -> dict[str, TaskResult]:
     results: dict[str, TaskResult] = {}
     if not status_dir.is_dir():
         return results
-    yaml = YAML(typ="safe", pure=True)
     for path in status_dir.glob("*.yml"):
         try:
-            data = yaml.load(path.read_text(encoding="utf-8"))
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except Exception:  # a torn file from a killed run: ignore it, the task reruns
             continue
         if not isinstance(data, dict) or data.get("state") != "success":

@@ -40,7 +40,7 @@ from kudig.engine.core import (
 from kudig.engine.state import FAILED, SessionState, Task, TaskState, decode_state, encode_state
 from kudig.errors import KudigError
 from kudig.expr import TemplateEngine
-from kudig.params import ancestors
+from kudig.params import ancestors, deep_merge
 from kudig.session_vars import session_params
 from kudig.workflow import Workflow, load_workflow_text
 from kudig_operator.kube import Conflict, KubeApi
@@ -455,8 +455,6 @@ class Controller:
             last_executed_session_time=None,
         )
         params: dict[str, Any] = {}
-        from kudig.params import deep_merge
-
         deep_merge(params, loaded.spec.params)
         deep_merge(params, spec.params)
         return SessionContext(
