@@ -31,9 +31,10 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: setup
-	$(BIN)/mypy kudig runner/kudig_runner
+	$(BIN)/mypy kudig runner/kudig_runner operator/kudig_operator
 
 unit: setup
 	$(BIN)/pytest -q tests --ignore=tests/e2e

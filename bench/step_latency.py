@@ -41,7 +41,7 @@ def main() -> int:
     sys.path[:0] = [str(ROOT), str(ROOT / "operator"), str(ROOT / "runner")]
     from kubernetes import client, config, watch
 
-    from kudig.cli_cluster import build_objects
+    from kudig.cluster.project import build_objects
     from kudig.naming import session_name
 
     config.load_kube_config()
@@ -61,7 +61,7 @@ def main() -> int:
         KUDIG_RUNNER_IMAGE=args.image,
         KUDIG_NAMESPACE=ns,
         KUDIG_CACHE_DIR=str(tmp / "cache"),
-        KUDIG_HEALTH_ENDPOINT="http://127.0.0.1:0/healthz",
+        KUDIG_HEALTH_ADDRESS="127.0.0.1:0",
         PYTHONPATH=os.pathsep.join([str(ROOT / "operator"), str(ROOT / "runner"), str(ROOT)]),
     )
     log = (tmp / "operator.log").open("wb")

@@ -18,47 +18,8 @@ from typing import Any
 from kudig.engine.core import Engine, SessionContext, failed_tasks
 from kudig.engine.state import Task
 from kudig.errors import ConfigError, KudigError
-from kudig.params import deep_merge
+from kudig.params import deep_merge, load_params_file, parse_param_args
 from kudig.workflow import Workflow, load_workflow, session_dir_name
-
-
-def parse_param_args(values: Sequence[str]) -> dict[str, Any]:
-    """digdag's `-p k=v`: dotted keys nest; a value without `=` continues the previous one."""
-    params: dict[str, Any] = {}
-    last: list[str] | None = None
-    for item in values:
-        if "=" not in item:
-            if last is None:
-                raise ConfigError(f"Invalid -p '{item}': expected key=value")
-            node = params
-            for part in last[:-1]:
-                node = node[part]
-            node[last[-1]] = f"{node[last[-1]]},{item}"
-            continue
-        key, value = item.split("=", 1)
-        path = key.split(".")
-        node = params
-        for part in path[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-                node[part] = child
-            node = child
-        node[path[-1]] = value
-        last = path
-    return params
-
-
-def load_params_file(path: str) -> dict[str, Any]:
-    from kudig.yamlload import Loader, YMap, plain
-
-    p = Path(path)
-    data = Loader(p.parent).load_file(p)
-    if not isinstance(data, YMap):
-        raise ConfigError("A params file must hold a YAML map", path, 1)
-    result = plain(data)
-    assert isinstance(result, dict)
-    return result
 
 
 def resolve_session_time(spec: str, wf: Workflow, status_root: Path | None, now: datetime) -> datetime:
@@ -308,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--max-tasks", type=int, default=1000)
     check.set_defaults(func=cmd_check)
 
-    from kudig.cli_cluster import add_commands
+    from kudig.cluster.cli import add_commands
 
     add_commands(sub)
     return parser

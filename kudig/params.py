@@ -9,10 +9,12 @@ built-ins are merged last so they cannot be overridden.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from kudig.engine.state import SessionState, Task
+from kudig.errors import ConfigError
 
 
 def deep_merge(base: dict[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
@@ -109,3 +111,45 @@ def collect_error_params(state: SessionState, task: Task) -> tuple[dict[str, Any
             deep_merge(error, t.error)
         apply_store(stores, t)
     return error, stores
+
+
+# --------------------------------------------------------------------------- -p / -P
+
+
+def parse_param_args(values: Sequence[str]) -> dict[str, Any]:
+    """digdag's `-p k=v`: dotted keys nest; a value without `=` continues the previous one."""
+    params: dict[str, Any] = {}
+    last: list[str] | None = None
+    for item in values:
+        if "=" not in item:
+            if last is None:
+                raise ConfigError(f"Invalid -p '{item}': expected key=value")
+            node = params
+            for part in last[:-1]:
+                node = node[part]
+            node[last[-1]] = f"{node[last[-1]]},{item}"
+            continue
+        key, value = item.split("=", 1)
+        path = key.split(".")
+        node = params
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[path[-1]] = value
+        last = path
+    return params
+
+
+def load_params_file(path: str) -> dict[str, Any]:
+    from kudig.yamlload import Loader, YMap, plain
+
+    p = Path(path)
+    data = Loader(p.parent).load_file(p)
+    if not isinstance(data, YMap):
+        raise ConfigError("A params file must hold a YAML map", path, 1)
+    result = plain(data)
+    assert isinstance(result, dict)
+    return result

@@ -31,9 +31,9 @@ from kudig.engine.core import (
     TaskFinished,
     TaskLog,
     TaskResult,
-    TaskSucceeded,
 )
 from kudig.engine.state import Task, TaskState
+from kudig.taskio import output_event, task_input
 
 RUNNER_DIR = Path(__file__).resolve().parents[2] / "runner"
 
@@ -119,25 +119,12 @@ class LocalRun:
         tmp.replace(path)
 
     def _run_work(self, action: StartTask) -> Event:
-        config = action.config
-        workdir = str(config.get("_workdir") or "")
-        env_cfg = config.get("_env") or {}
-        task_input = {
-            "task_name": action.name,
-            "type": action.op_type,
-            "config": config,
-            "params": config,
-            "env": {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in env_cfg.items()}
-            if isinstance(env_cfg, Mapping)
-            else {},
-            "secrets": {key: env_name for key, env_name in self.secrets.items()},
-            "workdir": workdir,
-        }
+        task = task_input(action, self.secrets)
         project_dir = self.engine.ctx.project_dir or Path.cwd()
         with tempfile.TemporaryDirectory(prefix="kudig-task-") as tmp:
             in_path = Path(tmp) / "input.json"
             out_path = Path(tmp) / "output.json"
-            in_path.write_text(json.dumps(task_input, default=str), encoding="utf-8")
+            in_path.write_text(json.dumps(task, default=str), encoding="utf-8")
             env = dict(self.env)
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(RUNNER_DIR), env.get("PYTHONPATH", "")]))
             try:
@@ -165,14 +152,10 @@ class LocalRun:
                 self.log(raw.decode("utf-8", "replace").rstrip("\n"))
             code = proc.wait()
             try:
-                output: dict[str, Any] = json.loads(out_path.read_text(encoding="utf-8"))
+                output: Any = json.loads(out_path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 return TaskFailed(action.task_id, f"Task runner exited with code {code} and no result")
-        error = output.get("error")
-        if error:
-            message = str(error.get("message", f"failed with code {code}"))
-            return TaskFailed(action.task_id, message, retryable=True, error={"message": message})
-        return TaskSucceeded(action.task_id, TaskResult.from_json(output))
+        return output_event(action.task_id, output)
 
 
 def _stamp() -> str:

@@ -1,226 +1,307 @@
-"""Reconcile Workflows and Sessions: the imperative shell around the session engine.
+"""The imperative shell around `plan`: gather what a plan needs, carry plans out, remember little.
 
-Level-based: every reconcile reads the Session (fresh, never a cache), rebuilds the engine from
-its status, turns the pods of running tasks into events, steps, creates pods for `StartTask`
-actions and writes status back with the resourceVersion it read. Pod names are deterministic, so
-repeating a reconcile (after a crash or a 409) adopts pods instead of creating twins; the status
-write is the commit point.
+Per reconcile of a Session the controller
+1. takes the Session as the watch last delivered it (or as its own last status write returned
+   it), reading it from the API server only when it has none or a write met a 409;
+2. takes the compiled Workflow from its store (compiled once per Workflow revision);
+3. observes the pods of the running tasks (from the pod watch; a pod never seen is read once) and
+   reads a pod's log only when its result is too large for the termination message, and the
+   result ConfigMaps the state refers to (immutable, read once);
+4. calls `plan.plan_session` and carries the plan out in the order `plan` documents (create, then
+   commit the status with the resourceVersion read, then delete); a 409 starts over from a fresh
+   read. Pod names are deterministic, so a repeated plan adopts pods instead of creating twins.
+
+Everything cached here is only there to save API requests, never to decide: a stale Session body
+costs a 409, a pod seen finished stays finished. Every cache entry belongs to a Session or a
+Workflow and is dropped with it (when it is deleted, and for a Session when it finishes), so the
+controller's memory follows the live objects, not its history.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
+import heapq
 import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kudig_runner.prepare import decode_key
+from kudig_runner.projectfiles import materialize
 
-from kudig.engine.core import (
-    Engine,
-    Event,
-    KillRequested,
-    SessionContext,
-    StartTask,
-    TaskFailed,
-    TaskLog,
-    TaskResult,
-    TaskSucceeded,
-    failed_tasks,
-    resumable_results,
+from kudig.api import (
+    LABEL_SESSION,
+    SESSIONS,
+    TERMINAL,
+    WORKFLOWS,
+    UnsafePath,
+    WorkflowSpec,
+    key_path,
+    label_value,
+    project_digest,
 )
-from kudig.engine.state import FAILED, SessionState, Task, TaskState, decode_state, encode_state
+from kudig.cluster.kube import Conflict, KubeApi
 from kudig.errors import KudigError
 from kudig.expr import TemplateEngine
-from kudig.params import ancestors, deep_merge
-from kudig.session_vars import session_params
-from kudig.workflow import Workflow, load_workflow_text
-from kudig_operator.kube import Conflict, KubeApi
-from kudig_operator.models import (
-    Attempt,
-    Condition,
-    EngineBlob,
-    FailedTask,
-    SessionSpec,
-    SessionStatus,
-    WorkflowSpec,
-    WorkflowStatus,
+from kudig.workflow import load_workflow_text
+from kudig_operator import results
+from kudig_operator.plan import (
+    CompiledWorkflow,
+    Decoded,
+    PodView,
+    SessionPlan,
+    Settings,
+    frame_complete,
+    invalid_plan,
+    log_lines_needed,
+    plan_session,
+    plan_workflow,
+    pod_view,
+    prepare,
 )
-from kudig_operator.podspec import PodContext, build_pod, pod_name
 
 log = logging.getLogger("kudig.controller")
 
-TERMINAL = ("Succeeded", "Failed", "Killed")
-MAX_LOG_CHARS = 4000
-_IMAGE_ERRORS = (
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "ErrImageNeverPull",
-    "CreateContainerConfigError",
-)
+Key = tuple[str, str]  # (namespace, name)
+MAX_CONFLICTS = 8
+LOG_TAIL_MARGIN = 50
 
 
-def now_iso(t: float | None = None) -> str:
-    return datetime.fromtimestamp(t if t is not None else time.time(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _rv(obj: Mapping[str, Any] | None) -> int:
+    """A resourceVersion as a number, only to prefer the newer of two copies of an object (a wrong
+    guess costs a 409, nothing else); -1 when it is not a number."""
+    try:
+        return int(((obj or {}).get("metadata") or {}).get("resourceVersion", ""))
+    except ValueError:
+        return -1
 
 
-def task_generation(state: SessionState, task: Task) -> str:
-    """Retry counts of the task and its ancestors: a new try gets a new pod name."""
-    return ".".join(str(t.retry_count) for t in ancestors(state, task))
-
-
-def pod_event(task: Task, pod: dict[str, Any] | None) -> Event | None:
-    """What a task pod says about its task, or None while it is still working."""
-    if pod is None:
-        return TaskFailed(task.id, "Task pod was deleted while it was running", retryable=True)
-    status = pod.get("status") or {}
-    phase = status.get("phase")
-    container: dict[str, Any] = next(
-        (c for c in status.get("containerStatuses") or [] if c.get("name") == "task"), {}
-    )
-    terminated = (container.get("state") or {}).get("terminated") or {}
-    message = terminated.get("message") or ""
-    output: dict[str, Any] | None = None
-    if message.strip().startswith("{"):
-        try:
-            output = json.loads(message)
-        except ValueError:
-            output = None
-    if phase == "Succeeded":
-        if output and output.get("error"):
-            return TaskFailed(task.id, str(output["error"].get("message", "task failed")))
-        return TaskSucceeded(task.id, TaskResult.from_json(output or {}))
-    if phase == "Failed":
-        if output and output.get("error"):
-            err = output["error"]
-            return TaskFailed(
-                task.id,
-                str(err.get("message", "task failed")),
-                error={"message": str(err.get("message", ""))},
-            )
-        for init in status.get("initContainerStatuses") or []:
-            t = (init.get("state") or {}).get("terminated") or {}
-            if t.get("exitCode"):
-                return TaskFailed(
-                    task.id,
-                    f"Workspace preparation failed (exit code {t.get('exitCode')}): {t.get('message') or t.get('reason') or ''}".strip(),
-                )
-        code = terminated.get("exitCode")
-        if code is not None:
-            text = f"Command failed with code {code}"
-            if terminated.get("reason") and terminated.get("reason") not in ("Error", "Completed"):
-                text += f" ({terminated['reason']})"
-            return TaskFailed(task.id, text)
-        return TaskFailed(
-            task.id, f"Task pod failed: {status.get('reason') or status.get('message') or 'unknown reason'}"
-        )
-    for c in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
-        waiting = (c.get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") in _IMAGE_ERRORS:
-            return TaskFailed(
-                task.id,
-                f"Task pod cannot start: {waiting['reason']}: {waiting.get('message', '')}".strip(),
-                retryable=False,
-            )
-    return None
-
-
-class PodCache:
-    """Latest status of task pods as the pod watch delivered them.
-
-    Saves one GET per running task per reconcile (a 1,000-way fan-out would otherwise GET every
-    running pod each time one finishes). Only used to *skip* work safely: a pod seen finished
-    stays finished, and a pod seen running will produce another watch event when it ends. A pod
-    never seen, or seen deleted, is read from the API server (the truth after a restart).
-    """
+class KeyedLocks:
+    """One lock per key, existing only while someone holds or waits for it."""
 
     def __init__(self) -> None:
-        self._pods: dict[tuple[str, str], dict[str, Any]] = {}
-        self._lock = threading.Lock()
+        self._guard = threading.Lock()
+        self._locks: dict[Any, tuple[threading.Lock, int]] = {}
 
-    def update(self, namespace: str, name: str, pod: dict[str, Any] | None) -> None:
-        """Record a watched pod; None (deleted) forgets it, so the next look asks the API server."""
-        with self._lock:
-            if pod is None:
-                self._pods.pop((namespace, name), None)
-            else:
-                self._pods[(namespace, name)] = pod
+    @contextmanager
+    def hold(self, key: Any) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
 
-    def forget(self, namespace: str, name: str) -> None:
-        with self._lock:
-            self._pods.pop((namespace, name), None)
+    def __len__(self) -> int:
+        return len(self._locks)
 
-    def lookup(self, namespace: str, name: str) -> tuple[bool, dict[str, Any] | None]:
-        """(known, pod): known is False when the API server must be asked."""
-        with self._lock:
-            pod = self._pods.get((namespace, name))
-        return pod is not None, pod
+
+class Wakeups:
+    """Timers for retries and `wait>`: one thread and a heap, one pending time per key."""
+
+    def __init__(self, fire: Callable[[Any], None], clock: Callable[[], float] = time.time) -> None:
+        self._fire = fire
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Any]] = []
+        self._due: dict[Any, float] = {}
+        self._seq = 0
+        self._stopped = False
+
+    def set(self, key: Any, at: float) -> None:
+        with self._cond:
+            if self._due.get(key) == at:
+                return
+            self._due[key] = at
+            self._seq += 1
+            heapq.heappush(self._heap, (at, self._seq, key))
+            self._cond.notify()
+
+    def due(self, key: Any) -> float | None:
+        """When `key` fires next (None: not pending)."""
+        with self._cond:
+            return self._due.get(key)
+
+    def cancel(self, key: Any) -> None:
+        with self._cond:
+            self._due.pop(key, None)  # its heap entry is skipped when it comes up
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopped:
+                        return
+                    while self._heap and self._due.get(self._heap[0][2]) != self._heap[0][0]:
+                        heapq.heappop(self._heap)  # cancelled or superseded
+                    if not self._heap:
+                        self._cond.wait()
+                        continue
+                    at, _, key = self._heap[0]
+                    delay = at - self._clock()
+                    if delay <= 0:
+                        heapq.heappop(self._heap)
+                        del self._due[key]
+                        break
+                    self._cond.wait(delay)
+            try:
+                self._fire(key)
+            except Exception:
+                log.exception("wake-up of %s failed", key)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
 
 
 @dataclass
-class LoadedWorkflow:
-    key: str
-    workflow: Workflow
-    spec: WorkflowSpec
-    generation: int
+class _Bucket:
+    """Everything remembered for one Session."""
+
+    body: dict[str, Any] | None = None
+    pods: dict[str, PodView] | None = None
+    blobs: dict[str, bytes] | None = None
+    uncommitted: set[str] | None = None  # pods created by plans whose status write failed
+    decoded: tuple[str, Decoded] | None = None  # (resourceVersion, its engine state) after our write
 
 
-class WorkflowCache:
-    """Compiled workflows by (uid, generation, project ConfigMap versions); files on local disk."""
+class WorkflowStore:
+    """Compiled Workflows, one per Workflow object, recompiled when its revision changes.
+
+    Compiling reads the project ConfigMaps (once per revision), refuses any file key that would
+    land outside the project (`data` and `binaryData` alike), checks them against the digest
+    `kudig push` put in the spec, and writes the files to a private directory per revision for
+    `call>` to read. Nothing else reads the ConfigMaps: a Session's reconcile costs no ConfigMap
+    request at all.
+    """
 
     def __init__(self, api: KubeApi, root: Path) -> None:
         self.api = api
         self.root = root
-        self._cache: dict[str, LoadedWorkflow] = {}
-        self._lock = threading.Lock()
+        self._entries: dict[Key, CompiledWorkflow] = {}
+        self._guard = threading.Lock()
+        self._locks = KeyedLocks()
 
-    def load(self, obj: Mapping[str, Any]) -> LoadedWorkflow:
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Key) -> CompiledWorkflow | None:
+        return self._entries.get(key)
+
+    def drop(self, key: Key) -> None:
+        with self._guard:
+            self._entries.pop(key, None)
+        shutil.rmtree(self.root / key[0] / key[1], ignore_errors=True)
+
+    def compile(self, obj: Mapping[str, Any], *, recheck: bool = False) -> CompiledWorkflow:
+        """The compiled form of Workflow `obj`: cached per revision (uid, generation); `recheck`
+        reads the ConfigMaps again (for Workflows without a digest, whose files can change under
+        the same revision) and recompiles only when their content changed."""
         meta = obj["metadata"]
-        spec = WorkflowSpec.model_validate(obj.get("spec") or {})
-        namespace = meta["namespace"]
-        cms = []
+        key = (str(meta["namespace"]), str(meta["name"]))
+        uid = str(meta.get("uid", ""))
+        generation = int(meta.get("generation", 1))
+        with self._locks.hold(key):
+            current = self._entries.get(key)
+            same = (
+                current
+                if current is not None and (current.uid, current.generation) == (uid, generation)
+                else None
+            )
+            if same is not None and not recheck and same.reason != "ProjectFilesPending":
+                return same
+            compiled = self._compile(key, uid, generation, obj, same)
+            with self._guard:
+                self._entries[key] = compiled
+            return compiled
+
+    def _files(self, namespace: str, spec: WorkflowSpec) -> list[tuple[str, bytes]]:
+        files: list[tuple[str, bytes]] = []
         for name in spec.project.config_maps:
             cm = self.api.get_config_map(namespace, name)
             if cm is None:
-                raise KudigError(f"Project ConfigMap '{name}' not found")
-            cms.append(cm)
-        versions = ",".join(cm["metadata"]["resourceVersion"] for cm in cms)
-        key = f"{meta['uid']}:{meta.get('generation', 1)}:{versions}"
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                return hit
-            digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-            project = self.root / namespace / meta["name"] / digest
-            if project.exists():
-                shutil.rmtree(project)
-            project.mkdir(parents=True)
-            for cm in cms:
-                for file_key, text in (cm.get("data") or {}).items():
-                    rel = decode_key(file_key)
-                    if rel.startswith("/") or ".." in rel.split("/"):
-                        raise KudigError(f"Project file path must stay inside the project: {rel}")
-                    target = project / rel
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_text(text, encoding="utf-8")
-                for file_key, b64 in (cm.get("binaryData") or {}).items():
-                    target = project / decode_key(file_key)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(base64.b64decode(b64))
-            name = spec.name or meta["name"]
-            workflow = load_workflow_text(name, spec.dig, project, f"{name}.dig")
-            loaded = LoadedWorkflow(key, workflow, spec, int(meta.get("generation", 1)))
-            self._cache[key] = loaded
-            return loaded
+                raise KudigError(f"Project ConfigMap '{name}' not found in namespace {namespace}")
+            for key, text in (cm.get("data") or {}).items():
+                files.append((key, str(text).encode("utf-8")))
+            for key, b64 in (cm.get("binaryData") or {}).items():
+                files.append((key, base64.b64decode(b64)))
+        for key, _ in files:
+            try:
+                key_path(key)
+            except UnsafePath as e:
+                raise KudigError(f"Unsafe project file in ConfigMap: {e}") from None
+        return files
+
+    def _compile(
+        self, key: Key, uid: str, generation: int, obj: Mapping[str, Any], previous: CompiledWorkflow | None
+    ) -> CompiledWorkflow:
+        name = key[1]
+        try:
+            spec = WorkflowSpec.model_validate(obj.get("spec") or {})
+        except ValueError as e:
+            return CompiledWorkflow(name, uid, generation, None, error=f"Invalid Workflow spec: {e}")
+        try:
+            files = self._files(key[0], spec)
+        except KudigError as e:
+            reason = "UnsafeProjectFile" if "Unsafe project file" in str(e) else "ProjectFilesMissing"
+            return CompiledWorkflow(name, uid, generation, spec, error=str(e), reason=reason)
+        digest = project_digest(files)
+        if previous is not None and previous.ok and previous.digest == digest:
+            return previous
+        if spec.project.digest and spec.project.digest != digest:
+            return CompiledWorkflow(
+                name,
+                uid,
+                generation,
+                spec,
+                digest=digest,
+                error=(
+                    f"The project ConfigMaps hold files with digest {digest}, the Workflow expects "
+                    f"{spec.project.digest}: waiting for the ConfigMaps of this revision"
+                ),
+                reason="ProjectFilesPending",
+            )
+        workflow_dir = self.root / key[0] / key[1]
+        project = workflow_dir / digest.split(":")[-1][:16]
+        try:
+            if not project.is_dir():
+                tmp = workflow_dir / f".tmp-{generation}-{threading.get_ident()}"
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                materialize(tmp, files)
+                tmp.rename(project)
+            for old in workflow_dir.iterdir():
+                if old != project:
+                    shutil.rmtree(old, ignore_errors=True)
+            wf_name = spec.name or name
+            workflow = load_workflow_text(wf_name, spec.dig, project, f"{wf_name}.dig")
+        except UnsafePath as e:
+            return CompiledWorkflow(
+                name,
+                uid,
+                generation,
+                spec,
+                error=f"Unsafe project file in ConfigMap: {e}",
+                reason="UnsafeProjectFile",
+            )
+        except (KudigError, ValueError, OSError) as e:
+            return CompiledWorkflow(name, uid, generation, spec, digest=digest, error=str(e))
+        return CompiledWorkflow(name, uid, generation, spec, workflow=workflow, digest=digest)
 
 
 class Controller:
@@ -230,352 +311,377 @@ class Controller:
         *,
         runner_image: str,
         cache_dir: Path,
+        identity: str = "kudig",
         clock: Callable[[], float] = time.time,
-        schedule_wakeup: Callable[[str, str, float], None] | None = None,
-        pod_cache: PodCache | None = None,
+        wakeups: Wakeups | None = None,
     ) -> None:
         self.api = api
-        self.pods = pod_cache or PodCache()
-        self.runner_image = runner_image
-        self.workflows = WorkflowCache(api, cache_dir)
         self.clock = clock
-        self.evaluator = TemplateEngine()
-        self.schedule_wakeup = schedule_wakeup
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-        self.stats: dict[str, int] = {"reconciles": 0, "pods_created": 0, "pods_adopted": 0, "conflicts": 0}
+        self.settings = Settings(
+            runner_image=runner_image, controller_id=identity, evaluator=TemplateEngine()
+        )
+        self.workflows = WorkflowStore(api, cache_dir)
+        self.wakeups = wakeups
+        self._locks = KeyedLocks()
+        self._sessions: dict[Key, _Bucket] = {}
+        self._waiting: dict[Key, set[Key]] = {}  # workflow -> sessions waiting for it to compile
+        self._workflow_bodies: dict[Key, dict[str, Any]] = {}  # as the watch last delivered them
+        self._guard = threading.Lock()
+        self.stats: dict[str, int] = {
+            "reconciles": 0,
+            "pods_created": 0,
+            "pods_adopted": 0,
+            "pods_deleted": 0,
+            "conflicts": 0,
+            "pod_reads": 0,
+            "log_reads": 0,
+            "result_reads": 0,
+            "results_written": 0,
+        }
 
-    def _lock(self, key: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(key, threading.Lock())
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _bucket(self, key: Key) -> _Bucket:
+        with self._guard:
+            bucket = self._sessions.get(key)
+            if bucket is None:
+                bucket = self._sessions[key] = _Bucket()
+            return bucket
+
+    def forget_session(self, key: Key) -> None:
+        """Drop everything remembered for a Session (deleted, or finished)."""
+        with self._guard:
+            self._sessions.pop(key, None)
+            for waiting in self._waiting.values():
+                waiting.discard(key)
+            self._waiting = {k: v for k, v in self._waiting.items() if v}
+        if self.wakeups is not None:
+            self.wakeups.cancel(("session", key))
+
+    def memory(self) -> dict[str, int]:
+        """Sizes of what the controller keeps (for tests and the cost benchmark)."""
+        with self._guard:
+            return {
+                "sessions": len(self._sessions),
+                "workflow_bodies": len(self._workflow_bodies),
+                "pods": sum(len(b.pods or {}) for b in self._sessions.values()),
+                "blobs": sum(len(b.blobs or {}) for b in self._sessions.values()),
+                "workflows": len(self.workflows),
+                "locks": len(self._locks),
+                "waiting": sum(len(v) for v in self._waiting.values()),
+                "wakeups": len(self.wakeups) if self.wakeups is not None else 0,
+            }
+
+    def active_sessions(self) -> list[Key]:
+        """Sessions the controller believes are not finished (the resync re-reads them)."""
+        with self._guard:
+            return [k for k, b in self._sessions.items() if b.body is not None]
+
+    # ------------------------------------------------------------------ watch events
+
+    def on_session_event(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
+        """A watch event for a Session (None: deleted): remember it, reconcile if it is news."""
+        if self.note_session(namespace, name, body):
+            self.reconcile_session(namespace, name)
+
+    def note_session(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> bool:
+        """Remember a watched Session; True when it needs a reconcile. Cheap and non-blocking, so
+        the watch can call it on its event loop: the echo of the controller's own status write
+        (a version it already holds) is not news."""
+        key = (namespace, name)
+        if body is None:
+            self.forget_session(key)
+            return False
+        rv = _rv(body)
+        with self._guard:
+            bucket = self._sessions.get(key)
+            if bucket is not None and bucket.body is not None and rv >= 0 and _rv(bucket.body) == rv:
+                return False
+        self._remember_body(key, dict(body))
+        return True
+
+    def on_pod_event(self, namespace: str, pod: Mapping[str, Any], deleted: bool) -> None:
+        """A watch event for a task pod: remember its status; reconcile when it means progress."""
+        key = self.note_pod(namespace, pod, deleted)
+        if key is not None:
+            self.reconcile_session(*key)
+
+    def note_pod(self, namespace: str, pod: Mapping[str, Any], deleted: bool) -> Key | None:
+        """Remember a watched task pod; the Session to reconcile when the event means progress
+        (finished, lost, stuck on its image), else None. Cheap and non-blocking."""
+        # The owner reference has the Session's full name (the label is cut to 63 characters).
+        meta = pod.get("metadata") or {}
+        session = next(
+            (r.get("name") for r in meta.get("ownerReferences") or [] if r.get("kind") == "Session"), None
+        )
+        if not session:
+            return None
+        key = (namespace, str(session))
+        view = pod_view(pod)
+        with self._guard:
+            bucket = self._sessions.get(key)
+            if bucket is None and not deleted and (view.finished or view.waiting is not None):
+                bucket = self._sessions[key] = _Bucket()
+            if bucket is not None:
+                if bucket.pods is None:
+                    bucket.pods = {}
+                if deleted:
+                    bucket.pods.pop(view.name, None)
+                else:
+                    bucket.pods[view.name] = view
+        return key if deleted or view.finished or view.waiting is not None else None
+
+    def on_workflow_event(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
+        key = (namespace, name)
+        if body is None:
+            with self._guard:
+                self._workflow_bodies.pop(key, None)
+            self.workflows.drop(key)
+            return
+        with self._guard:
+            self._workflow_bodies[key] = dict(body)
+        self.reconcile_workflow(namespace, name, dict(body))
+
+    def recheck_workflow(self, namespace: str, name: str) -> None:
+        """For a Workflow without `spec.project.digest`, whose ConfigMaps can change under the
+        same revision: read them again and recompile if their content changed (the resync calls
+        this about once a minute; with a digest, a change is a new revision and needs no polling)."""
+        with self._guard:
+            body = self._workflow_bodies.get((namespace, name))
+        if body is None or ((body.get("spec") or {}).get("project") or {}).get("digest"):
+            return
+        self.reconcile_workflow(namespace, name, body, recheck=True)
+
+    def _remember_body(self, key: Key, body: dict[str, Any]) -> None:
+        with self._guard:
+            bucket = self._sessions.get(key)
+            if bucket is None:
+                bucket = self._sessions[key] = _Bucket()
+            if bucket.body is None or _rv(body) >= _rv(bucket.body) or _rv(body) < 0:
+                bucket.body = body
 
     # ------------------------------------------------------------------ workflows
 
-    def reconcile_workflow(self, namespace: str, name: str) -> None:
-        with self._lock(f"wf/{namespace}/{name}"):
-            for _ in range(5):
-                obj = self.api.get("workflows", namespace, name)
+    def reconcile_workflow(
+        self, namespace: str, name: str, body: dict[str, Any] | None = None, *, recheck: bool = False
+    ) -> None:
+        obj = body
+        for _ in range(MAX_CONFLICTS):
+            if obj is None:
+                log.debug("workflow %s/%s: read from the API server", namespace, name)
+                obj = self.api.get(WORKFLOWS, namespace, name)
                 if obj is None:
+                    self.workflows.drop((namespace, name))
                     return
-                status = WorkflowStatus.model_validate(obj.get("status") or {})
-                generation = int(obj["metadata"].get("generation", 1))
-                new = status.model_copy(deep=True)
+            compiled = self.workflows.compile(obj, recheck=recheck)
+            status = plan_workflow(obj, compiled, self.clock())
+            if status is not None:
                 try:
-                    loaded = self.workflows.load(obj)
-                except (KudigError, ValueError) as e:
-                    new.error = str(e)
-                    new.workflow_name = (obj.get("spec") or {}).get("name") or name
-                    cond = Condition(
-                        type="Compiled",
-                        status="False",
-                        reason="CompileError",
-                        message=str(e)[:1000],
-                        last_transition_time=now_iso(),
-                        observed_generation=generation,
-                    )
-                else:
-                    wf = loaded.workflow
-                    new.error = None
-                    new.revision = generation
-                    new.workflow_name = wf.name
-                    new.tasks = len(wf.tasks)
-                    new.timezone = wf.timezone_name
-                    new.schedule = json.dumps(wf.schedule_config) if wf.schedule is not None else None
-                    warnings = "; ".join(f"warning: {w}" for w in wf.warnings[:3])
-                    cond = Condition(
-                        type="Compiled",
-                        status="True",
-                        reason="CompiledWithWarnings" if wf.warnings else "Compiled",
-                        message=(
-                            f"{len(wf.tasks)} tasks; {warnings}" if warnings else f"{len(wf.tasks)} tasks"
-                        )[:1000],
-                        last_transition_time=now_iso(),
-                        observed_generation=generation,
-                    )
-                new.conditions = _set_condition(status.conditions, cond)
-                if new == status:
-                    return
-                obj["status"] = new.model_dump(by_alias=True, exclude_none=True)
-                try:
-                    self.api.replace_status("workflows", obj)
-                    return
+                    self.api.replace_status(WORKFLOWS, {**obj, "status": status})
                 except Conflict:
                     self.stats["conflicts"] += 1
+                    obj = None
                     continue
+            break
+        compiled_now = self.workflows.get((namespace, name))
+        if (
+            compiled_now is not None
+            and compiled_now.reason == "ProjectFilesPending"
+            and self.wakeups is not None
+        ):
+            self.wakeups.set(("workflow", (namespace, name)), self.clock() + 5)
+        if compiled_now is not None and compiled_now.ok:
+            with self._guard:
+                waiting = self._waiting.pop((namespace, name), set())
+            for key in sorted(waiting):
+                self.reconcile_session(*key)
+
+    def _workflow(self, namespace: str, name: str) -> CompiledWorkflow | None:
+        compiled = self.workflows.get((namespace, name))
+        if compiled is not None:
+            return compiled
+        log.debug("workflow %s/%s: not compiled yet, read from the API server", namespace, name)
+        obj = self.api.get(WORKFLOWS, namespace, name)
+        if obj is None:
+            return None
+        return self.workflows.compile(obj)
 
     # ------------------------------------------------------------------ sessions
 
-    def reconcile_session(self, namespace: str, name: str) -> float | None:
-        with self._lock(f"s/{namespace}/{name}"):
-            for _ in range(8):
+    def reconcile_session(self, namespace: str, name: str, *, fresh: bool = False) -> None:
+        """Reconcile a Session; `fresh` reads it from the API server first (the resync does)."""
+        key = (namespace, name)
+        with self._locks.hold(("session", key)):
+            for _ in range(MAX_CONFLICTS):
                 try:
-                    return self._reconcile_session_once(namespace, name)
+                    self._reconcile_once(key, fresh)
+                    return
                 except Conflict:
                     self.stats["conflicts"] += 1
-                    continue
-            return None
+                    fresh = True
+            log.warning("session %s/%s: gave up after %d conflicting writes", namespace, name, MAX_CONFLICTS)
 
-    def _write_session_status(self, obj: dict[str, Any], old: SessionStatus, new: SessionStatus) -> None:
-        if new == old:
-            return
-        obj["status"] = new.model_dump(by_alias=True, exclude_none=True)
-        self.api.replace_status("sessions", obj)
-
-    def _fail_session(self, obj: dict[str, Any], status: SessionStatus, message: str) -> None:
-        new = status.model_copy(deep=True)
-        new.phase = "Error" if not status.engine else status.phase
-        new.message = message[:2000]
-        generation = int(obj["metadata"].get("generation", 1))
-        new.conditions = _set_condition(
-            status.conditions,
-            Condition(
-                type="Succeeded",
-                status="False",
-                reason="InvalidSession",
-                message=message[:1000],
-                last_transition_time=now_iso(self.clock()),
-                observed_generation=generation,
-            ),
-        )
-        self._write_session_status(obj, status, new)
-
-    def _reconcile_session_once(self, namespace: str, name: str) -> float | None:
-        self.stats["reconciles"] += 1
-        obj = self.api.get("sessions", namespace, name)
+    def _session_body(self, key: Key, fresh: bool) -> dict[str, Any] | None:
+        bucket = self._bucket(key)
+        if not fresh and bucket.body is not None:
+            return bucket.body
+        obj = self.api.get(SESSIONS, *key)
         if obj is None:
             return None
-        status = SessionStatus.model_validate(obj.get("status") or {})
-        try:
-            spec = SessionSpec.model_validate(obj.get("spec") or {})
-        except ValueError as e:
-            self._fail_session(obj, status, f"Invalid Session spec: {e}")
-            return None
-        current_attempt = status.attempt or 0
-        wants_new_attempt = spec.attempt > current_attempt
-        if status.phase in TERMINAL and not wants_new_attempt:
-            return None
-        wf_obj = self.api.get("workflows", namespace, spec.workflow)
-        if wf_obj is None:
-            self._fail_session(obj, status, f"Workflow '{spec.workflow}' not found in namespace {namespace}")
-            return None
-        try:
-            loaded = self.workflows.load(wf_obj)
-            session_time = datetime.fromisoformat(spec.session_time)
-            if session_time.tzinfo is None:
-                raise KudigError(f"sessionTime needs a UTC offset: {spec.session_time}")
-        except (KudigError, ValueError) as e:
-            self._fail_session(obj, status, str(e))
-            return None
-        wf = loaded.workflow
+        self._remember_body(key, obj)
+        return obj
+
+    def _observe_pod(self, key: Key, name: str) -> PodView | None:
+        bucket = self._bucket(key)
+        view = (bucket.pods or {}).get(name)
+        if view is None:
+            self.stats["pod_reads"] += 1
+            pod = self.api.get_pod(key[0], name)
+            if pod is None:
+                return None
+            view = pod_view(pod)
+            with self._guard:
+                if bucket.pods is None:
+                    bucket.pods = {}
+                bucket.pods[name] = view
+        tail = log_lines_needed(view)
+        if tail is not None and view.log is None:
+            # The result is too large for a termination message: it is in the log, at the end
+            # unless the task's own background processes wrote after it.
+            self.stats["log_reads"] += 1
+            text = self.api.pod_log(key[0], name, tail_lines=tail + LOG_TAIL_MARGIN)
+            if text is not None and not frame_complete(view, text):
+                self.stats["log_reads"] += 1
+                text = self.api.pod_log(key[0], name)
+            view = replace(view, log=text)
+        return view
+
+    def _refresh_pods(self, key: Key, session: str) -> None:
+        """Forget cached pod views the API server has newer versions of (a lost watch event)."""
+        listed = {
+            str(p["metadata"]["name"]): str(p["metadata"].get("resourceVersion", ""))
+            for p in self.api.list_pod_metadata(key[0], f"{LABEL_SESSION}={label_value(session)}")
+        }
+        bucket = self._bucket(key)
+        with self._guard:
+            for name, view in list((bucket.pods or {}).items()):
+                if listed.get(name) != view.rv:
+                    del bucket.pods[name]  # type: ignore[union-attr]
+
+    def _fetch_blobs(self, key: Key, names: list[str]) -> dict[str, bytes]:
+        bucket = self._bucket(key)
+        have = dict(bucket.blobs or {})
+        for cm_name in names:
+            if cm_name in have:
+                continue
+            self.stats["result_reads"] += 1
+            cm = self.api.get_config_map(key[0], cm_name)
+            if cm is not None:
+                have[cm_name] = results.blob_of(cm)
+        with self._guard:
+            bucket.blobs = {n: have[n] for n in names if n in have}
+        return bucket.blobs
+
+    def _reconcile_once(self, key: Key, fresh: bool) -> None:
+        self.stats["reconciles"] += 1
+        obj = self._session_body(key, fresh)
+        if obj is None:
+            self.forget_session(key)
+            return
+        bucket = self._bucket(key)
+        with self._guard:
+            cached, bucket.decoded = bucket.decoded, None  # consumed: the plan mutates it
+        rv = str(obj["metadata"].get("resourceVersion", ""))
+        view = prepare(obj, cached[1] if cached is not None and cached[0] == rv else None)
+        if fresh and view.pods:
+            self._refresh_pods(key, view.name)
+        suspects = [
+            *(bucket.pods or {}).values(),
+            *(PodView(name, owner_uid=view.uid) for name in bucket.uncommitted or ()),
+        ]
+        if view.finished:
+            self._carry_out(key, obj, plan_session(view, None, {}, suspects, {}, self.clock(), self.settings))
+            return
+        workflow = self._workflow(key[0], view.spec.workflow) if view.spec is not None else None
+        pods = {name: self._observe_pod(key, name) for name in view.pods}
+        fetched = self._fetch_blobs(key, view.refs)
         now = self.clock()
-        attempt = max(current_attempt, 1)
-        if status.engine is None or (wants_new_attempt and status.phase in TERMINAL):
-            attempt = spec.attempt if status.engine is not None else max(spec.attempt, 1)
-            previous = decode_state(status.engine.data) if status.engine is not None else None
-            ctx = self._context(obj, spec, loaded, session_time, attempt)
-            engine = Engine.new(ctx, wf.tasks)
-            if previous is not None and spec.retry_mode == "failed":
-                engine.state.resume = resumable_results(previous)
-            attempts = [
-                *status.attempts,
-                Attempt(index=attempt, revision=loaded.generation, phase="Running", started_at=now_iso(now)),
-            ]
-            revision = loaded.generation
-        else:
-            ctx = self._context(obj, spec, loaded, session_time, attempt)
-            engine = Engine(ctx, decode_state(status.engine.data))
-            attempts = list(status.attempts)
-            revision = status.workflow_revision or loaded.generation
-        events: list[Event] = []
-        if spec.kill and not engine.state.killed and not engine.state.done:
-            events.append(KillRequested())
-        pod_ctx = self._pod_context(obj, loaded, attempt)
-        for task in engine.running():
-            pname = pod_name(name, attempt, task.name, task_generation(engine.state, task))
-            known, pod = self.pods.lookup(namespace, pname)
-            if not known:
-                pod = self.api.get_pod(namespace, pname)
-                self.stats["pod_reads"] = self.stats.get("pod_reads", 0) + 1
-            event = pod_event(task, pod)
-            if event is not None:
-                events.append(event)
-                self.pods.forget(namespace, pname)
-        actions = engine.step(events, now)
-        if engine.state.killed:
-            for task in engine.running():
-                self.api.delete_pod(
-                    namespace, pod_name(name, attempt, task.name, task_generation(engine.state, task))
+        try:
+            plan = plan_session(view, workflow, pods, suspects, fetched, now, self.settings)
+        except Exception as e:  # a bug of ours: say so on the Session instead of retrying forever
+            log.exception("planning session %s/%s failed", *key)
+            message = f"kudig internal error while planning this session: {type(e).__name__}: {e}"
+            plan = invalid_plan(view, message, now, self.settings)
+        self._carry_out(key, obj, plan)
+
+    def _carry_out(self, key: Key, obj: dict[str, Any], plan: SessionPlan) -> None:
+        namespace = key[0]
+        bucket = self._bucket(key)
+        for cm in plan.create_config_maps:
+            if self.api.create_config_map(namespace, cm):
+                self.stats["results_written"] += 1
+        for pod in plan.create_pods:
+            with self._guard:
+                bucket.uncommitted = (bucket.uncommitted or set()) | {pod["metadata"]["name"]}
+            if self.api.create_pod(namespace, pod):
+                self.stats["pods_created"] += 1
+                # We know it exists and has not run yet: no need to ask before the watch says more.
+                created = PodView(
+                    pod["metadata"]["name"], owner_uid=obj["metadata"].get("uid"), phase="Pending"
                 )
-        for action in actions:
-            if isinstance(action, StartTask):
-                task = engine.state.tasks[action.task_id]
-                pname = pod_name(name, attempt, task.name, task_generation(engine.state, task))
-                body = build_pod(
-                    pod_ctx,
-                    name=pname,
-                    task_id=task.id,
-                    task_name=task.name,
-                    op_type=action.op_type,
-                    config=action.config,
-                )
-                if self.api.create_pod(namespace, body):
-                    self.stats["pods_created"] += 1
-                else:
-                    self.stats["pods_adopted"] += 1
-            elif isinstance(action, TaskLog):
-                task = engine.state.tasks[action.task_id]
-                text = (str(task.state_params.get("log", "")) + action.text + "\n")[-MAX_LOG_CHARS:]
-                task.state_params["log"] = text
-        new = self._status(obj, status, engine, attempt, attempts, revision, now)
-        self._write_session_status(obj, status, new)
-        wake = engine.next_wakeup()
-        if wake is not None and self.schedule_wakeup is not None:
-            self.schedule_wakeup(namespace, name, wake)
-        return wake
-
-    def _context(
-        self,
-        obj: Mapping[str, Any],
-        spec: SessionSpec,
-        loaded: LoadedWorkflow,
-        session_time: datetime,
-        attempt: int,
-    ) -> SessionContext:
-        wf = loaded.workflow
-        uid = str(obj["metadata"].get("uid", ""))
-        builtins = session_params(
-            session_time=session_time.astimezone(wf.tz),
-            timezone=wf.timezone_name,
-            session_id=int(uid.replace("-", "")[:8] or "0", 16),
-            attempt_id=attempt,
-            session_uuid=uid,
-            project_id=1,
-            retry_attempt_name=None if attempt == 1 else f"attempt-{attempt}",
-            schedule=wf.schedule,
-            last_executed_session_time=None,
-        )
-        params: dict[str, Any] = {}
-        deep_merge(params, loaded.spec.params)
-        deep_merge(params, spec.params)
-        return SessionContext(
-            workflow_name=wf.name,
-            timezone=wf.timezone_name,
-            session_params=builtins,
-            attempt_params=params,
-            evaluator=self.evaluator,
-            project_dir=wf.project_dir,
-        )
-
-    def _pod_context(self, obj: Mapping[str, Any], loaded: LoadedWorkflow, attempt: int) -> PodContext:
-        meta = obj["metadata"]
-        return PodContext(
-            namespace=meta["namespace"],
-            session_name=meta["name"],
-            session_uid=meta["uid"],
-            workflow=loaded.workflow.name,
-            attempt=attempt,
-            runner_image=self.runner_image,
-            config_maps=loaded.spec.project.config_maps,
-            defaults=loaded.spec.pod,
-            secret_name=loaded.spec.secret_name or "kudig-secrets",
-        )
-
-    def _status(
-        self,
-        obj: Mapping[str, Any],
-        old: SessionStatus,
-        engine: Engine,
-        attempt: int,
-        attempts: list[Attempt],
-        revision: int,
-        now: float,
-    ) -> SessionStatus:
-        state = engine.state
-        current = [t for t in state.tasks if not t.superseded]
-        done = sum(1 for t in current if t.done)
-        if state.done:
-            phase = "Succeeded" if state.success else ("Killed" if state.killed else "Failed")
-        else:
-            phase = "Running"
-        failed = [
-            FailedTask(name=t.name, message=str((t.error or {}).get("message", ""))[:500])
-            for t in failed_tasks(state)
-        ][:20]
-        started = old.started_at if old.attempt == attempt and old.started_at else now_iso(now)
-        finished = (old.finished_at or now_iso(now)) if state.done else None
-        if state.done and old.phase not in TERMINAL:
-            finished = now_iso(now)
-        attempts = [a.model_copy() for a in attempts]
-        if attempts:
-            attempts[-1].phase = phase
-            attempts[-1].finished_at = finished
-        generation = int(obj["metadata"].get("generation", 1))
-        cond_status = "True" if phase == "Succeeded" else ("False" if state.done else "Unknown")
-        message = "; ".join(f"{f.name}: {f.message}" for f in failed[:3]) if phase == "Failed" else None
-        condition = Condition(
-            type="Succeeded",
-            status=cond_status,  # type: ignore[arg-type]
-            reason=phase,
-            message=message or "",
-            last_transition_time=now_iso(now),
-            observed_generation=generation,
-        )
-        wake = engine.next_wakeup()
-        return SessionStatus(
-            phase=phase,  # type: ignore[arg-type]
-            attempt=attempt,
-            workflow_revision=revision,
-            progress=f"{done}/{len(current)}",
-            started_at=started,
-            finished_at=finished,
-            next_wakeup=now_iso(wake) if wake is not None and not state.done else None,
-            message=message,
-            failed_tasks=failed,
-            attempts=attempts,
-            engine=EngineBlob(data=encode_state(state)),
-            conditions=_set_condition(old.conditions, condition),
-        )
-
-
-def _set_condition(conditions: list[Condition], new: Condition) -> list[Condition]:
-    out = []
-    replaced = False
-    for c in conditions:
-        if c.type == new.type:
-            replaced = True
-            if c.status == new.status and c.reason == new.reason and c.message == new.message:
-                keep = c.model_copy()
-                keep.observed_generation = new.observed_generation
-                out.append(keep)
+                with self._guard:
+                    if bucket.pods is None:
+                        bucket.pods = {}
+                    bucket.pods.setdefault(created.name, created)
             else:
-                out.append(new)
-        else:
-            out.append(c)
-    if not replaced:
-        out.append(new)
-    return out
+                self.stats["pods_adopted"] += 1
+        rv = str(obj["metadata"].get("resourceVersion", ""))
+        if plan.status is not None:
+            if log.isEnabledFor(logging.DEBUG):
+                old = obj.get("status") or {}
+                changed = sorted(k for k in set(old) | set(plan.status) if old.get(k) != plan.status.get(k))
+                log.debug("session %s/%s: status write (%s changed)", *key, ", ".join(changed))
+            written = self.api.replace_status(SESSIONS, {**obj, "status": plan.status})  # Conflict: retry
+            self._remember_body(key, written)
+            rv = str(written["metadata"].get("resourceVersion", ""))
+        with self._guard:
+            bucket.uncommitted = None  # committed: the state knows them, or the plan deletes them
+            if plan.decoded is not None and not plan.finished:
+                bucket.decoded = (rv, plan.decoded)
+        self._delete_pods(key, plan.delete_pods)
+        if plan.sweep:
+            self._sweep(key, obj, set(plan.delete_pods))
+        if plan.waiting_for_workflow is not None:
+            with self._guard:
+                self._waiting.setdefault((namespace, plan.waiting_for_workflow), set()).add(key)
+        if plan.finished:
+            self.forget_session(key)
+        elif self.wakeups is not None:
+            if plan.wakeup is not None:
+                self.wakeups.set(("session", key), plan.wakeup)
+            else:
+                self.wakeups.cancel(("session", key))
+
+    def _sweep(self, key: Key, obj: Mapping[str, Any], done: set[str]) -> None:
+        """Delete every still-running pod of a killed Session, seen by this controller or not."""
+        uid = obj["metadata"].get("uid")
+        for pod in self.api.list_pods(key[0], f"{LABEL_SESSION}={label_value(key[1])}"):
+            view = pod_view(pod)
+            if view.active and view.owner_uid == uid and view.name not in done:
+                self._delete_pods(key, [view.name])
+
+    def _delete_pods(self, key: Key, names: list[str]) -> None:
+        for name in names:
+            self.api.delete_pod(key[0], name)
+            self.stats["pods_deleted"] += 1
+
+    def fire(self, what: Any) -> None:
+        """A wake-up came due (see `Wakeups`)."""
+        kind, key = what
+        if kind == "session":
+            self.reconcile_session(*key)
+        elif kind == "workflow":
+            self.reconcile_workflow(*key)
 
 
-def task_rows(state: SessionState) -> list[dict[str, Any]]:
-    """A readable table of the current tasks (for `kudig tasks`)."""
-    rows = []
-    for t in state.tasks:
-        if t.superseded:
-            continue
-        rows.append(
-            {
-                "id": t.id,
-                "name": t.name,
-                "state": t.state.value,
-                "retries": t.retry_count,
-                "error": (t.error or {}).get("message", "") if t.state in FAILED else "",
-                "started_at": t.started_at,
-                "finished_at": t.finished_at,
-                "group": t.is_group,
-                "log": t.state_params.get("log", ""),
-            }
-        )
-    return rows
-
-
-__all__ = ["Controller", "TaskState", "decode_state", "encode_state", "pod_event", "task_rows"]
+__all__ = ["TERMINAL", "Controller", "KeyedLocks", "Wakeups", "WorkflowStore"]

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from kudig_operator.models import (
+from kudig.api import (
     GROUP,
     SESSION_COLUMNS,
     VERSION,

@@ -8,6 +8,7 @@ and adopts the pod instead of running the task twice.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -15,18 +16,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kudig_runner.shell import env_value, is_valid_env_key
+from kudig_runner.protocol import INPUT_PART_KEY, split_input
+from kudig_runner.shell import env_value, fits_exec, is_valid_env_key
 
-from kudig_operator.models import API_VERSION, PodDefaults
+from kudig.api import (
+    ANNOTATION_TASK,
+    API_VERSION,
+    LABEL_ATTEMPT,
+    LABEL_SESSION,
+    LABEL_TASK_ID,
+    LABEL_WORKFLOW,
+    MANAGED_BY,
+    MANAGER,
+    TASK_CONTAINER,
+    PodDefaults,
+    label_value,
+)
+from kudig.engine.core import StartTask
+from kudig.taskio import task_input
 
-LABEL_SESSION = "kudig.io/session"
-LABEL_WORKFLOW = "kudig.io/workflow"
-LABEL_ATTEMPT = "kudig.io/attempt"
-LABEL_TASK_ID = "kudig.io/task-id"
-ANNOTATION_TASK = "kudig.io/task"
 WORKSPACE = "/workspace"
 KUDIG_DIR = "/kudig"
 PROJECT_MOUNT = "/kudig-project"
+INPUT_MOUNT = "/kudig-input"
+INPUT_INLINE_MAX = 96 * 1024  # larger task inputs travel in ConfigMaps, not in the pod spec
 MAX_TERMINATION_MESSAGE = 4096
 _SECRET_RE = re.compile(r"\$\{secret:([A-Za-z0-9_.\-]+)\}")
 _DNS = re.compile(r"[^a-z0-9-]+")
@@ -78,6 +91,33 @@ class PodContext:
     secret_name: str
 
 
+def _input_config_map(ctx: PodContext, name: str, part: bytes) -> dict[str, Any]:
+    """One part of a large task input, owned by the Session (collected with it)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": ctx.namespace,
+            "labels": {MANAGED_BY: MANAGER, LABEL_SESSION: label_value(ctx.session_name)},
+            "ownerReferences": [_owner(ctx)],
+        },
+        "immutable": True,
+        "binaryData": {INPUT_PART_KEY: base64.b64encode(part).decode()},
+    }
+
+
+def _owner(ctx: PodContext) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Session",
+        "name": ctx.session_name,
+        "uid": ctx.session_uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
 def _docker_image(config: Mapping[str, Any]) -> str | None:
     docker = config.get("docker")
     if isinstance(docker, Mapping) and isinstance(docker.get("image"), str) and docker["image"]:
@@ -103,10 +143,14 @@ def _runner_command(interpreter: list[str], input_args: list[str]) -> list[str]:
 
 def _init_container(
     ctx: PodContext,
-    input_env: dict[str, Any],
-    project_mounts: list[dict[str, Any]],
+    input_env: dict[str, Any] | None,
+    mounts: list[dict[str, Any]],
     security: dict[str, Any],
+    *,
+    input_parts: bool = False,
 ) -> dict[str, Any]:
+    """The container that lays out the workspace (and the input and runner for py>) for a task
+    container in an image other than the runner's."""
     init: dict[str, Any] = {
         "name": "prepare",
         "image": ctx.runner_image,
@@ -120,12 +164,13 @@ def _init_container(
             WORKSPACE,
             "--kudig-dir",
             KUDIG_DIR,
+            *(["--input-parts", INPUT_MOUNT] if input_parts else []),
         ],
-        "env": [input_env],
+        "env": [input_env] if input_env is not None else [],
         "volumeMounts": [
             {"name": "workspace", "mountPath": WORKSPACE},
             {"name": "kudig", "mountPath": KUDIG_DIR},
-            *project_mounts,
+            *mounts,
         ],
         "securityContext": security,
     }
@@ -134,30 +179,26 @@ def _init_container(
     return init
 
 
-def build_pod(
-    ctx: PodContext,
-    *,
-    name: str,
-    task_id: int,
-    task_name: str,
-    op_type: str,
-    config: Mapping[str, Any],
-) -> dict[str, Any]:
+def build_pod(ctx: PodContext, *, name: str, action: StartTask) -> dict[str, Any]:
+    """The pod that runs `action` (a work task's StartTask), named `name` (see `build_task`)."""
+    return build_task(ctx, name=name, action=action)[0]
+
+
+def build_task(
+    ctx: PodContext, *, name: str, action: StartTask
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The pod that runs `action`, and the ConfigMaps it needs created first: its input, when the
+    input (every parameter the task sees) is too large to sit in the pod spec."""
+    config = action.config
+    op_type = action.op_type
     image = _docker_image(config) or ctx.defaults.image or ctx.runner_image
     own_runner = image == ctx.runner_image
     keys = secret_keys(config)
     secret_map = {key: secret_env_name(i) for i, key in enumerate(keys)}
-    workdir = str(config.get("_workdir") or "")
-    env_cfg = config.get("_env") if isinstance(config.get("_env"), Mapping) else {}
-    task_input = {
-        "task_name": task_name,
-        "type": op_type,
-        "config": config,
-        "params": config,
-        "env": {str(k): env_value(v) for k, v in (env_cfg or {}).items()},
-        "secrets": secret_map,
-        "workdir": workdir,
-    }
+    the_input = task_input(action, secret_map)
+    workdir = the_input["workdir"]
+    input_text = json.dumps(the_input, separators=(",", ":"), default=str)
+    input_parts = split_input(input_text) if len(input_text) > INPUT_INLINE_MAX else []
     env: list[dict[str, Any]] = [
         {
             "name": env_name,
@@ -173,18 +214,21 @@ def build_pod(
         script = k8s_escape(str(config.get("_command", "")))
         script = _SECRET_RE.sub(lambda m: "${" + secret_map[m.group(1)] + "}", script)
         for key, value in config.items():
-            if is_valid_env_key(str(key)) and not str(key).startswith("KUDIG_SECRET_"):
-                env.append({"name": str(key), "value": k8s_escape(env_value(value))})
-        for key, value in (env_cfg or {}).items():
-            text = k8s_escape(env_value(value))
-            text = _SECRET_RE.sub(lambda m: "$(" + secret_map[m.group(1)] + ")", text)
-            env.append({"name": str(key), "value": text})
+            text = env_value(value)
+            if (
+                is_valid_env_key(str(key))
+                and not str(key).startswith("KUDIG_SECRET_")
+                and fits_exec(str(key), text)
+            ):
+                env.append({"name": str(key), "value": k8s_escape(text)})
+        for key, value in the_input["env"].items():
+            text = _SECRET_RE.sub(lambda m: "$(" + secret_map[m.group(1)] + ")", k8s_escape(value))
+            env.append({"name": key, "value": text})
         command = ["/bin/sh", "-c", script]
     elif own_runner:
         # The runner image prepares its own workspace: one container start instead of two.
-        command = _runner_command(
-            ["python3"], ["--input-env", "KUDIG_TASK_INPUT", "--prepare-from", PROJECT_MOUNT]
-        )
+        source = ["--input-parts", INPUT_MOUNT] if input_parts else ["--input-env", "KUDIG_TASK_INPUT"]
+        command = _runner_command(["python3"], [*source, "--prepare-from", PROJECT_MOUNT])
     else:
         python = config.get("py", {}).get("python") if isinstance(config.get("py"), Mapping) else None
         interpreter = python if isinstance(python, list) else [python or "python3"]
@@ -196,10 +240,14 @@ def build_pod(
     for i, cm in enumerate(ctx.config_maps):
         volumes.append({"name": f"project-{i}", "configMap": {"name": cm}})
         project_mounts.append({"name": f"project-{i}", "mountPath": f"{PROJECT_MOUNT}/{i}", "readOnly": True})
-    input_env = {
-        "name": "KUDIG_TASK_INPUT",
-        "value": k8s_escape(json.dumps(task_input, separators=(",", ":"), default=str)),
-    }
+    input_env = {"name": "KUDIG_TASK_INPUT", "value": k8s_escape(input_text)}
+    input_mounts: list[dict[str, Any]] = []
+    config_maps: list[dict[str, Any]] = []
+    for i, part in enumerate(input_parts):
+        cm_name = f"{name}-input-{i}"
+        config_maps.append(_input_config_map(ctx, cm_name, part))
+        volumes.append({"name": f"input-{i}", "configMap": {"name": cm_name}})
+        input_mounts.append({"name": f"input-{i}", "mountPath": f"{INPUT_MOUNT}/{i}", "readOnly": True})
     container_security: dict[str, Any] = {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
@@ -207,7 +255,7 @@ def build_pod(
     }
     resources = ctx.defaults.resources or {}
     main: dict[str, Any] = {
-        "name": "task",
+        "name": TASK_CONTAINER,
         "image": image,
         "command": command,
         "workingDir": WORKSPACE if own_runner else f"{WORKSPACE}/{workdir}".rstrip("/"),
@@ -222,14 +270,30 @@ def build_pod(
         main["imagePullPolicy"] = ctx.defaults.image_pull_policy
     init_containers: list[dict[str, Any]] = []
     if own_runner:
-        env.append(input_env)
-        main["volumeMounts"] += project_mounts
-    else:
+        if not input_parts:
+            env.append(input_env)
+        main["volumeMounts"] += project_mounts + input_mounts
+    elif op_type != "sh":
         # Another image: an init container (runner image) lays out the workspace, the task input
         # and a copy of the runner for py>, on volumes the task container then mounts.
         volumes.append({"name": "kudig", "emptyDir": {}})
         main["volumeMounts"].append({"name": "kudig", "mountPath": KUDIG_DIR, "readOnly": True})
-        init_containers.append(_init_container(ctx, input_env, project_mounts, container_security))
+        init_containers.append(
+            _init_container(
+                ctx,
+                None if input_parts else input_env,
+                project_mounts + input_mounts,
+                container_security,
+                input_parts=bool(input_parts),
+            )
+        )
+    else:
+        # sh> in a plain image: its input is the command and the environment; the init
+        # container only lays out the workspace.
+        volumes[:] = [v for v in volumes if not v["name"].startswith("input-")]
+        volumes.append({"name": "kudig", "emptyDir": {}})
+        init_containers.append(_init_container(ctx, None, project_mounts, container_security))
+        config_maps = []
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -253,30 +317,22 @@ def build_pod(
         spec["tolerations"] = [
             t.model_dump(by_alias=True, exclude_none=True) for t in ctx.defaults.tolerations
         ]
-    return {
+    pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": name,
             "namespace": ctx.namespace,
             "labels": {
-                "app.kubernetes.io/managed-by": "kudig",
-                LABEL_SESSION: ctx.session_name[:63],
-                LABEL_WORKFLOW: ctx.workflow[:63],
+                MANAGED_BY: MANAGER,
+                LABEL_SESSION: label_value(ctx.session_name),
+                LABEL_WORKFLOW: label_value(ctx.workflow),
                 LABEL_ATTEMPT: str(ctx.attempt),
-                LABEL_TASK_ID: str(task_id),
+                LABEL_TASK_ID: str(action.task_id),
             },
-            "annotations": {ANNOTATION_TASK: task_name},
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": "Session",
-                    "name": ctx.session_name,
-                    "uid": ctx.session_uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "annotations": {ANNOTATION_TASK: action.name},
+            "ownerReferences": [_owner(ctx)],
         },
         "spec": spec,
     }
+    return pod, config_maps

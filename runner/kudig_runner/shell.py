@@ -52,7 +52,7 @@ def env_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _fits_exec(key: str, value: str) -> bool:
+def fits_exec(key: str, value: str) -> bool:
     return "\0" not in value and len(key.encode()) + 1 + len(value.encode("utf-8", "surrogateescape")) <= (
         MAX_ENV_STRING
     )
@@ -96,7 +96,7 @@ def sh_environment(
         if not is_valid_env_key(key):
             continue
         text = env_value(value)
-        if _fits_exec(key, text):
+        if fits_exec(key, text):
             result[key] = text
     result.update(task_env(env, secrets, secret_environ))
     return result

@@ -274,3 +274,9 @@ def pod_logs(kube: Kube) -> Callable[..., str]:
 @pytest.fixture(scope="session")
 def images() -> Images:
     return Images()
+
+
+# The `operator` fixture (a controller process on this machine) is registered here, once: a
+# session-scoped fixture imported into several test modules is a separate fixture per module, and
+# two controllers then run side by side (one of them doing work a test thought stopped).
+from .operator_fixtures import operator_fixture  # noqa: E402, F401

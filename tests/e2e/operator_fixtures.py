@@ -17,12 +17,13 @@ from typing import Any
 
 import pytest
 
+from kudig.api import GROUP, TERMINAL, VERSION
+
 from .conftest import Kube, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER_IMAGE = os.environ.get("KUDIG_E2E_RUNNER_IMAGE", "localhost/kudig/runner:dev")
-GROUP, VERSION = "kudig.io", "v1alpha1"
-TERMINAL = ("Succeeded", "Failed", "Killed", "Error")
+TERMINAL_OR_ERROR = (*TERMINAL, "Error")
 
 
 class Operator:
@@ -33,12 +34,17 @@ class Operator:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """Start the controller and wait until it says it is ready (/readyz: its first resync
+        against the API server succeeded and its watches deliver what the server lists)."""
         env = dict(os.environ)
+        port_file = self.log_path.parent / "health-port"
+        port_file.unlink(missing_ok=True)
         env.update(
             {
                 "KUDIG_RUNNER_IMAGE": RUNNER_IMAGE,
                 "KUDIG_CACHE_DIR": str(self.log_path.parent / "projects"),
-                "KUDIG_HEALTH_ENDPOINT": "http://127.0.0.1:0/healthz",
+                "KUDIG_HEALTH_ADDRESS": "127.0.0.1:0",
+                "KUDIG_HEALTH_PORT_FILE": str(port_file),
                 "KUDIG_RESYNC_SECONDS": "5",
                 "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT / "runner"), str(ROOT)]),
             }
@@ -48,6 +54,28 @@ class Operator:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kudig_operator"], env=env, stdout=log, stderr=log
         )
+
+        def ready() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, (
+                f"the controller exited:\n{self.tail()}"
+            )
+            if not port_file.exists() or not port_file.read_text():
+                return False
+            return self.probe("readyz")[0] == 200
+
+        wait_for(ready, 60, "the controller's /readyz")
+
+    def probe(self, path: str) -> tuple[int, str]:
+        """GET /healthz, /readyz or /metrics of the running controller."""
+        import urllib.error
+        import urllib.request
+
+        port = int((self.log_path.parent / "health-port").read_text())
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/{path}", timeout=5) as response:
+                return int(response.status), response.read().decode()
+        except urllib.error.HTTPError as e:
+            return int(e.code), e.read().decode()
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -91,7 +119,7 @@ def operator_fixture(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> It
 def push(
     kube: Kube, namespace: str, project: Path, name: str | None = None, *, validate: bool = True
 ) -> list[dict[str, Any]]:
-    from kudig.cli_cluster import build_objects
+    from kudig.cluster.project import build_objects
 
     objects = build_objects(project, name or project.name, namespace, validate=validate)
     for obj in objects:
@@ -130,7 +158,7 @@ def session(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
 def wait_session(kube: Kube, op: Operator, namespace: str, name: str, timeout: float = 180) -> dict[str, Any]:
     def done() -> dict[str, Any] | None:
         obj = session(kube, namespace, name)
-        return obj if (obj.get("status") or {}).get("phase") in TERMINAL else None
+        return obj if (obj.get("status") or {}).get("phase") in TERMINAL_OR_ERROR else None
 
     try:
         return wait_for(done, timeout, f"session {namespace}/{name} to finish")
@@ -141,14 +169,26 @@ def wait_session(kube: Kube, op: Operator, namespace: str, name: str, timeout: f
         ) from None
 
 
-def engine_state(obj: dict[str, Any]) -> dict[str, Any]:
-    from kudig.engine.state import decode_state_json
+def engine_state(obj: dict[str, Any], kube: Kube | None = None) -> dict[str, Any]:
+    """The Session's engine state as JSON; with `kube`, results kept in ConfigMaps are read back."""
+    from kudig_operator import results
 
-    return decode_state_json(obj["status"]["engine"]["data"])
+    data = results.decode_json(obj["status"]["engine"]["data"])
+    if kube is None:
+        return data
+    namespace = obj["metadata"]["namespace"]
+    fetched = {
+        name: results.blob_of(
+            kube.api.sanitize_for_serialization(kube.core.read_namespaced_config_map(name, namespace))
+        )
+        for name in results.refs(data)
+    }
+    state, _ = results.decode(data, fetched)
+    return state.to_json()
 
 
-def tasks_by_name(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {t["name"]: t for t in engine_state(obj)["tasks"] if not t.get("superseded")}
+def tasks_by_name(obj: dict[str, Any], kube: Kube | None = None) -> dict[str, dict[str, Any]]:
+    return {t["name"]: t for t in engine_state(obj, kube)["tasks"] if not t.get("superseded")}
 
 
 def task_pods(kube: Kube, namespace: str, session_name: str) -> list[Any]:

@@ -25,7 +25,6 @@ from .operator_fixtures import (
     ROOT,
     Operator,
     engine_state,
-    operator_fixture,  # noqa: F401 - the `operator` fixture
     push,
     start,
     task_pods,

@@ -17,7 +17,6 @@ from .operator_fixtures import (
     VERSION,
     Operator,
     engine_state,
-    operator_fixture,  # noqa: F401 - the `operator` fixture
     pod_log_of,
     push,
     session,
@@ -162,6 +161,53 @@ def test_malformed_workflow_gets_a_condition(
     assert status.get("phase") == "Error" and "more than one operator" in status.get("message", "")
 
 
+def test_a_malicious_config_map_writes_nothing_outside_the_project(
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
+    """Keys that decode to `a/../../../../../../kudig-e2e-escape` (binaryData) and
+    `/tmp/kudig-e2e-pwned` (data) — both accepted by the API server — are refused with a
+    condition, and no file lands anywhere outside the project (the cache is shared by every
+    namespace the controller serves)."""
+    import base64
+
+    evil_dig = "+a:\n  echo>: hi\n"
+    from kudig.api import encode_key
+
+    escape_key = encode_key("a/" + "../" * 6 + "kudig-e2e-escape")  # a_.._.._.._..
+    assert not escape_key.startswith("..")  # so the API server accepts it
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "evil-files"},
+        "data": {"evil.dig": evil_dig, "_.tmp_.kudig-e2e-pwned": "owned"},
+        "binaryData": {escape_key: base64.b64encode(b"owned").decode()},
+    }
+    kube.core.create_namespaced_config_map(namespace, cm)
+    before = {p for p in operator.log_path.parent.parent.rglob("*")}
+    wf = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Workflow",
+        "metadata": {"name": "evil"},
+        "spec": {"dig": evil_dig, "project": {"configMaps": ["evil-files"]}},
+    }
+    kube.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "workflows", wf)
+
+    def condition() -> dict[str, Any] | None:
+        obj = kube.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "workflows", "evil")
+        return {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}.get("Compiled")
+
+    cond = wait_for(condition, 60, "the Compiled condition")
+    assert (cond["status"], cond["reason"]) == ("False", "UnsafeProjectFile"), cond
+    assert "outside" in cond["message"] or "absolute" in cond["message"], cond["message"]
+    name = start(kube, namespace, "evil", "2024-01-30T00:00:00+00:00")
+    status = wait_session(kube, operator, namespace, name)["status"]
+    assert status["phase"] == "Error" and "Unsafe project file" in status["message"]
+    created = {p for p in operator.log_path.parent.parent.rglob("*")} - before
+    assert not [p for p in created if "kudig-e2e" in p.name], created
+    assert not Path("/tmp/kudig-e2e-pwned").exists()
+    assert task_pods(kube, namespace, name) == []
+
+
 def test_controller_killed_mid_session_runs_each_task_once(
     kube: Kube, namespace: str, operator: Operator, tmp_path: Path
 ) -> None:
@@ -271,7 +317,7 @@ def test_secrets_resolved_in_pod_never_written(
 
 def test_push_render_is_applyable(tmp_path: Path) -> None:
     """`kudig push --dry-run` output is what GitOps commits: plain objects, no status."""
-    from kudig.cli_cluster import build_objects
+    from kudig.cluster.project import build_objects
 
     shutil.copytree(EXAMPLES / "etl", tmp_path / "etl")
     objects = build_objects(tmp_path / "etl", "etl", "ns")

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kudig_runner.prepare import decode_key, encode_key
 
-from kudig.cli_cluster import build_objects
+from kudig.api import decode_key, encode_key
+from kudig.cluster.project import build_objects
 from kudig.errors import KudigError
 from kudig.naming import dns_label, session_name
 

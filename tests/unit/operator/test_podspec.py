@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
-from kudig_operator.models import PodDefaults
 from kudig_operator.podspec import PodContext, build_pod, pod_name, secret_keys
+
+from kudig.api import PodDefaults
+from kudig.engine.core import StartTask
 
 
 def ctx(**kw: object) -> PodContext:
@@ -33,9 +35,7 @@ def test_pod_name_is_deterministic_and_changes_with_retry() -> None:
 
 
 def test_pod_is_least_privileged_and_owned() -> None:
-    pod = build_pod(
-        ctx(), name="p", task_id=3, task_name="+etl+load", op_type="py", config={"_command": "tasks.load"}
-    )
+    pod = build_pod(ctx(), name="p", action=StartTask(3, "+etl+load", "py", {"_command": "tasks.load"}, 0))
     spec = pod["spec"]
     assert spec["automountServiceAccountToken"] is False
     assert spec["securityContext"]["runAsNonRoot"] is True
@@ -55,7 +55,7 @@ def test_secrets_never_in_the_spec() -> None:
         "docker": {"image": "busybox:1.35"},
     }
     assert secret_keys(config) == ["api.token", "db.password"]
-    pod = build_pod(ctx(), name="p", task_id=1, task_name="+etl+t", op_type="sh", config=config)
+    pod = build_pod(ctx(), name="p", action=StartTask(1, "+etl+t", "sh", config, 0))
     main = pod["spec"]["containers"][0]
     assert main["image"] == "busybox:1.35"
     assert main["command"][:2] == ["/bin/sh", "-c"]
@@ -68,16 +68,14 @@ def test_secrets_never_in_the_spec() -> None:
 
 def test_k8s_variable_syntax_is_escaped_in_user_text() -> None:
     config = {"_command": "echo $(date) $(HOME)", "docker": {"image": "busybox"}, "x": "$(HOME)"}
-    pod = build_pod(ctx(), name="p", task_id=1, task_name="+t", op_type="sh", config=config)
+    pod = build_pod(ctx(), name="p", action=StartTask(1, "+t", "sh", config, 0))
     main = pod["spec"]["containers"][0]
     assert main["command"][2] == "echo $$(date) $$(HOME)"
     assert {e["name"]: e.get("value") for e in main["env"]}["x"] == "$$(HOME)"
 
 
 def test_runner_image_tasks_need_no_init_container() -> None:
-    pod = build_pod(
-        ctx(), name="p", task_id=1, task_name="+t", op_type="py", config={"_command": "m.f", "a": 1}
-    )
+    pod = build_pod(ctx(), name="p", action=StartTask(1, "+t", "py", {"_command": "m.f", "a": 1}, 0))
     spec = pod["spec"]
     assert spec["initContainers"] == []
     main = spec["containers"][0]
@@ -90,10 +88,43 @@ def test_runner_image_tasks_need_no_init_container() -> None:
 
 def test_other_images_get_the_workspace_from_an_init_container() -> None:
     config = {"_command": "m.f", "docker": {"image": "python:3.12"}}
-    pod = build_pod(ctx(), name="p", task_id=1, task_name="+t", op_type="py", config=config)
+    pod = build_pod(ctx(), name="p", action=StartTask(1, "+t", "py", config, 0))
     init = pod["spec"]["initContainers"][0]
     assert init["image"] == "localhost/kudig/runner:dev"
     payload = json.loads(next(e["value"] for e in init["env"] if e["name"] == "KUDIG_TASK_INPUT"))
     assert payload["config"]["_command"] == "m.f"
     main = pod["spec"]["containers"][0]
     assert main["image"] == "python:3.12" and "/kudig/input.json" in main["command"]
+
+
+def test_a_large_input_travels_in_config_maps_not_in_the_pod_spec() -> None:
+    from kudig_operator.podspec import build_task
+
+    config = {"_command": "m.f", "big": "y" * 300_000, "_env": {"N": 1}}
+    pod, config_maps = build_task(ctx(), name="p", action=StartTask(1, "+t", "py", config, 0))
+    assert len(json.dumps(pod)) < 20_000, "the parameters are not in the pod spec"
+    main = pod["spec"]["containers"][0]
+    assert "--input-parts" in main["command"] and "--input-env" not in main["command"]
+    assert [c["metadata"]["name"] for c in config_maps] == ["p-input-0"]
+    assert config_maps[0]["immutable"] is True
+    assert config_maps[0]["metadata"]["ownerReferences"][0]["kind"] == "Session"
+    assert {"name": "input-0", "mountPath": "/kudig-input/0", "readOnly": True} in main["volumeMounts"]
+    other, cms = build_task(
+        ctx(), name="q", action=StartTask(1, "+t", "py", {**config, "docker": {"image": "python:3.12"}}, 0)
+    )
+    init = other["spec"]["initContainers"][0]
+    assert "--input-parts" in init["command"] and init["env"] == [] and len(cms) == 1
+
+
+def test_plain_image_shell_tasks_skip_parameters_no_exec_could_take() -> None:
+    config = {"_command": "echo hi", "big": "z" * 200_000, "small": "s", "docker": {"image": "busybox"}}
+    pod, config_maps = build_task_pair(config)
+    env = {e["name"] for e in pod["spec"]["containers"][0]["env"]}
+    assert "small" in env and "big" not in env and config_maps == []
+
+
+def build_task_pair(config: dict[str, object]) -> tuple[dict[str, object], list[dict[str, object]]]:
+    from kudig_operator.podspec import build_task
+
+    pod, cms = build_task(ctx(), name="p", action=StartTask(1, "+t", "sh", dict(config), 0))
+    return pod, cms

@@ -48,6 +48,16 @@ class Result:
     def error(self) -> dict[str, Any] | None:
         return self.output["error"]  # type: ignore[no-any-return]
 
+    @property
+    def result(self) -> dict[str, Any]:
+        """The task output as the controller sees it: read from the log when the file points there."""
+        from kudig_runner.protocol import read_framed_result, result_pointer
+
+        pointer = result_pointer(self.output)
+        if pointer is None:
+            return self.output
+        return dict(read_framed_result(self.stdout, pointer))
+
 
 def task(
     type_: str,

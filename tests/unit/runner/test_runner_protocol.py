@@ -1,4 +1,5 @@
-"""protocol.py: input validation, output normalisation and the termination-message size limit."""
+"""protocol.py: input validation, output normalisation and trimming outputs to a size limit
+(the result frame through the log: test_runner_result_frame.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 from kudig_runner.protocol import (
     ProtocolError,
+    dumps_output,
     empty_output,
     error_output,
     fit_output,
@@ -108,8 +110,9 @@ def test_too_large_success_becomes_error_that_fits() -> None:
     assert len(data) <= 4096
     error = json.loads(data)["error"]
     assert error["class"] == "ResultTooLarge"
-    assert "Task result is too large (" in error["message"]
-    assert "bytes > 4096)" in error["message"]
+    # fit_output has no log to overflow into (encode_output does): the limit is the one given
+    assert error["message"].startswith(f"Task result is too large: {len(dumps_output(out))} bytes of")
+    assert "(the limit here is 4096 bytes)" in error["message"]
     assert json.loads(data)["store_params"] == {}
 
 
@@ -117,7 +120,8 @@ def test_too_large_multibyte_is_measured_in_bytes() -> None:
     out = empty_output()
     out["store_params"] = {"blob": "é" * 2100}  # 2100 chars, 4200 bytes
     error = json.loads(fit_output(out, 4096))["error"]
-    assert error is not None and "bytes > 4096" in error["message"]
+    assert error is not None and f"too large: {len(dumps_output(out))} bytes" in error["message"]
+    assert len(dumps_output(out)) > 4200
 
 
 def test_large_error_is_trimmed_keeping_backtrace_tail() -> None:
@@ -184,3 +188,44 @@ def test_any_output_fits_small_limits(limit: int) -> None:
 def test_limit_below_minimum_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 256"):
         fit_output(empty_output(), 100)
+
+
+def test_input_parts_round_trip(tmp_path: Path) -> None:
+    import random
+    import subprocess
+    import sys
+
+    from kudig_runner.protocol import INPUT_PART_BYTES, INPUT_PART_KEY, read_input_parts, split_input
+
+    rng = random.Random(3)  # incompressible: two parts
+    big = "".join(rng.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=2_000_000))
+    doc = {"type": "sh", "config": {"_command": "echo ${#BIG}", "BIG": big}}
+    text = json.dumps(doc)
+    parts = split_input(text)
+    assert len(parts) >= 2 and all(len(p) <= INPUT_PART_BYTES for p in parts)
+    for i, part in enumerate(parts):
+        (tmp_path / "in" / str(i)).mkdir(parents=True)
+        (tmp_path / "in" / str(i) / INPUT_PART_KEY).write_bytes(part)
+    assert read_input_parts(tmp_path / "in") == text
+    out = tmp_path / "out.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kudig_runner",
+            "--input-parts",
+            str(tmp_path / "in"),
+            "--output",
+            str(out),
+            "--cwd",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[3] / "runner")},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["error"] is None
+    (tmp_path / "in" / "1" / INPUT_PART_KEY).write_bytes(b"garbage")
+    with pytest.raises(ProtocolError, match="corrupt"):
+        read_input_parts(tmp_path / "in")

@@ -1,13 +1,13 @@
-"""The controller's pure pieces: pod status -> engine event, state encoding."""
+"""The plan's pure pieces: pod status -> engine event, state encoding."""
 
 from __future__ import annotations
 
 import json
 
-from kudig_operator.controller import decode_state, encode_state, pod_event
+from kudig_operator.plan import pod_event, pod_view
 
 from kudig.engine.core import TaskFailed, TaskSucceeded
-from kudig.engine.state import SessionState, Task
+from kudig.engine.state import SessionState, Task, decode_state, encode_state
 
 
 def task() -> Task:
@@ -23,6 +23,10 @@ def pod(phase: str, message: str = "", exit_code: int = 0, waiting: str | None =
     return {"status": {"phase": phase, "containerStatuses": [{"name": "task", "state": state}]}}
 
 
+def view(phase: str, message: str = "", exit_code: int = 0, waiting: str | None = None):  # type: ignore[no-untyped-def]
+    return pod_view(pod(phase, message, exit_code, waiting))
+
+
 def test_success_with_termination_message() -> None:
     out = {
         "store_params": {"a": 1},
@@ -31,21 +35,21 @@ def test_success_with_termination_message() -> None:
         "reset_store_params": [],
         "error": None,
     }
-    event = pod_event(task(), pod("Succeeded", json.dumps(out)))
+    event = pod_event(task(), view("Succeeded", json.dumps(out)))
     assert isinstance(event, TaskSucceeded) and event.result.store_params == {"a": 1}
 
 
 def test_failures() -> None:
-    event = pod_event(task(), pod("Failed", exit_code=3))
+    event = pod_event(task(), view("Failed", exit_code=3))
     assert isinstance(event, TaskFailed) and event.message == "Command failed with code 3"
     out = {"error": {"message": "Python command failed with code 1", "class": "X", "backtrace": ""}}
-    event = pod_event(task(), pod("Failed", json.dumps(out), 1))
+    event = pod_event(task(), view("Failed", json.dumps(out), 1))
     assert isinstance(event, TaskFailed) and event.message.startswith("Python command failed")
     event = pod_event(task(), None)
     assert isinstance(event, TaskFailed) and event.retryable and "deleted" in event.message
-    event = pod_event(task(), pod("Pending", waiting="ErrImageNeverPull"))
+    event = pod_event(task(), view("Pending", waiting="ErrImageNeverPull"))
     assert isinstance(event, TaskFailed) and not event.retryable
-    assert pod_event(task(), pod("Running")) is None
+    assert pod_event(task(), view("Running")) is None
 
 
 def test_state_encoding_round_trips_and_is_compact() -> None:

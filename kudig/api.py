@@ -1,20 +1,65 @@
-"""The Workflow and Session resources, as pydantic models.
+"""kudig's Kubernetes API, in one place: what the CLI and the controller both speak.
 
-These models are the single source of the CRDs (`crds/` is generated from them by
-`python -m kudig_operator.crdgen`, and a test fails when the files are stale) and the typed view
-the controller reads and writes. Field names are camelCase on the wire as Kubernetes expects.
+* group/version, plurals and kinds; the labels and annotations kudig puts on objects; the
+  Session phases;
+* the Workflow and Session resources as pydantic models. They are the single source of the CRDs
+  (`crds/` is generated from them by `python -m kudig_operator.crdgen`, and a test fails when the
+  files are stale) and the typed view both sides read and write. Field names are camelCase on
+  the wire as Kubernetes expects;
+* the ConfigMap key codec and the safe-path check for project files (defined in the runner's
+  standard-library `projectfiles`, which task pods also run; re-exported here).
+
+Pure data: no Kubernetes client import (the core and local mode import this module).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
+from kudig_runner.projectfiles import UnsafePath as UnsafePath
+from kudig_runner.projectfiles import check_relpath as check_relpath
+from kudig_runner.projectfiles import decode_key as decode_key
+from kudig_runner.projectfiles import encode_key as encode_key
+from kudig_runner.projectfiles import key_path as key_path
+from kudig_runner.projectfiles import project_digest as project_digest
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 GROUP = "kudig.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+WORKFLOWS = "workflows"
+SESSIONS = "sessions"
+KINDS = {WORKFLOWS: "Workflow", SESSIONS: "Session"}
+
+# Labels and annotations (label values are cut to 63 characters by `label_value`).
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "kudig"
+LABEL_PROJECT = "kudig.io/project"
+LABEL_WORKFLOW = "kudig.io/workflow"
+LABEL_SESSION = "kudig.io/session"
+LABEL_ATTEMPT = "kudig.io/attempt"
+LABEL_TASK_ID = "kudig.io/task-id"
+LABEL_RESULT = "kudig.io/result"
+ANNOTATION_TASK = "kudig.io/task"
+TASK_CONTAINER = "task"
+
+# Session phases. "Error" (an invalid Session or a missing Workflow) is not terminal: the Session
+# starts once the problem is fixed.
+PENDING, RUNNING, SUCCEEDED, FAILED, KILLED, ERROR = (
+    "Pending",
+    "Running",
+    "Succeeded",
+    "Failed",
+    "Killed",
+    "Error",
+)
+TERMINAL = frozenset({SUCCEEDED, FAILED, KILLED})
+
+
+def label_value(text: str) -> str:
+    """A label value (at most 63 characters; kudig's names are DNS labels already)."""
+    return text[:63].rstrip("-_.")
 
 
 class Model(BaseModel):
@@ -54,6 +99,11 @@ class ProjectFiles(Model):
         default_factory=list,
         description="ConfigMaps holding the project files; keys are paths with '_' written '__' and '/' written '_.'",
     )
+    digest: str | None = Field(
+        None,
+        description="sha256 of the project files (kudig push sets it): a changed file is a new revision, "
+        "and the controller waits until the ConfigMaps hold exactly these files",
+    )
 
 
 class WorkflowSpec(Model):
@@ -82,6 +132,7 @@ class WorkflowStatus(Model):
     workflow_name: str | None = None
     tasks: int | None = None
     timezone: str | None = None
+    project_digest: str | None = Field(None, description="Digest of the project files that compiled")
     schedule: str | None = None
     next_session_time: str | None = None
     next_run_time: str | None = None
@@ -130,6 +181,7 @@ class SessionStatus(Model):
     failed_tasks: list[FailedTask] = Field(default_factory=list)
     attempts: list[Attempt] = Field(default_factory=list)
     engine: EngineBlob | None = None
+    controller: str | None = Field(None, description="The controller instance that last wrote this status")
     conditions: list[Condition] = Field(default_factory=list)
 
 

@@ -1,204 +1,81 @@
 """The CLI's cluster commands: push, start, retry, kill, sessions, session, attempts, tasks, log.
 
-They talk to the API server with the current kubeconfig (as `kubectl` does) and mirror digdag's
-client commands. The Kubernetes client is imported lazily so `kudig run` never needs it.
+They talk to the API server with the current kubeconfig (as `kubectl` does) through the one
+Kubernetes wrapper (`kudig.cluster.kube`), and mirror digdag's client commands. The Kubernetes
+client is imported only when a cluster command runs, so `kudig run` never needs it.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
-import re
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from kudig.api import (
+    ANNOTATION_TASK,
+    API_VERSION,
+    LABEL_SESSION,
+    LABEL_WORKFLOW,
+    SESSIONS,
+    TASK_CONTAINER,
+    TERMINAL,
+    WORKFLOWS,
+    label_value,
+)
+from kudig.cluster.kube import AlreadyExists, Kube
+from kudig.cluster.project import build_objects
 from kudig.errors import KudigError
 from kudig.naming import dns_label, session_name
-
-GROUP = "kudig.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-CONFIGMAP_LIMIT = 900 * 1024  # stay well under the 1 MiB object limit
-_KEY_OK = re.compile(r"^[-._a-zA-Z0-9]+$")
-TERMINAL = ("Succeeded", "Failed", "Killed")
-
-
-# --------------------------------------------------------------------------- project -> objects
-
-
-def project_files(root: Path) -> list[Path]:
-    """Every file digdag would push: dot files and `.digdag/` excluded."""
-    files = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or "__pycache__" in rel.parts:
-            continue
-        if path.is_file():
-            files.append(path)
-    return files
-
-
-def encode_key(rel: str) -> str:
-    """Same encoding as kudig_runner.prepare (which decodes it in the pod)."""
-    from kudig_runner.prepare import encode_key as encode
-
-    key = encode(rel)
-    if not _KEY_OK.match(key) or len(key) > 253:
-        raise KudigError(f"{rel}: file names may only use letters, digits, '-', '_' and '.' (and be short)")
-    return key
-
-
-def build_objects(
-    root: Path, project: str, namespace: str, image: str | None = None, *, validate: bool = True
-) -> list[dict[str, Any]]:
-    """ConfigMaps with the project files and one Workflow per top-level `.dig` file.
-
-    `validate` compiles each workflow first, so `kudig push` reports file:line here rather than
-    in a status condition (tests turn it off to exercise the controller's own reporting)."""
-    from kudig.workflow import load_workflow
-
-    root = root.resolve()
-    if not root.is_dir():
-        raise KudigError(f"{root}: not a directory")
-    digs = sorted(p for p in root.glob("*.dig"))
-    if not digs:
-        raise KudigError(f"{root}: no .dig workflow file at the top of the project")
-    for dig in digs if validate else []:
-        load_workflow(dig, root)
-    chunks: list[tuple[dict[str, str], dict[str, str]]] = [({}, {})]
-    size = 0
-    for path in project_files(root):
-        rel = path.relative_to(root).as_posix()
-        key = encode_key(rel)
-        raw = path.read_bytes()
-        if size + len(raw) > CONFIGMAP_LIMIT and (chunks[-1][0] or chunks[-1][1]):
-            chunks.append(({}, {}))
-            size = 0
-        size += len(raw)
-        try:
-            chunks[-1][0][key] = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            chunks[-1][1][key] = base64.b64encode(raw).decode()
-    base = dns_label(project)
-    labels = {"app.kubernetes.io/managed-by": "kudig", "kudig.io/project": base}
-    objects: list[dict[str, Any]] = []
-    cm_names = []
-    for i, (data, binary) in enumerate(chunks):
-        name = f"{base}-files" if i == 0 else f"{base}-files-{i}"
-        cm_names.append(name)
-        cm: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": name, "namespace": namespace, "labels": labels},
-            "data": data,
-        }
-        if binary:
-            cm["binaryData"] = binary
-        objects.append(cm)
-    for dig in digs:
-        spec: dict[str, Any] = {
-            "name": dig.stem,
-            "dig": dig.read_text(encoding="utf-8"),
-            "project": {"configMaps": cm_names},
-        }
-        if image:
-            spec["pod"] = {"image": image}
-        objects.append(
-            {
-                "apiVersion": API_VERSION,
-                "kind": "Workflow",
-                "metadata": {"name": dns_label(dig.stem), "namespace": namespace, "labels": labels},
-                "spec": spec,
-            }
-        )
-    return objects
-
-
-# --------------------------------------------------------------------------- API helpers
+from kudig.params import deep_merge, parse_param_args
 
 
 class Cluster:
+    """The namespace a command works in, and the API."""
+
     def __init__(self, namespace: str | None) -> None:
         try:
-            from kubernetes import client, config
+            import kubernetes  # noqa: F401
         except ImportError:
             raise KudigError(
                 "the cluster commands need the 'kubernetes' package: pip install 'kudig[operator]'"
             ) from None
-        try:
-            config.load_kube_config()
-            _, active = config.list_kube_config_contexts()
-            default_ns = (active or {}).get("context", {}).get("namespace") or "default"
-        except Exception as e:  # no kubeconfig: maybe in a pod
-            try:
-                config.load_incluster_config()
-                default_ns = "default"
-            except Exception:
-                raise KudigError(f"no Kubernetes cluster configured (KUBECONFIG): {e}") from None
-        self.namespace = namespace or default_ns
-        self.api_client = client.ApiClient()
-        self.core = client.CoreV1Api(self.api_client)
-        self.custom = client.CustomObjectsApi(self.api_client)
-        from kubernetes.client.exceptions import ApiException
-
-        self.ApiException = ApiException
+        self.api, self.namespace = Kube.from_kubeconfig(namespace)
 
     def get(self, plural: str, name: str) -> dict[str, Any]:
-        try:
-            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, plural, name
-            )
-            return obj
-        except self.ApiException as e:
-            if e.status == 404:
-                raise KudigError(
-                    f"{plural[:-1].capitalize()} '{name}' not found in namespace {self.namespace}"
-                ) from None
-            raise
+        obj = self.api.get(plural, self.namespace, name)
+        if obj is None:
+            raise KudigError(f"{plural[:-1].capitalize()} '{name}' not found in namespace {self.namespace}")
+        return obj
 
     def list(self, plural: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, plural
-        )["items"]
-        return items
+        return self.api.list_objects(plural, self.namespace)
 
     def patch_spec(self, plural: str, name: str, spec: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, plural, name, {"spec": spec}
-        )
+        self.api.patch(plural, self.namespace, name, {"spec": spec})
 
     def apply(self, obj: dict[str, Any]) -> str:
         """Create, or replace keeping the resourceVersion (last writer wins, as kubectl replace)."""
         meta = obj["metadata"]
         meta["namespace"] = self.namespace
         if obj["kind"] == "ConfigMap":
-            try:
-                self.core.create_namespaced_config_map(self.namespace, obj)
-                return "created"
-            except self.ApiException as e:
-                if e.status != 409:
-                    raise
-            current = self.core.read_namespaced_config_map(meta["name"], self.namespace)
-            meta["resourceVersion"] = current.metadata.resource_version
-            self.core.replace_namespaced_config_map(meta["name"], self.namespace, obj)
-            return "configured"
+            return self.api.apply_config_map(self.namespace, obj)
         plural = obj["kind"].lower() + "s"
         try:
-            self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, obj)
+            self.api.create(plural, self.namespace, obj)
             return "created"
-        except self.ApiException as e:
-            if e.status != 409:
-                raise
+        except AlreadyExists:
+            pass
         current = self.get(plural, meta["name"])
+        if current.get("spec") == obj.get("spec") and (current["metadata"].get("labels") or {}) == (
+            meta.get("labels") or {}
+        ):
+            return "unchanged"
         meta["resourceVersion"] = current["metadata"]["resourceVersion"]
-        self.custom.replace_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, plural, meta["name"], obj
-        )
+        self.api.replace(plural, obj)
         return "configured"
 
 
@@ -255,7 +132,7 @@ def _workflow_tz(cluster: Cluster, workflow: str) -> tuple[str, Any]:
     from kudig.timezones import parse_timezone
     from kudig.yamlload import load_dig_text
 
-    obj = cluster.get("workflows", workflow)
+    obj = cluster.get(WORKFLOWS, workflow)
     tz_name = (obj.get("status") or {}).get("timezone")
     if not tz_name:
         definition = load_dig_text(obj["spec"]["dig"], f"{workflow}.dig", Path("."))
@@ -264,7 +141,6 @@ def _workflow_tz(cluster: Cluster, workflow: str) -> tuple[str, Any]:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from kudig.cli import parse_param_args
     from kudig.session_vars import local_session_time
 
     cluster = Cluster(args.namespace)
@@ -282,7 +158,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         "metadata": {
             "name": name,
             "namespace": cluster.namespace,
-            "labels": {"kudig.io/workflow": dns_label(args.workflow)},
+            "labels": {LABEL_WORKFLOW: label_value(dns_label(args.workflow))},
         },
         "spec": {
             "workflow": args.workflow,
@@ -291,14 +167,12 @@ def cmd_start(args: argparse.Namespace) -> int:
         },
     }
     try:
-        cluster.custom.create_namespaced_custom_object(GROUP, VERSION, cluster.namespace, "sessions", body)
-    except cluster.ApiException as e:
-        if e.status == 409:
-            raise KudigError(
-                f"A session for the requested session_time already exists (session={name}, session_time={when.isoformat()})\n"
-                f"hint: use `kudig retry {name} --all` to run it again"
-            ) from None
-        raise
+        cluster.api.create(SESSIONS, cluster.namespace, body)
+    except AlreadyExists:
+        raise KudigError(
+            f"A session for the requested session_time already exists (session={name}, session_time={when.isoformat()})\n"
+            f"hint: use `kudig retry {name} --all` to run it again"
+        ) from None
     print(f"Started a session: {name}")
     print(f"  workflow: {args.workflow}\n  session time: {when.isoformat()}")
     print(f"  * use `kudig session {name}` to show the session")
@@ -308,7 +182,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 def cmd_sessions(args: argparse.Namespace) -> int:
     cluster = Cluster(args.namespace)
     rows = []
-    for s in sorted(cluster.list("sessions"), key=lambda o: o["metadata"]["creationTimestamp"]):
+    for s in sorted(cluster.list(SESSIONS), key=lambda o: o["metadata"]["creationTimestamp"]):
         spec, status = s.get("spec") or {}, s.get("status") or {}
         if args.workflow and spec.get("workflow") != args.workflow:
             continue
@@ -328,7 +202,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 def cmd_session(args: argparse.Namespace) -> int:
     cluster = Cluster(args.namespace)
-    s = cluster.get("sessions", args.session)
+    s = cluster.get(SESSIONS, args.session)
     spec, status = s.get("spec") or {}, s.get("status") or {}
     print(
         f"  session: {args.session}\n  workflow: {spec.get('workflow')}\n  session time: {spec.get('sessionTime')}"
@@ -345,7 +219,7 @@ def cmd_session(args: argparse.Namespace) -> int:
 
 def cmd_attempts(args: argparse.Namespace) -> int:
     cluster = Cluster(args.namespace)
-    s = cluster.get("sessions", args.session)
+    s = cluster.get(SESSIONS, args.session)
     rows = [
         [
             str(a.get("index")),
@@ -362,7 +236,7 @@ def cmd_attempts(args: argparse.Namespace) -> int:
 
 def cmd_tasks(args: argparse.Namespace) -> int:
     cluster = Cluster(args.namespace)
-    state = decode_engine(cluster.get("sessions", args.session))
+    state = decode_engine(cluster.get(SESSIONS, args.session))
     if state is None:
         print("no tasks yet")
         return 0
@@ -377,11 +251,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from kudig.cli import parse_param_args
-    from kudig.params import deep_merge
-
     cluster = Cluster(args.namespace)
-    s = cluster.get("sessions", args.session)
+    s = cluster.get(SESSIONS, args.session)
     status = s.get("status") or {}
     if status.get("phase") not in TERMINAL:
         raise KudigError(
@@ -395,7 +266,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     deep_merge(params, parse_param_args(args.param or []))
     attempt = int(status.get("attempt") or 1) + 1
     cluster.patch_spec(
-        "sessions",
+        SESSIONS,
         args.session,
         {"attempt": attempt, "retryMode": "all" if args.all else "failed", "kill": False, "params": params},
     )
@@ -407,41 +278,37 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 def cmd_kill(args: argparse.Namespace) -> int:
     cluster = Cluster(args.namespace)
-    s = cluster.get("sessions", args.session)
+    s = cluster.get(SESSIONS, args.session)
     if (s.get("status") or {}).get("phase") in TERMINAL:
         raise KudigError(f"Session {args.session} already finished ({s['status']['phase']})")
-    cluster.patch_spec("sessions", args.session, {"kill": True})
+    cluster.patch_spec(SESSIONS, args.session, {"kill": True})
     print(f"Kill requested for session {args.session}")
     return 0
 
 
 def cmd_log(args: argparse.Namespace) -> int:
+    from kudig_runner.protocol import strip_frames
+
     cluster = Cluster(args.namespace)
-    session = cluster.get("sessions", args.session)
+    session = cluster.get(SESSIONS, args.session)
     state = decode_engine(session) or {"tasks": []}
-    pods = cluster.core.list_namespaced_pod(
-        cluster.namespace, label_selector=f"kudig.io/session={args.session[:63]}"
-    ).items
-    by_task: dict[str, list[Any]] = {}
+    pods = cluster.api.list_pods(cluster.namespace, f"{LABEL_SESSION}={label_value(args.session)}")
+    by_task: dict[str, list[dict[str, Any]]] = {}
     for pod in pods:
-        by_task.setdefault((pod.metadata.annotations or {}).get("kudig.io/task", ""), []).append(pod)
+        task = ((pod.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_TASK, "")
+        by_task.setdefault(task, []).append(pod)
     for t in state["tasks"]:
         if t.get("superseded") or t.get("group"):
             continue
         if args.task and not (t["name"] == args.task or t["name"].endswith(args.task)):
             continue
         echo = (t.get("state_params") or {}).get("log")
-        for pod in sorted(by_task.get(t["name"], []), key=lambda p: p.metadata.creation_timestamp):
-            print(f"--- {t['name']} (pod {pod.metadata.name})")
-            try:
-                print(
-                    cluster.core.read_namespaced_pod_log(
-                        pod.metadata.name, cluster.namespace, container="task"
-                    ),
-                    end="",
-                )
-            except cluster.ApiException as e:
-                print(f"(no log: {e.reason})")
+        for pod in sorted(by_task.get(t["name"], []), key=lambda p: p["metadata"]["creationTimestamp"]):
+            pod_name = pod["metadata"]["name"]
+            print(f"--- {t['name']} (pod {pod_name})")
+            text = cluster.api.pod_log(cluster.namespace, pod_name, TASK_CONTAINER)
+            # a result too large for the termination message travels at the end of the log
+            print("(no log)" if text is None else strip_frames(text), end="" if text else "\n")
         if echo:
             print(f"--- {t['name']}")
             print(echo, end="")
@@ -510,7 +377,3 @@ def add_commands(sub: Any) -> None:
     logc.add_argument("task", nargs="?", help="+task (default: all)")
     common(logc)
     logc.set_defaults(func=cmd_log)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(1)

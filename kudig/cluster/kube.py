@@ -1,0 +1,388 @@
+"""The one Kubernetes client wrapper: every API call kudig makes (CLI and controller) goes here.
+
+Why a wrapper around the official client:
+
+* callers speak in kudig's terms (`get("sessions", ns, name)`, `create_pod`) and get plain JSON
+  dicts exactly as the API server sends them (camelCase, as kopf delivers watch events), not the
+  generated model classes; pods and config maps are read raw (`_preload_content=False`), which
+  also skips the client's slow model deserialisation;
+* it is the one place that knows HTTP status codes: 404 -> None / NotFound, 409 -> Conflict or
+  AlreadyExists, so no other module imports `kubernetes`;
+* `KubeApi` is the protocol both this class and the unit tests' in-memory fake implement, so
+  the controller's reconcile is tested without a cluster;
+* it counts its requests by verb and resource (`requests`), which the controller exports as a
+  metric and `bench/controller_cost.py` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from kudig.api import GROUP, VERSION
+from kudig.errors import KudigError
+
+_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
+
+class Conflict(Exception):
+    """The object changed since we read it (HTTP 409 on a write with a resourceVersion)."""
+
+
+class AlreadyExists(Exception):
+    """An object of that name exists already (HTTP 409 on a create)."""
+
+
+class KubeApi(Protocol):
+    """What kudig needs from the API server (the real `Kube` and the tests' fake both provide it)."""
+
+    def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def list_objects(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]: ...
+    def list_metadata(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]: ...
+    def create(self, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
+    def patch(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]: ...
+    def replace(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]: ...
+    def replace_status(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]: ...
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def create_pod(self, namespace: str, body: dict[str, Any]) -> bool: ...
+    def delete_pod(self, namespace: str, name: str) -> None: ...
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
+    def list_pod_metadata(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
+    def list_pods_version(self, namespace: str | None, selector: str) -> tuple[list[dict[str, Any]], str]: ...
+    def watch_pods(
+        self, namespace: str | None, selector: str, resource_version: str, timeout: int
+    ) -> Iterator[dict[str, Any]]: ...
+    def pod_log(
+        self, namespace: str, name: str, container: str = "task", tail_lines: int | None = None
+    ) -> str | None: ...
+    def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def create_config_map(self, namespace: str, body: dict[str, Any]) -> bool: ...
+    def apply_config_map(self, namespace: str, body: dict[str, Any]) -> str: ...
+
+
+class Kube:
+    """`KubeApi` on the official `kubernetes` client (imported here only)."""
+
+    def __init__(self, api_client: Any = None) -> None:
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        self._ApiException = ApiException
+        self.api_client = api_client or client.ApiClient()
+        self.core = client.CoreV1Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self._count_lock = threading.Lock()
+
+    # ----- connecting
+
+    @classmethod
+    def connect(cls) -> Kube:
+        """In a pod: its service account; elsewhere: the kubeconfig (as kubectl)."""
+        from kubernetes import config
+
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            try:
+                config.load_kube_config()
+            except Exception as e:
+                raise KudigError(f"no Kubernetes cluster configured (KUBECONFIG): {e}") from None
+        return cls()
+
+    @classmethod
+    def from_kubeconfig(cls, namespace: str | None = None) -> tuple[Kube, str]:
+        """For the CLI: the kubeconfig's cluster and namespace (`namespace` overrides it), or the
+        in-cluster service account when there is no kubeconfig."""
+        from kubernetes import config
+
+        try:
+            config.load_kube_config()
+            _, active = config.list_kube_config_contexts()
+            default_ns = (active or {}).get("context", {}).get("namespace") or "default"
+        except Exception as e:
+            try:
+                config.load_incluster_config()
+                default_ns = "default"
+            except Exception:
+                raise KudigError(f"no Kubernetes cluster configured (KUBECONFIG): {e}") from None
+        return cls(), namespace or default_ns
+
+    # ----- plumbing
+
+    def _count(self, verb: str, resource: str) -> None:
+        with self._count_lock:
+            self.requests[(verb, resource)] += 1
+
+    def _status(self, e: Exception) -> int:
+        return int(getattr(e, "status", 0) or 0)
+
+    @staticmethod
+    def _json(response: Any) -> Any:
+        return json.loads(response.data)
+
+    @staticmethod
+    def _done(response: Any) -> None:
+        """Read a raw response to its end, so its connection goes back to the pool (an unread
+        one is dropped, and the next request pays a new TLS handshake)."""
+        _ = response.data
+
+    # ----- custom resources
+
+    def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self._count("get", plural)
+        try:
+            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name
+            )
+            return obj
+        except self._ApiException as e:
+            if self._status(e) == 404:
+                return None
+            raise
+
+    def list_objects(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        self._count("list", plural)
+        if namespace is None:
+            result = self.custom.list_cluster_custom_object(GROUP, VERSION, plural)
+        else:
+            result = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+        items: list[dict[str, Any]] = result.get("items") or []
+        return items
+
+    def list_metadata(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Only the objects' metadata (name, resourceVersion, generation, labels): a cheap listing
+        of resources whose status can be large. (Read raw: the client does not parse the
+        PartialObjectMetadataList media type.)"""
+        self._count("list", plural)
+        kwargs: dict[str, Any] = {"_headers": {"Accept": _METADATA_LIST}, "_preload_content": False}
+        if namespace is None:
+            response = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, **kwargs)
+        else:
+            response = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, **kwargs)
+        items: list[dict[str, Any]] = self._json(response).get("items") or []
+        return items
+
+    def create(self, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._count("create", plural)
+        try:
+            obj: dict[str, Any] = self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, body
+            )
+            return obj
+        except self._ApiException as e:
+            if self._status(e) == 409:
+                raise AlreadyExists(str(e.reason)) from None
+            raise
+
+    def patch(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._count("patch", plural)
+        try:
+            obj: dict[str, Any] = self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name, body
+            )
+            return obj
+        except self._ApiException as e:
+            if self._status(e) == 404:
+                raise KudigError(
+                    f"{plural[:-1].capitalize()} '{name}' not found in namespace {namespace}"
+                ) from None
+            raise
+
+    def replace(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        self._count("update", plural)
+        try:
+            result: dict[str, Any] = self.custom.replace_namespaced_custom_object(
+                GROUP, VERSION, meta["namespace"], plural, meta["name"], obj
+            )
+            return result
+        except self._ApiException as e:
+            if self._status(e) == 409:
+                raise Conflict(str(e.reason)) from None
+            raise
+
+    def replace_status(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        self._count("update", plural + "/status")
+        try:
+            result: dict[str, Any] = self.custom.replace_namespaced_custom_object_status(
+                GROUP, VERSION, meta["namespace"], plural, meta["name"], obj
+            )
+            return result
+        except self._ApiException as e:
+            if self._status(e) in (404, 409):
+                # 404: deleted meanwhile; the caller re-reads and finds it gone.
+                raise Conflict(str(e.reason)) from None
+            raise
+
+    # ----- pods
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._count("get", "pods")
+        try:
+            pod: dict[str, Any] = self._json(
+                self.core.read_namespaced_pod(name, namespace, _preload_content=False)
+            )
+            return pod
+        except self._ApiException as e:
+            if self._status(e) == 404:
+                return None
+            raise
+
+    def create_pod(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create; False when a pod of that name already exists (adopted, not duplicated)."""
+        self._count("create", "pods")
+        try:
+            self._done(self.core.create_namespaced_pod(namespace, body, _preload_content=False))
+            return True
+        except self._ApiException as e:
+            if self._status(e) == 409:
+                return False
+            raise
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        self._count("delete", "pods")
+        try:
+            self._done(
+                self.core.delete_namespaced_pod(
+                    name, namespace, grace_period_seconds=5, _preload_content=False
+                )
+            )
+        except self._ApiException as e:
+            if self._status(e) != 404:
+                raise
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self._count("list", "pods")
+        data = self._json(
+            self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
+        )
+        items: list[dict[str, Any]] = data.get("items") or []
+        return items
+
+    def list_pod_metadata(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """Only the pods' metadata (name, resourceVersion, labels): cheap, for the resync."""
+        self._count("list", "pods")
+        data = self._json(
+            self.core.list_namespaced_pod(
+                namespace,
+                label_selector=selector,
+                _preload_content=False,
+                _headers={"Accept": _METADATA_LIST},
+            )
+        )
+        items: list[dict[str, Any]] = data.get("items") or []
+        return items
+
+    def list_pods_version(self, namespace: str | None, selector: str) -> tuple[list[dict[str, Any]], str]:
+        """Pods matching `selector` (in one namespace, or all) and the list's resourceVersion, to
+        watch from."""
+        self._count("list", "pods")
+        kwargs: dict[str, Any] = {"label_selector": selector, "_preload_content": False}
+        if namespace is None:
+            response = self.core.list_pod_for_all_namespaces(**kwargs)
+        else:
+            response = self.core.list_namespaced_pod(namespace, **kwargs)
+        data = self._json(response)
+        return data.get("items") or [], str((data.get("metadata") or {}).get("resourceVersion", ""))
+
+    def watch_pods(
+        self, namespace: str | None, selector: str, resource_version: str, timeout: int
+    ) -> Iterator[dict[str, Any]]:
+        """Watch events (`{"type", "object"}`, raw JSON) for pods matching `selector`, from
+        `resource_version`, with bookmarks, until the server ends the stream after `timeout`
+        seconds. The label selector is applied by the API server: only kudig's pods travel."""
+        self._count("watch", "pods")
+        kwargs: dict[str, Any] = {
+            "label_selector": selector,
+            "watch": True,
+            "allow_watch_bookmarks": True,
+            "resource_version": resource_version,
+            "timeout_seconds": timeout,
+            "_preload_content": False,
+            "_request_timeout": (10, timeout + 30),
+        }
+        if namespace is None:
+            response = self.core.list_pod_for_all_namespaces(**kwargs)
+        else:
+            response = self.core.list_namespaced_pod(namespace, **kwargs)
+        buffer = b""
+        try:
+            for chunk in response.stream(64 * 1024, decode_content=True):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            response.release_conn()
+
+    def pod_log(
+        self, namespace: str, name: str, container: str = "task", tail_lines: int | None = None
+    ) -> str | None:
+        """The container's log, or None when there is none (pod gone, container never started)."""
+        self._count("get", "pods/log")
+        kwargs: dict[str, Any] = {"container": container, "_preload_content": False}
+        if tail_lines is not None:
+            kwargs["tail_lines"] = tail_lines
+        try:
+            response = self.core.read_namespaced_pod_log(name, namespace, **kwargs)
+        except self._ApiException as e:
+            if self._status(e) in (400, 404):
+                return None
+            raise
+        text: str = response.data.decode("utf-8", "replace")
+        return text
+
+    # ----- config maps
+
+    def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._count("get", "configmaps")
+        try:
+            cm: dict[str, Any] = self._json(
+                self.core.read_namespaced_config_map(name, namespace, _preload_content=False)
+            )
+            return cm
+        except self._ApiException as e:
+            if self._status(e) == 404:
+                return None
+            raise
+
+    def create_config_map(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create; False when one of that name exists already."""
+        self._count("create", "configmaps")
+        try:
+            self._done(self.core.create_namespaced_config_map(namespace, body, _preload_content=False))
+            return True
+        except self._ApiException as e:
+            if self._status(e) == 409:
+                return False
+            raise
+
+    def apply_config_map(self, namespace: str, body: dict[str, Any]) -> str:
+        """Create, or replace (last writer wins, as `kubectl replace`): "created", "configured" or
+        "unchanged"."""
+        if self.create_config_map(namespace, body):
+            return "created"
+        current = self.get_config_map(namespace, body["metadata"]["name"])
+        if current is None:
+            return "created" if self.create_config_map(namespace, body) else "configured"
+        if (
+            (current.get("data") or {}) == (body.get("data") or {})
+            and (current.get("binaryData") or {}) == (body.get("binaryData") or {})
+            and (current["metadata"].get("labels") or {}) == (body["metadata"].get("labels") or {})
+        ):
+            return "unchanged"
+        body = {
+            **body,
+            "metadata": {**body["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]},
+        }
+        self._count("update", "configmaps")
+        self.core.replace_namespaced_config_map(
+            body["metadata"]["name"], namespace, body, _preload_content=False
+        )
+        return "configured"

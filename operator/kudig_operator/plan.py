@@ -1,0 +1,711 @@
+"""Reconcile as a plan: pure functions from what the controller observed to what it must do.
+
+`plan_session(view, workflow, pods, active_pods, fetched, now, settings)` takes a Session as the
+API server sent it, its compiled Workflow, the task pods the controller observed and the result
+ConfigMaps it fetched, and returns a `SessionPlan`: the status to write, the ConfigMaps and pods to
+create, the pods to delete and when to wake up next. It does no I/O (but for the engine reading a
+`call>`ed file of the compiled project), so every decision of the controller — first attempt,
+retry, resume, kill, lost pods, image errors, timers — is unit-tested without a cluster; the
+controller (`controller.py`) only gathers the inputs and carries plans out.
+
+The order the controller carries a plan out in is part of the design:
+1. create the result ConfigMaps and the pods (names are deterministic, so a repeat adopts);
+2. write the status with the resourceVersion it was planned from — the commit point; a 409 means
+   the plan was made from a stale Session: it is dropped and made again from a fresh read;
+3. only after a successful commit, delete pods (`delete_pods`): the pods of killed tasks and
+   orphans — running pods of this Session that the committed state does not know (created by a
+   plan that never committed, e.g. one made just before a `kudig kill`; the controller passes
+   those it knows of as `suspects`). Deleting only after the commit means a plan made from a stale
+   Session can never delete a pod the real state runs. A killed Session also asks for a `sweep`:
+   every still-running pod of the Session is deleted, including ones this controller never saw
+   (created before a restart by a plan that never committed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kudig_runner.protocol import ProtocolError, ResultPointer, read_framed_result, result_pointer
+
+from kudig.api import (
+    API_VERSION,
+    ERROR,
+    FAILED,
+    KILLED,
+    LABEL_RESULT,
+    LABEL_SESSION,
+    MANAGED_BY,
+    MANAGER,
+    RUNNING,
+    SUCCEEDED,
+    TASK_CONTAINER,
+    TERMINAL,
+    Attempt,
+    Condition,
+    EngineBlob,
+    FailedTask,
+    SessionSpec,
+    SessionStatus,
+    WorkflowSpec,
+    WorkflowStatus,
+    label_value,
+)
+from kudig.engine.core import (
+    Engine,
+    Evaluator,
+    Event,
+    KillRequested,
+    SessionContext,
+    StartTask,
+    TaskFailed,
+    TaskLog,
+    failed_tasks,
+    resumable_results,
+)
+from kudig.engine.state import SessionState, Task, TaskState
+from kudig.errors import KudigError
+from kudig.params import ancestors, deep_merge
+from kudig.session_vars import session_params
+from kudig.taskio import output_event
+from kudig.workflow import Workflow
+from kudig_operator import results
+from kudig_operator.podspec import PodContext, build_task, pod_name
+
+MAX_LOG_CHARS = 4000
+MAX_FAILED_TASKS = 20
+IMAGE_ERRORS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+    }
+)
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --------------------------------------------------------------------------- observed pods
+
+
+@dataclass(frozen=True)
+class PodView:
+    """What kudig needs of a task pod (from a watch event or a GET), small enough to cache."""
+
+    name: str
+    rv: str = ""
+    owner_uid: str | None = None
+    phase: str | None = None
+    deleting: bool = False
+    exit_code: int | None = None
+    reason: str | None = None  # the task container's termination reason
+    message: str = ""  # the task container's termination message (the runner's output)
+    waiting: tuple[str, str] | None = None  # a container stuck on an image/config error
+    init_failure: tuple[int, str] | None = None  # (exit code, message) of a failed init container
+    pod_reason: str | None = None
+    log: str | None = None  # the container log, fetched only when the output points to it
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
+
+    @property
+    def active(self) -> bool:
+        return not self.finished and not self.deleting
+
+
+def pod_view(pod: Mapping[str, Any]) -> PodView:
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    owner = next(
+        (r.get("uid") for r in meta.get("ownerReferences") or [] if r.get("kind") == "Session"), None
+    )
+    container: Mapping[str, Any] = next(
+        (c for c in status.get("containerStatuses") or [] if c.get("name") == TASK_CONTAINER), {}
+    )
+    terminated = (container.get("state") or {}).get("terminated") or {}
+    waiting = None
+    init_failure = None
+    for c in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        w = (c.get("state") or {}).get("waiting") or {}
+        if w.get("reason") in IMAGE_ERRORS:
+            waiting = (str(w["reason"]), str(w.get("message") or ""))
+    for c in status.get("initContainerStatuses") or []:
+        t = (c.get("state") or {}).get("terminated") or {}
+        if t.get("exitCode"):
+            init_failure = (int(t["exitCode"]), str(t.get("message") or t.get("reason") or ""))
+    code = terminated.get("exitCode")
+    return PodView(
+        name=str(meta.get("name", "")),
+        rv=str(meta.get("resourceVersion", "")),
+        owner_uid=owner,
+        phase=status.get("phase"),
+        deleting=bool(meta.get("deletionTimestamp")),
+        exit_code=int(code) if code is not None else None,
+        reason=terminated.get("reason"),
+        message=str(terminated.get("message") or ""),
+        waiting=waiting,
+        init_failure=init_failure,
+        pod_reason=status.get("reason") or status.get("message"),
+    )
+
+
+def _output_doc(view: PodView) -> Any:
+    text = view.message.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _pointer(view: PodView) -> ResultPointer | None:
+    try:
+        return result_pointer(_output_doc(view))
+    except ProtocolError:
+        return None  # a malformed pointer: `pod_event` reports it
+
+
+def log_lines_needed(view: PodView) -> int | None:
+    """How many lines at the end of a finished pod's log hold its result (too large for a
+    termination message), or None when the result is in the termination message."""
+    if not view.finished:
+        return None
+    pointer = _pointer(view)
+    return None if pointer is None else int(pointer["lines"])
+
+
+def frame_complete(view: PodView, log_text: str) -> bool:
+    """Whether `log_text` holds the whole result frame the pod's output points to."""
+    pointer = _pointer(view)
+    if pointer is None:
+        return True
+    try:
+        read_framed_result(log_text, pointer)
+    except ProtocolError:
+        return False
+    return True
+
+
+def pod_event(task: Task, view: PodView | None) -> Event | None:
+    """What a task pod says about its task, or None while it is still working."""
+    if view is None:
+        return TaskFailed(task.id, "Task pod was deleted while it was running", retryable=True)
+    output = _output_doc(view)
+    try:
+        pointer = result_pointer(output)
+    except ProtocolError as e:
+        return TaskFailed(task.id, f"Invalid task output: {e}", retryable=True)
+    if pointer is not None and view.finished:
+        if view.log is None:
+            return TaskFailed(
+                task.id, "Task result lost: the task pod's log could not be read", retryable=True
+            )
+        try:
+            output = read_framed_result(view.log, pointer)
+        except ProtocolError as e:
+            return TaskFailed(task.id, f"Task result lost: {e}", retryable=True)
+    if view.phase == "Succeeded":
+        return output_event(task.id, output or {})
+    if view.phase == "Failed":
+        if output and output.get("error"):
+            return output_event(task.id, output)
+        if view.init_failure is not None:
+            code, message = view.init_failure
+            return TaskFailed(task.id, f"Workspace preparation failed (exit code {code}): {message}".strip())
+        if view.exit_code is not None:
+            text = f"Command failed with code {view.exit_code}"
+            if view.reason and view.reason not in ("Error", "Completed"):
+                text += f" ({view.reason})"
+            return TaskFailed(task.id, text)
+        return TaskFailed(task.id, f"Task pod failed: {view.pod_reason or 'unknown reason'}")
+    if view.waiting is not None:
+        reason, message = view.waiting
+        return TaskFailed(task.id, f"Task pod cannot start: {reason}: {message}".strip(), retryable=False)
+    if view.deleting and not view.finished:
+        return None  # being deleted: the DELETED event (or a 404) decides
+    return None
+
+
+# --------------------------------------------------------------------------- workflows
+
+
+@dataclass(frozen=True)
+class CompiledWorkflow:
+    """A Workflow object as the controller compiled it (the shell's WorkflowStore builds it)."""
+
+    name: str
+    uid: str
+    generation: int
+    spec: WorkflowSpec | None
+    workflow: Workflow | None = None
+    digest: str | None = None
+    error: str | None = None
+    reason: str = "CompileError"
+
+    @property
+    def ok(self) -> bool:
+        return self.workflow is not None and self.spec is not None and self.error is None
+
+
+def set_condition(conditions: list[Condition], new: Condition) -> list[Condition]:
+    """Replace the condition of `new.type`, keeping its lastTransitionTime when nothing changed."""
+    out = []
+    replaced = False
+    for c in conditions:
+        if c.type == new.type:
+            replaced = True
+            if c.status == new.status and c.reason == new.reason and c.message == new.message:
+                keep = c.model_copy()
+                keep.observed_generation = new.observed_generation
+                out.append(keep)
+            else:
+                out.append(new)
+        else:
+            out.append(c)
+    if not replaced:
+        out.append(new)
+    return out
+
+
+def plan_workflow(obj: Mapping[str, Any], compiled: CompiledWorkflow, now: float) -> dict[str, Any] | None:
+    """The Workflow status to write for `compiled`, or None when the current one says it all."""
+    status = WorkflowStatus.model_validate(obj.get("status") or {})
+    new = status.model_copy(deep=True)
+    generation = compiled.generation
+    if compiled.ok:
+        assert compiled.workflow is not None
+        wf = compiled.workflow
+        new.error = None
+        new.revision = generation
+        new.workflow_name = wf.name
+        new.tasks = len(wf.tasks)
+        new.timezone = wf.timezone_name
+        new.project_digest = compiled.digest
+        new.schedule = json.dumps(wf.schedule_config) if wf.schedule is not None else None
+        warnings = "; ".join(f"warning: {w}" for w in wf.warnings[:3])
+        message = f"{len(wf.tasks)} tasks; {warnings}" if warnings else f"{len(wf.tasks)} tasks"
+        cond = Condition(
+            type="Compiled",
+            status="True",
+            reason="CompiledWithWarnings" if wf.warnings else "Compiled",
+            message=message[:1000],
+            last_transition_time=iso(now),
+            observed_generation=generation,
+        )
+    else:
+        new.error = compiled.error
+        new.workflow_name = (compiled.spec.name if compiled.spec else None) or compiled.name
+        cond = Condition(
+            type="Compiled",
+            status="False",
+            reason=compiled.reason,
+            message=(compiled.error or "")[:1000],
+            last_transition_time=iso(now),
+            observed_generation=generation,
+        )
+    new.conditions = set_condition(status.conditions, cond)
+    if new == status:
+        return None
+    return new.model_dump(by_alias=True, exclude_none=True)
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The controller's own configuration, as far as plans depend on it."""
+
+    runner_image: str
+    controller_id: str
+    evaluator: Evaluator
+
+
+@dataclass
+class SessionView:
+    """A Session as read, with what the controller must observe before planning (`prepare`)."""
+
+    obj: dict[str, Any]
+    status: SessionStatus
+    spec: SessionSpec | None
+    spec_error: str | None
+    data: dict[str, Any] | None  # the stored engine state, references unresolved
+    pods: list[str]  # pod names of the running tasks (their statuses are inputs)
+    refs: list[str]  # result ConfigMaps the state refers to
+    decoded: Decoded | None = None  # the state already decoded (consumed by the plan)
+
+    @property
+    def namespace(self) -> str:
+        return str(self.obj["metadata"]["namespace"])
+
+    @property
+    def name(self) -> str:
+        return str(self.obj["metadata"]["name"])
+
+    @property
+    def uid(self) -> str:
+        return str(self.obj["metadata"].get("uid", ""))
+
+    @property
+    def finished(self) -> bool:
+        """Terminal, and no new attempt asked for: nothing to run."""
+        attempt = self.status.attempt or 0
+        return self.status.phase in TERMINAL and (self.spec is None or self.spec.attempt <= attempt)
+
+
+Decoded = tuple[SessionState, results.Memo]
+
+
+@dataclass
+class SessionPlan:
+    status: dict[str, Any] | None = None  # the status to write (None: unchanged)
+    create_config_maps: list[dict[str, Any]] = field(default_factory=list)
+    create_pods: list[dict[str, Any]] = field(default_factory=list)
+    delete_pods: list[str] = field(default_factory=list)  # after the commit
+    sweep: bool = False  # after the commit, delete every running pod of the Session (killed)
+    wakeup: float | None = None
+    finished: bool = False  # the Session needs nothing more (caches can be dropped)
+    waiting_for_workflow: str | None = None  # retry when this Workflow compiles
+    decoded: Decoded | None = None  # the state the written status holds, to skip decoding it next time
+
+
+def _generation(rows: list[dict[str, Any]], row: dict[str, Any]) -> str:
+    """Retry counts of the task and its ancestors: a new try gets a new pod name."""
+    chain = [row]
+    while chain[-1].get("parent") is not None:
+        chain.append(rows[chain[-1]["parent"]])
+    return ".".join(str(r.get("retry_count", 0)) for r in reversed(chain))
+
+
+def _running(state: SessionState) -> list[Task]:
+    return [t for t in state.tasks if t.state == TaskState.RUNNING and not t.superseded]
+
+
+def task_pod_name(session: str, attempt: int, state: SessionState, task: Task) -> str:
+    return pod_name(session, attempt, task.name, ".".join(str(t.retry_count) for t in ancestors(state, task)))
+
+
+def prepare(obj: dict[str, Any], decoded: Decoded | None = None) -> SessionView:
+    """Read a Session: its spec, status, and which pods and ConfigMaps must be observed.
+
+    `decoded` is the engine state of exactly this version of the Session, when the controller
+    still holds it from its own last status write (saves decoding the blob); the plan consumes
+    (mutates) it."""
+    status = SessionStatus.model_validate(obj.get("status") or {})
+    spec: SessionSpec | None = None
+    spec_error = None
+    try:
+        spec = SessionSpec.model_validate(obj.get("spec") or {})
+    except ValueError as e:
+        spec_error = f"Invalid Session spec: {e}"
+    pods: list[str] = []
+    refs: list[str] = []
+    if spec is not None and status.phase in TERMINAL and spec.attempt <= (status.attempt or 0):
+        # finished: nothing to observe, and the plan needs no state (a controller starting up
+        # meets every finished Session of the cluster once)
+        return SessionView(obj, status, spec, spec_error, None, [], [])
+    if status.engine is None:
+        decoded = None
+    if decoded is not None:
+        state = decoded[0]
+        attempt = max(status.attempt or 1, 1)
+        pods = [task_pod_name(str(obj["metadata"]["name"]), attempt, state, t) for t in _running(state)]
+        return SessionView(obj, status, spec, spec_error, None, pods, [], decoded)
+    data = results.decode_json(status.engine.data) if status.engine is not None else None
+    if data is not None:
+        refs = results.refs(data)
+        rows = data.get("tasks", [])
+        attempt = max(status.attempt or 1, 1)
+        name = str(obj["metadata"]["name"])
+        pods = [
+            pod_name(name, attempt, r["name"], _generation(rows, r))
+            for r in rows
+            if r.get("state") == TaskState.RUNNING.value and not r.get("superseded")
+        ]
+    return SessionView(obj, status, spec, spec_error, data, pods, refs)
+
+
+def _context(
+    view: SessionView,
+    spec: SessionSpec,
+    compiled: CompiledWorkflow,
+    session_time: datetime,
+    attempt: int,
+    settings: Settings,
+) -> SessionContext:
+    wf = compiled.workflow
+    assert wf is not None and compiled.spec is not None
+    uid = view.uid
+    builtins = session_params(
+        session_time=session_time.astimezone(wf.tz),
+        timezone=wf.timezone_name,
+        session_id=int(uid.replace("-", "")[:8] or "0", 16),
+        attempt_id=attempt,
+        session_uuid=uid,
+        project_id=1,
+        retry_attempt_name=None if attempt == 1 else f"attempt-{attempt}",
+        schedule=wf.schedule,
+        last_executed_session_time=None,
+    )
+    params: dict[str, Any] = {}
+    deep_merge(params, compiled.spec.params)
+    deep_merge(params, spec.params)
+    return SessionContext(
+        workflow_name=wf.name,
+        timezone=wf.timezone_name,
+        session_params=builtins,
+        attempt_params=params,
+        evaluator=settings.evaluator,
+        project_dir=Path(wf.project_dir),
+    )
+
+
+def invalid_plan(view: SessionView, message: str, now: float, settings: Settings) -> SessionPlan:
+    """The Session cannot run (bad spec, missing or broken Workflow): say so in its status.
+
+    A Session that never started is `Error` (not terminal: it starts once the cause is fixed); one
+    that was running keeps its phase and shows the message."""
+    status = view.status
+    new = status.model_copy(deep=True)
+    new.phase = ERROR if not status.engine else status.phase  # type: ignore[assignment]
+    new.message = message[:2000]
+    new.controller = settings.controller_id
+    generation = int(view.obj["metadata"].get("generation", 1))
+    new.conditions = set_condition(
+        status.conditions,
+        Condition(
+            type="Succeeded",
+            status="False",
+            reason="InvalidSession",
+            message=message[:1000],
+            last_transition_time=iso(now),
+            observed_generation=generation,
+        ),
+    )
+    plan = SessionPlan()
+    if new.model_copy(update={"controller": status.controller}) != status:
+        plan.status = new.model_dump(by_alias=True, exclude_none=True)
+    if view.spec is not None:
+        plan.waiting_for_workflow = view.spec.workflow
+    return plan
+
+
+def _orphans(view: SessionView, expected: set[str], suspects: Iterable[PodView]) -> list[str]:
+    return sorted(p.name for p in suspects if p.active and p.owner_uid == view.uid and p.name not in expected)
+
+
+def plan_session(
+    view: SessionView,
+    workflow: CompiledWorkflow | None,
+    pods: Mapping[str, PodView | None],
+    suspects: Iterable[PodView],
+    fetched: Mapping[str, bytes],
+    now: float,
+    settings: Settings,
+) -> SessionPlan:
+    """Decide one reconcile of a Session (see the module docstring)."""
+    suspects = list(suspects)
+    if view.spec is None:
+        return invalid_plan(view, view.spec_error or "Invalid Session spec", now, settings)
+    spec = view.spec
+    status = view.status
+    if view.finished:
+        # Nothing to run; a pod still running here was started by a plan that never committed.
+        return SessionPlan(delete_pods=_orphans(view, set(), suspects), finished=True)
+    if workflow is None:
+        return invalid_plan(
+            view, f"Workflow '{spec.workflow}' not found in namespace {view.namespace}", now, settings
+        )
+    if not workflow.ok:
+        return invalid_plan(
+            view, workflow.error or f"Workflow '{spec.workflow}' does not compile", now, settings
+        )
+    try:
+        session_time = datetime.fromisoformat(spec.session_time)
+        if session_time.tzinfo is None:
+            raise KudigError(f"sessionTime needs a UTC offset: {spec.session_time}")
+    except (KudigError, ValueError) as e:
+        return invalid_plan(view, str(e), now, settings)
+    assert workflow.workflow is not None
+    current_attempt = status.attempt or 0
+    stored = view.data is not None or view.decoded is not None
+    new_attempt = not stored or (spec.attempt > current_attempt and status.phase in TERMINAL)
+    memo: results.Memo | None = None
+    previous: SessionState | None = None
+    try:
+        if view.decoded is not None:
+            previous, memo = view.decoded
+        elif view.data is not None:
+            previous, memo = results.decode(view.data, fetched)
+    except results.MissingResult as e:
+        return invalid_plan(view, f"Cannot continue the session: {e}", now, settings)
+    if new_attempt:
+        attempt = spec.attempt if previous is not None else max(spec.attempt, 1)
+        ctx = _context(view, spec, workflow, session_time, attempt, settings)
+        try:
+            engine = Engine.new(ctx, workflow.workflow.tasks)
+        except KudigError as e:
+            return invalid_plan(view, str(e), now, settings)
+        if previous is not None and spec.retry_mode == "failed":
+            engine.state.resume = resumable_results(previous)
+        attempts = [
+            *status.attempts,
+            Attempt(index=attempt, revision=workflow.generation, phase=RUNNING, started_at=iso(now)),
+        ]
+        revision = workflow.generation
+    else:
+        assert previous is not None
+        attempt = max(current_attempt, 1)
+        ctx = _context(view, spec, workflow, session_time, attempt, settings)
+        engine = Engine(ctx, previous)
+        attempts = list(status.attempts)
+        revision = status.workflow_revision or workflow.generation
+
+    events: list[Event] = []
+    if spec.kill and not engine.state.killed and not engine.state.done:
+        events.append(KillRequested())
+    name = view.name
+    known_names: dict[tuple[int, int], str] = {}
+
+    def pod_of(task: Task) -> str:
+        key = (task.id, task.retry_count)  # ancestors' retries supersede the row: a new id
+        found = known_names.get(key)
+        if found is None:
+            found = known_names[key] = task_pod_name(name, attempt, engine.state, task)
+        return found
+
+    for task in engine.running():
+        pname = pod_of(task)
+        if pname not in pods:
+            continue  # not observed (the controller always observes running tasks' pods)
+        event = pod_event(task, pods[pname])
+        if event is not None:
+            events.append(event)
+    actions = engine.step(events, now)
+
+    plan = SessionPlan()
+    expected: set[str] = set()
+    wf_spec = workflow.spec
+    assert wf_spec is not None
+    pod_ctx = PodContext(
+        namespace=view.namespace,
+        session_name=name,
+        session_uid=view.uid,
+        workflow=workflow.workflow.name,
+        attempt=attempt,
+        runner_image=settings.runner_image,
+        config_maps=wf_spec.project.config_maps,
+        defaults=wf_spec.pod,
+        secret_name=wf_spec.secret_name or "kudig-secrets",
+    )
+    for action in actions:
+        if isinstance(action, StartTask):
+            task = engine.state.tasks[action.task_id]
+            pname = pod_of(task)
+            pod, inputs = build_task(pod_ctx, name=pname, action=action)
+            plan.create_config_maps.extend(inputs)
+            plan.create_pods.append(pod)
+        elif isinstance(action, TaskLog):
+            task = engine.state.tasks[action.task_id]
+            text = (str(task.state_params.get("log", "")) + action.text + "\n")[-MAX_LOG_CHARS:]
+            task.state_params["log"] = text
+    for task in engine.running():
+        expected.add(pod_of(task))
+    if engine.state.killed:
+        # Killed tasks stay "running" until their pods report; deleting the pods makes them.
+        for pname in sorted(expected):
+            seen = pods.get(pname)
+            if seen is not None and seen.active:
+                plan.delete_pods.append(pname)
+        plan.sweep = True
+    plan.delete_pods.extend(p for p in _orphans(view, expected, suspects) if p not in plan.delete_pods)
+
+    blob, blobs, after = results.encode(engine.state, name, memo if not new_attempt else None)
+    plan.decoded = (engine.state, after)
+    labels = {MANAGED_BY: MANAGER, LABEL_SESSION: label_value(name), LABEL_RESULT: "true"}
+    known = set(view.refs)
+    for b in blobs:
+        if b.name not in known:
+            plan.create_config_maps.append(
+                results.config_map(
+                    b,
+                    namespace=view.namespace,
+                    owner={"apiVersion": API_VERSION, "kind": "Session", "metadata": view.obj["metadata"]},
+                    labels=labels,
+                )
+            )
+    new = _status(view, engine, attempt, attempts, revision, blob, now, settings)
+    if new.model_copy(update={"controller": status.controller}) != status:
+        # (the controller's name alone is no reason to write: two controllers overlapping during
+        # a hand-over would otherwise take turns writing it)
+        plan.status = new.model_dump(by_alias=True, exclude_none=True)
+    wake = engine.next_wakeup()
+    plan.wakeup = wake if not engine.state.done else None
+    plan.finished = engine.state.done and not plan.create_pods
+    return plan
+
+
+def _status(
+    view: SessionView,
+    engine: Engine,
+    attempt: int,
+    attempts: list[Attempt],
+    revision: int,
+    blob: str,
+    now: float,
+    settings: Settings,
+) -> SessionStatus:
+    old = view.status
+    state = engine.state
+    current = [t for t in state.tasks if not t.superseded]
+    done = sum(1 for t in current if t.done)
+    phase = (SUCCEEDED if state.success else KILLED if state.killed else FAILED) if state.done else RUNNING
+    failed = [
+        FailedTask(name=t.name, message=str((t.error or {}).get("message", ""))[:500])
+        for t in failed_tasks(state)
+    ][:MAX_FAILED_TASKS]
+    started = old.started_at if old.attempt == attempt and old.started_at else iso(now)
+    finished = (old.finished_at or iso(now)) if state.done else None
+    if state.done and old.phase not in TERMINAL:
+        finished = iso(now)
+    attempts = [a.model_copy() for a in attempts]
+    if attempts:
+        attempts[-1].phase = phase
+        attempts[-1].finished_at = finished
+    generation = int(view.obj["metadata"].get("generation", 1))
+    cond_status = "True" if phase == SUCCEEDED else ("False" if state.done else "Unknown")
+    message = "; ".join(f"{f.name}: {f.message}" for f in failed[:3]) if phase == FAILED else None
+    condition = Condition(
+        type="Succeeded",
+        status=cond_status,  # type: ignore[arg-type]
+        reason=phase,
+        message=message or "",
+        last_transition_time=iso(now),
+        observed_generation=generation,
+    )
+    wake = engine.next_wakeup()
+    return SessionStatus(
+        phase=phase,  # type: ignore[arg-type]
+        attempt=attempt,
+        workflow_revision=revision,
+        progress=f"{done}/{len(current)}",
+        started_at=started,
+        finished_at=finished,
+        next_wakeup=iso(wake) if wake is not None and not state.done else None,
+        message=message,
+        failed_tasks=failed,
+        attempts=attempts,
+        engine=EngineBlob(data=blob),
+        controller=settings.controller_id,
+        conditions=set_condition(old.conditions, condition),
+    )
