@@ -247,6 +247,8 @@ def main() -> int:
                 + "".join(f"  +t{i:03d}:\n    sh>: 'true'\n" for i in range(args.fanout)),
             ),
         ):
+            if tasks == 0:
+                continue
             ns = namespace()
             push(ns, "wf", dig)
             ctl = Controller(ns, tmp, args.image, label.split()[0])

@@ -1,6 +1,6 @@
 """Reconcile as a plan: pure functions from what the controller observed to what it must do.
 
-`plan_session(view, workflow, pods, active_pods, fetched, now, settings)` takes a Session as the
+`plan_session(view, workflow, pods, suspects, fetched, now, settings)` takes a Session as the
 API server sent it, its compiled Workflow, the task pods the controller observed and the result
 ConfigMaps it fetched, and returns a `SessionPlan`: the status to write, the ConfigMaps and pods to
 create, the pods to delete and when to wake up next. It does no I/O (but for the engine reading a

@@ -53,3 +53,23 @@ def test_session_names() -> None:
     assert utc == tokyo == "etl-20240130t000000"
     name = session_name("My_ETL" * 20, datetime.fromisoformat("2024-01-30T00:00:00+00:00"))
     assert len(name) <= 63 and name == name.lower() and name.endswith("-20240130t000000")
+
+
+def test_push_refuses_links_out_of_the_project_and_carries_the_digest(tmp_path: Path) -> None:
+    from kudig.api import project_digest
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "wf.dig").write_text("+a:\n  echo>: hi\n")
+    (root / "shared.txt").write_text("inside\n")
+    (root / "alias.txt").symlink_to(root / "shared.txt")  # inside: its content is pushed
+    objects = build_objects(root, "p", "ns")
+    cm, wf = objects
+    assert cm["data"]["alias.txt"] == "inside\n"
+    files = [(k, v.encode()) for k, v in cm["data"].items()]
+    assert wf["spec"]["project"]["digest"] == project_digest(files)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not push me\n")
+    (root / "leak.txt").symlink_to(secret)
+    with pytest.raises(KudigError, match=r"leak.txt: a symbolic link to .*secret.txt, outside the project"):
+        build_objects(root, "p", "ns")
