@@ -115,7 +115,12 @@ class WorkflowSpec(Model):
     secret_name: str | None = Field(
         None, description="Secret that ${secret:key} reads (default: kudig-secrets)"
     )
-    suspend: bool = Field(False, description="Do not create scheduled sessions")
+    suspend: bool = Field(False, description="Do not create scheduled sessions (kudig disable)")
+    schedule_from: str | None = Field(
+        None,
+        description="Restart the schedule from the first slot at or after this ISO time (kudig enable, "
+        "kudig reschedule); applied once per distinct value",
+    )
 
 
 class Condition(Model):
@@ -134,9 +139,11 @@ class WorkflowStatus(Model):
     timezone: str | None = None
     project_digest: str | None = Field(None, description="Digest of the project files that compiled")
     schedule: str | None = None
-    next_session_time: str | None = None
-    next_run_time: str | None = None
+    next_session_time: str | None = Field(None, description="The next scheduled session's session_time")
+    next_run_time: str | None = Field(None, description="When the next scheduled session is created")
     last_scheduled_session_time: str | None = None
+    schedule_key: str | None = Field(None, description="The schedule the times above belong to")
+    applied_schedule_from: str | None = Field(None, description="The last spec.scheduleFrom applied")
     error: str | None = None
     conditions: list[Condition] = Field(default_factory=list)
 
@@ -148,7 +155,13 @@ class SessionSpec(Model):
     attempt: int = Field(1, ge=1, description="Raise to start a new attempt (kudig retry)")
     retry_mode: Literal["all", "failed"] = Field("failed", description="What a new attempt reruns")
     kill: bool = Field(False, description="Cancel the running attempt (kudig kill)")
-    scheduled: bool = Field(False, description="Created by the scheduler (sets last_executed_session_*)")
+    scheduled: bool = Field(False, description="Created by the scheduler or a backfill")
+    last_executed_session_time: str | None = Field(
+        None, description="The previous scheduled session's time (last_executed_session_time)"
+    )
+    after: str | None = Field(
+        None, description="Start only once this Session (same namespace) has finished (kudig backfill chains)"
+    )
 
 
 class FailedTask(Model):
@@ -185,7 +198,7 @@ class SessionStatus(Model):
     conditions: list[Condition] = Field(default_factory=list)
 
 
-SESSION_COLUMNS = [
+SESSION_COLUMNS: list[dict[str, Any]] = [
     {"name": "Workflow", "type": "string", "jsonPath": ".spec.workflow"},
     {"name": "Session Time", "type": "string", "jsonPath": ".spec.sessionTime"},
     {"name": "State", "type": "string", "jsonPath": ".status.phase"},
@@ -193,12 +206,14 @@ SESSION_COLUMNS = [
     {"name": "Attempt", "type": "integer", "jsonPath": ".status.attempt"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
-WORKFLOW_COLUMNS = [
+WORKFLOW_COLUMNS: list[dict[str, Any]] = [
     {"name": "Workflow", "type": "string", "jsonPath": ".status.workflowName"},
     {"name": "Compiled", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Compiled')].status"},
     {"name": "Revision", "type": "integer", "jsonPath": ".status.revision"},
     {"name": "Tasks", "type": "integer", "jsonPath": ".status.tasks"},
     {"name": "Schedule", "type": "string", "jsonPath": ".status.schedule"},
     {"name": "Next Session", "type": "string", "jsonPath": ".status.nextSessionTime"},
+    {"name": "Next Run", "type": "string", "jsonPath": ".status.nextRunTime"},
+    {"name": "Suspended", "type": "boolean", "jsonPath": ".spec.suspend", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

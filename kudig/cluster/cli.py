@@ -181,22 +181,47 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def cmd_sessions(args: argparse.Namespace) -> int:
     cluster = Cluster(args.namespace)
-    rows = []
+    selected = []
     for s in sorted(cluster.list(SESSIONS), key=lambda o: o["metadata"]["creationTimestamp"]):
         spec, status = s.get("spec") or {}, s.get("status") or {}
+        phase = status.get("phase") or "Pending"
         if args.workflow and spec.get("workflow") != args.workflow:
             continue
-        rows.append(
-            [
-                s["metadata"]["name"],
-                spec.get("workflow", ""),
-                spec.get("sessionTime", ""),
-                status.get("phase", "Pending"),
-                status.get("progress", ""),
-                str(status.get("attempt", "")),
-            ]
+        if args.running and phase in TERMINAL:
+            continue
+        if args.failed and phase != "Failed":
+            continue
+        selected.append(
+            {
+                "name": s["metadata"]["name"],
+                "workflow": spec.get("workflow", ""),
+                "sessionTime": spec.get("sessionTime", ""),
+                "phase": phase,
+                "progress": status.get("progress", ""),
+                "attempt": status.get("attempt"),
+                "scheduled": bool(spec.get("scheduled")),
+            }
         )
-    print(_table(rows, ["NAME", "WORKFLOW", "SESSION TIME", "STATE", "PROGRESS", "ATTEMPT"]))
+    if args.last:
+        selected = selected[-args.last :]
+    _print(
+        selected,
+        args.output,
+        lambda: _table(
+            [
+                [
+                    r["name"],
+                    r["workflow"],
+                    r["sessionTime"],
+                    r["phase"],
+                    r["progress"],
+                    str(r["attempt"] or ""),
+                ]
+                for r in selected
+            ],
+            ["NAME", "WORKFLOW", "SESSION TIME", "STATE", "PROGRESS", "ATTEMPT"],
+        ),
+    )
     return 0
 
 
@@ -315,6 +340,188 @@ def cmd_log(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- schedules
+
+
+def _print(data: Any, output: str | None, table: Any) -> None:
+    """`-o json|yaml` for scripts, else the readable table."""
+    if output == "json":
+        print(json.dumps(data, indent=2))
+    elif output == "yaml":
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+    else:
+        print(table())
+
+
+def _schedule_of(obj: dict[str, Any]) -> Any:
+    """The workflow's parsed `schedule:` (None when it has none)."""
+    from kudig.workflow import load_workflow_text
+
+    spec = obj.get("spec") or {}
+    name = spec.get("name") or obj["metadata"]["name"]
+    return load_workflow_text(name, spec["dig"], Path("."), f"{name}.dig").schedule
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    cluster = Cluster(args.namespace)
+    rows = []
+    for obj in sorted(cluster.list(WORKFLOWS), key=lambda o: o["metadata"]["name"]):
+        status = obj.get("status") or {}
+        if not status.get("schedule"):
+            continue
+        rows.append(
+            {
+                "workflow": obj["metadata"]["name"],
+                "schedule": status.get("schedule"),
+                "timezone": status.get("timezone"),
+                "nextSessionTime": status.get("nextSessionTime"),
+                "nextRunTime": status.get("nextRunTime"),
+                "lastScheduledSessionTime": status.get("lastScheduledSessionTime"),
+                "disabled": bool((obj.get("spec") or {}).get("suspend")),
+            }
+        )
+    _print(
+        rows,
+        args.output,
+        lambda: _table(
+            [
+                [
+                    r["workflow"],
+                    r["schedule"] or "",
+                    r["nextSessionTime"] or "-",
+                    r["nextRunTime"] or "-",
+                    "disabled" if r["disabled"] else "",
+                ]
+                for r in rows
+            ],
+            ["WORKFLOW", "SCHEDULE", "NEXT SESSION TIME", "NEXT RUN TIME", ""],
+        ),
+    )
+    return 0
+
+
+def _scheduled_workflow(cluster: Cluster, workflow: str) -> dict[str, Any]:
+    obj = cluster.get(WORKFLOWS, workflow)
+    if _schedule_of(obj) is None:
+        raise KudigError(f"Workflow '{workflow}' has no schedule")
+    return obj
+
+
+def cmd_disable(args: argparse.Namespace) -> int:
+    cluster = Cluster(args.namespace)
+    _scheduled_workflow(cluster, args.workflow)
+    cluster.patch_spec(WORKFLOWS, args.workflow, {"suspend": True})
+    print(f"Disabled the schedule of {args.workflow}")
+    return 0
+
+
+def cmd_enable(args: argparse.Namespace) -> int:
+    """digdag's enable runs every slot missed while disabled; kudig's skips them unless asked."""
+    from datetime import UTC
+
+    cluster = Cluster(args.namespace)
+    _scheduled_workflow(cluster, args.workflow)
+    spec: dict[str, Any] = {"suspend": False}
+    if not args.catch_up:
+        spec["scheduleFrom"] = datetime.now(UTC).isoformat()
+    cluster.patch_spec(WORKFLOWS, args.workflow, spec)
+    how = "runs the slots missed while disabled" if args.catch_up else "from now on (missed slots skipped)"
+    print(f"Enabled the schedule of {args.workflow}: {how}")
+    return 0
+
+
+def cmd_reschedule(args: argparse.Namespace) -> int:
+    from kudig.session_vars import local_session_time
+
+    cluster = Cluster(args.namespace)
+    obj = _scheduled_workflow(cluster, args.workflow)
+    schedule = _schedule_of(obj)
+    status = obj.get("status") or {}
+    current = status.get("nextRunTime")
+    if not current:
+        raise KudigError(f"Workflow '{args.workflow}' has no next run time yet (is it compiled?)")
+    now_next = datetime.fromisoformat(current)
+    if args.skip_to:
+        _, tz = _workflow_tz(cluster, args.workflow)
+        target = local_session_time(args.skip_to, timezone=tz, schedule=None, now=datetime.now(tz))
+        if target <= now_next:
+            raise KudigError(
+                f"Specified time to skip schedules is already past: {target.isoformat()} "
+                f"(the next run is at {now_next.isoformat()})"
+            )
+    else:
+        if args.skip < 1:
+            raise KudigError("--skip must be at least 1")
+        slot = schedule.next_schedule_time(datetime.fromisoformat(status["nextSessionTime"]))
+        for _ in range(args.skip - 1):
+            slot = schedule.next_schedule_time(slot.session_time)
+        target = slot.run_time
+    first = schedule.first_schedule_time(target)
+    if args.dry_run:
+        print(
+            f"Would reschedule {args.workflow}: next session {first.session_time.isoformat()}, runs at {first.run_time.isoformat()}"
+        )
+        return 0
+    cluster.patch_spec(WORKFLOWS, args.workflow, {"scheduleFrom": target.isoformat()})
+    print(
+        f"Rescheduled {args.workflow}: next session {first.session_time.isoformat()}, runs at {first.run_time.isoformat()}"
+    )
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """digdag's backfill: the scheduled sessions from --from up to the schedule's next one, chained
+    (each starts after the previous has finished), with `last_executed_session_time` chained too."""
+    from kudig.session_vars import local_session_time
+
+    cluster = Cluster(args.namespace)
+    obj = _scheduled_workflow(cluster, args.workflow)
+    schedule = _schedule_of(obj)
+    status = obj.get("status") or {}
+    if not status.get("nextSessionTime"):
+        raise KudigError(f"Workflow '{args.workflow}' has no next session time yet (is it compiled?)")
+    until = datetime.fromisoformat(status["nextSessionTime"])
+    _, tz = _workflow_tz(cluster, args.workflow)
+    start = local_session_time(args.from_time, timezone=tz, schedule=None, now=datetime.now(tz))
+    slot = schedule.first_schedule_time(start)
+    if slot.session_time < start:  # first_schedule_time goes by run time; backfill by session time
+        slot = schedule.next_schedule_time(slot.session_time)
+    times: list[datetime] = []
+    while not slot.finished and slot.session_time < until and (args.count is None or len(times) < args.count):
+        times.append(slot.session_time)
+        slot = schedule.next_schedule_time(slot.session_time)
+    if not times:
+        raise KudigError(f"No scheduled session between {start.isoformat()} and {until.isoformat()}")
+    names = [session_name(args.workflow, t) for t in times]
+    existing = [n for n in names if cluster.api.get(SESSIONS, cluster.namespace, n) is not None]
+    if existing:
+        raise KudigError(f"Sessions already exist for these times: {', '.join(existing)}")
+    previous = status.get("lastScheduledSessionTime")
+    bodies: list[dict[str, Any]] = []
+    for i, (name, when) in enumerate(zip(names, times, strict=True)):
+        spec: dict[str, Any] = {"workflow": args.workflow, "sessionTime": when.isoformat(), "scheduled": True}
+        if previous:
+            spec["lastExecutedSessionTime"] = previous
+        if i:
+            spec["after"] = names[i - 1]
+        bodies.append(
+            {
+                "apiVersion": API_VERSION,
+                "kind": "Session",
+                "metadata": {"name": name, "labels": {LABEL_WORKFLOW: label_value(args.workflow)}},
+                "spec": spec,
+            }
+        )
+        previous = when.isoformat()
+    for body in bodies:
+        print(f"  {body['metadata']['name']}  session time {body['spec']['sessionTime']}")
+        if not args.dry_run:
+            cluster.api.create(SESSIONS, cluster.namespace, body)
+    verb = "Would start" if args.dry_run else "Started"
+    print(f"{verb} {len(bodies)} session(s) of {args.workflow}, one after another")
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's)")
@@ -347,8 +554,13 @@ def add_commands(sub: Any) -> None:
     common(start)
     start.set_defaults(func=cmd_start)
 
-    sessions = sub.add_parser("sessions", help="list sessions")
+    sessions = sub.add_parser("sessions", help="list sessions (oldest first)")
     sessions.add_argument("workflow", nargs="?")
+    state = sessions.add_mutually_exclusive_group()
+    state.add_argument("--running", action="store_true", help="only sessions not finished")
+    state.add_argument("--failed", action="store_true", help="only failed sessions")
+    sessions.add_argument("--last", type=int, metavar="N", help="only the N newest")
+    sessions.add_argument("-o", "--output", choices=["json", "yaml"])
     common(sessions)
     sessions.set_defaults(func=cmd_sessions)
 
@@ -377,3 +589,51 @@ def add_commands(sub: Any) -> None:
     logc.add_argument("task", nargs="?", help="+task (default: all)")
     common(logc)
     logc.set_defaults(func=cmd_log)
+
+    schedules = sub.add_parser("schedules", help="list the scheduled workflows and their next times")
+    schedules.add_argument("-o", "--output", choices=["json", "yaml"])
+    common(schedules)
+    schedules.set_defaults(func=cmd_schedules)
+
+    disable = sub.add_parser("disable", help="stop a workflow's schedule")
+    disable.add_argument("workflow")
+    common(disable)
+    disable.set_defaults(func=cmd_disable)
+
+    enable = sub.add_parser("enable", help="resume a workflow's schedule (from now on)")
+    enable.add_argument("workflow")
+    enable.add_argument(
+        "--catch-up",
+        action="store_true",
+        help="also run the slots missed while disabled (digdag's behaviour)",
+    )
+    common(enable)
+    enable.set_defaults(func=cmd_enable)
+
+    reschedule = sub.add_parser("reschedule", help="move a workflow's next scheduled run forward")
+    reschedule.add_argument("workflow")
+    what = reschedule.add_mutually_exclusive_group(required=True)
+    what.add_argument("-s", "--skip", type=int, metavar="N", help="skip the next N sessions")
+    what.add_argument(
+        "-t", "--skip-to", metavar="TIME", help="'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM:SS' (workflow time zone)"
+    )
+    reschedule.add_argument("-d", "--dry-run", action="store_true")
+    common(reschedule)
+    reschedule.set_defaults(func=cmd_reschedule)
+
+    backfill = sub.add_parser(
+        "backfill", help="run a workflow's scheduled sessions of the past, one after another"
+    )
+    backfill.add_argument("workflow")
+    backfill.add_argument(
+        "-f",
+        "--from",
+        dest="from_time",
+        required=True,
+        metavar="TIME",
+        help="'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM:SS'",
+    )
+    backfill.add_argument("--count", type=int, help="at most this many sessions")
+    backfill.add_argument("-d", "--dry-run", action="store_true")
+    common(backfill)
+    backfill.set_defaults(func=cmd_backfill)

@@ -44,7 +44,7 @@ from kudig.api import (
     label_value,
     project_digest,
 )
-from kudig.cluster.kube import Conflict, KubeApi
+from kudig.cluster.kube import AlreadyExists, Conflict, KubeApi
 from kudig.errors import KudigError
 from kudig.expr import TemplateEngine
 from kudig.workflow import load_workflow_text
@@ -62,6 +62,7 @@ from kudig_operator.plan import (
     plan_workflow,
     pod_view,
     prepare,
+    waiting_plan,
 )
 
 log = logging.getLogger("kudig.controller")
@@ -325,6 +326,7 @@ class Controller:
         self._locks = KeyedLocks()
         self._sessions: dict[Key, _Bucket] = {}
         self._waiting: dict[Key, set[Key]] = {}  # workflow -> sessions waiting for it to compile
+        self._after: dict[Key, set[Key]] = {}  # session -> sessions chained after it (backfill)
         self._workflow_bodies: dict[Key, dict[str, Any]] = {}  # as the watch last delivered them
         self._guard = threading.Lock()
         self.stats: dict[str, int] = {
@@ -352,9 +354,10 @@ class Controller:
         """Drop everything remembered for a Session (deleted, or finished)."""
         with self._guard:
             self._sessions.pop(key, None)
-            for waiting in self._waiting.values():
+            for waiting in [*self._waiting.values(), *self._after.values()]:
                 waiting.discard(key)
             self._waiting = {k: v for k, v in self._waiting.items() if v}
+            self._after = {k: v for k, v in self._after.items() if v}
         if self.wakeups is not None:
             self.wakeups.cancel(("session", key))
 
@@ -368,7 +371,8 @@ class Controller:
                 "blobs": sum(len(b.blobs or {}) for b in self._sessions.values()),
                 "workflows": len(self.workflows),
                 "locks": len(self._locks),
-                "waiting": sum(len(v) for v in self._waiting.values()),
+                "waiting": sum(len(v) for v in self._waiting.values())
+                + sum(len(v) for v in self._after.values()),
                 "wakeups": len(self.wakeups) if self.wakeups is not None else 0,
             }
 
@@ -437,6 +441,9 @@ class Controller:
             with self._guard:
                 self._workflow_bodies.pop(key, None)
             self.workflows.drop(key)
+            if self.wakeups is not None:
+                self.wakeups.cancel(("schedule", key))
+                self.wakeups.cancel(("workflow", key))
             return
         with self._guard:
             self._workflow_bodies[key] = dict(body)
@@ -465,24 +472,9 @@ class Controller:
     def reconcile_workflow(
         self, namespace: str, name: str, body: dict[str, Any] | None = None, *, recheck: bool = False
     ) -> None:
-        obj = body
-        for _ in range(MAX_CONFLICTS):
-            if obj is None:
-                log.debug("workflow %s/%s: read from the API server", namespace, name)
-                obj = self.api.get(WORKFLOWS, namespace, name)
-                if obj is None:
-                    self.workflows.drop((namespace, name))
-                    return
-            compiled = self.workflows.compile(obj, recheck=recheck)
-            status = plan_workflow(obj, compiled, self.clock())
-            if status is not None:
-                try:
-                    self.api.replace_status(WORKFLOWS, {**obj, "status": status})
-                except Conflict:
-                    self.stats["conflicts"] += 1
-                    obj = None
-                    continue
-            break
+        key = (namespace, name)
+        with self._locks.hold(("workflow", key)):
+            self._reconcile_workflow(key, body, recheck)
         compiled_now = self.workflows.get((namespace, name))
         if (
             compiled_now is not None
@@ -495,6 +487,74 @@ class Controller:
                 waiting = self._waiting.pop((namespace, name), set())
             for key in sorted(waiting):
                 self.reconcile_session(*key)
+
+    def _reconcile_workflow(self, key: Key, body: dict[str, Any] | None, recheck: bool) -> None:
+        """Compile, create the scheduled Sessions that are due, commit the status (the schedule's
+        pointer) with the resourceVersion read; a 409 plans again from a fresh read."""
+        namespace, name = key
+        obj = body
+        for _ in range(MAX_CONFLICTS):
+            if obj is None:
+                log.debug("workflow %s/%s: read from the API server", namespace, name)
+                obj = self.api.get(WORKFLOWS, namespace, name)
+                if obj is None:
+                    self.workflows.drop(key)
+                    return
+            compiled = self.workflows.compile(obj, recheck=recheck)
+            now = self.clock()
+            plan = plan_workflow(obj, compiled, now)
+            if plan.needs_active:
+                plan = plan_workflow(
+                    obj, compiled, now, active_attempt=self._attempt_running(namespace, name)
+                )
+            for session in plan.create_sessions:
+                try:
+                    self.api.create(SESSIONS, namespace, session)
+                    self.stats["sessions_scheduled"] = self.stats.get("sessions_scheduled", 0) + 1
+                    log.info(
+                        "workflow %s/%s: started scheduled session %s",
+                        namespace,
+                        name,
+                        session["metadata"]["name"],
+                    )
+                except AlreadyExists:
+                    pass  # started already (another replica, an earlier try, or by hand): once only
+            for skipped in plan.skipped:
+                log.info("workflow %s/%s: skipped the scheduled session of %s", namespace, name, skipped)
+            if plan.status is not None:
+                try:
+                    self.api.replace_status(WORKFLOWS, {**obj, "status": plan.status})
+                except Conflict:
+                    self.stats["conflicts"] += 1
+                    obj = None
+                    continue
+            if self.wakeups is not None:
+                if plan.wakeup is not None:
+                    self.wakeups.set(("schedule", key), plan.wakeup)
+                else:
+                    self.wakeups.cancel(("schedule", key))
+            return
+
+    def _phase_of(self, key: Key) -> str | None:
+        """A Session's phase as last seen (read once when unknown); None when it does not exist."""
+        with self._guard:
+            bucket = self._sessions.get(key)
+            body = bucket.body if bucket is not None else None
+        if body is None:
+            body = self.api.get(SESSIONS, *key)
+        if body is None:
+            return None
+        return (body.get("status") or {}).get("phase")
+
+    def _attempt_running(self, namespace: str, workflow: str) -> bool:
+        """Whether a Session of `workflow` is still running (for `skip_on_overtime`)."""
+        for obj in self.api.list_objects(SESSIONS, namespace):
+            if (obj.get("spec") or {}).get("workflow") != workflow:
+                continue
+            phase = (obj.get("status") or {}).get("phase")
+            if phase not in TERMINAL:
+                return True
+        return False
 
     def _workflow(self, namespace: str, name: str) -> CompiledWorkflow | None:
         compiled = self.workflows.get((namespace, name))
@@ -602,6 +662,11 @@ class Controller:
         if view.finished:
             self._carry_out(key, obj, plan_session(view, None, {}, suspects, {}, self.clock(), self.settings))
             return
+        if view.spec is not None and view.spec.after and view.data is None and view.decoded is None:
+            after = self._phase_of((key[0], view.spec.after))
+            if after not in TERMINAL:
+                self._carry_out(key, obj, waiting_plan(view, view.spec.after, self.clock(), self.settings))
+                return
         workflow = self._workflow(key[0], view.spec.workflow) if view.spec is not None else None
         pods = {name: self._observe_pod(key, name) for name in view.pods}
         fetched = self._fetch_blobs(key, view.refs)
@@ -654,8 +719,15 @@ class Controller:
         if plan.waiting_for_workflow is not None:
             with self._guard:
                 self._waiting.setdefault((namespace, plan.waiting_for_workflow), set()).add(key)
+        if plan.waiting_for_session is not None:
+            with self._guard:
+                self._after.setdefault((namespace, plan.waiting_for_session), set()).add(key)
         if plan.finished:
             self.forget_session(key)
+            with self._guard:
+                waiters = self._after.pop(key, set())
+            for waiter in sorted(waiters):
+                self.reconcile_session(*waiter)
         elif self.wakeups is not None:
             if plan.wakeup is not None:
                 self.wakeups.set(("session", key), plan.wakeup)
@@ -680,7 +752,7 @@ class Controller:
         kind, key = what
         if kind == "session":
             self.reconcile_session(*key)
-        elif kind == "workflow":
+        elif kind in ("workflow", "schedule"):
             self.reconcile_workflow(*key)
 
 

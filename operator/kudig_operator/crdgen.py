@@ -93,7 +93,7 @@ def crd(
     short: list[str],
     spec: type[BaseModel],
     status: type[BaseModel],
-    columns: list[dict[str, str]],
+    columns: list[dict[str, Any]],
 ) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -39,8 +39,10 @@ from kudig.api import (
     KILLED,
     LABEL_RESULT,
     LABEL_SESSION,
+    LABEL_WORKFLOW,
     MANAGED_BY,
     MANAGER,
+    PENDING,
     RUNNING,
     SUCCEEDED,
     TASK_CONTAINER,
@@ -69,7 +71,10 @@ from kudig.engine.core import (
 )
 from kudig.engine.state import SessionState, Task, TaskState
 from kudig.errors import KudigError
+from kudig.naming import session_name
 from kudig.params import ancestors, deep_merge
+from kudig.schedule import ScheduleTime
+from kudig.scheduler import ScheduleState, plan_schedule
 from kudig.session_vars import session_params
 from kudig.taskio import output_event
 from kudig.workflow import Workflow
@@ -277,13 +282,41 @@ def set_condition(conditions: list[Condition], new: Condition) -> list[Condition
     return out
 
 
-def plan_workflow(obj: Mapping[str, Any], compiled: CompiledWorkflow, now: float) -> dict[str, Any] | None:
-    """The Workflow status to write for `compiled`, or None when the current one says it all."""
+@dataclass
+class WorkflowPlan:
+    status: dict[str, Any] | None = None  # the status to write (None: unchanged)
+    create_sessions: list[dict[str, Any]] = field(default_factory=list)  # scheduled sessions due
+    skipped: list[str] = field(default_factory=list)  # slots skipped, for the log
+    wakeup: float | None = None  # the next run time
+    needs_active: bool = False  # skip_on_overtime: plan again knowing whether an attempt runs
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def plan_workflow(
+    obj: Mapping[str, Any], compiled: CompiledWorkflow, now: float, *, active_attempt: bool | None = None
+) -> WorkflowPlan:
+    """The Workflow status for `compiled` and, for a scheduled Workflow, the Sessions now due.
+
+    The scheduled Sessions are created before the status that moves the schedule on is written:
+    their names are derived from (workflow, session time), so a repeat after a crash or a 409 meets
+    AlreadyExists — each slot runs exactly once, across restarts and replicas. `active_attempt`
+    (None: unknown) matters only for `skip_on_overtime`; when it is needed and unknown, the plan
+    asks for it (`needs_active`) instead of guessing."""
     status = WorkflowStatus.model_validate(obj.get("status") or {})
     new = status.model_copy(deep=True)
     generation = compiled.generation
+    plan = WorkflowPlan()
     if compiled.ok:
-        assert compiled.workflow is not None
+        assert compiled.workflow is not None and compiled.spec is not None
         wf = compiled.workflow
         new.error = None
         new.revision = generation
@@ -302,6 +335,10 @@ def plan_workflow(obj: Mapping[str, Any], compiled: CompiledWorkflow, now: float
             last_transition_time=iso(now),
             observed_generation=generation,
         )
+        if wf.schedule is not None:
+            _plan_schedule(obj, compiled, status, new, plan, now, active_attempt)
+        else:
+            new.next_session_time = new.next_run_time = new.schedule_key = None
     else:
         new.error = compiled.error
         new.workflow_name = (compiled.spec.name if compiled.spec else None) or compiled.name
@@ -314,9 +351,77 @@ def plan_workflow(obj: Mapping[str, Any], compiled: CompiledWorkflow, now: float
             observed_generation=generation,
         )
     new.conditions = set_condition(status.conditions, cond)
-    if new == status:
-        return None
-    return new.model_dump(by_alias=True, exclude_none=True)
+    if new != status:
+        plan.status = new.model_dump(by_alias=True, exclude_none=True)
+    return plan
+
+
+def _plan_schedule(
+    obj: Mapping[str, Any],
+    compiled: CompiledWorkflow,
+    status: WorkflowStatus,
+    new: WorkflowStatus,
+    plan: WorkflowPlan,
+    now: float,
+    active_attempt: bool | None,
+) -> None:
+    wf, spec = compiled.workflow, compiled.spec
+    assert wf is not None and wf.schedule is not None and spec is not None
+    key = f"{wf.timezone_name}|{new.schedule}"
+    state = ScheduleState(
+        schedule_key=status.schedule_key or "",
+        next_session_time=_parse_time(status.next_session_time),
+        next_run_time=_parse_time(status.next_run_time),
+        last_session_time=_parse_time(status.last_scheduled_session_time),
+        from_time=status.applied_schedule_from or "",
+    )
+    now_dt = datetime.fromtimestamp(now, UTC)
+    from_key = spec.schedule_from or ""
+    kwargs: dict[str, Any] = {
+        "schedule_key": key,
+        "from_time": _parse_time(spec.schedule_from),
+        "from_key": from_key,
+        "suspended": spec.suspend,
+    }
+    decision = plan_schedule(wf.schedule, state, now_dt, active_attempt=bool(active_attempt), **kwargs)
+    if wf.schedule.skip_on_overtime and active_attempt is None and decision.fire:
+        plan.needs_active = True
+        return
+    name = str(obj["metadata"]["name"])
+    for fire in decision.fire:
+        local = fire.session_time.astimezone(wf.tz)
+        plan.create_sessions.append(
+            {
+                "apiVersion": API_VERSION,
+                "kind": "Session",
+                "metadata": {
+                    "name": session_name(name, fire.session_time),
+                    "namespace": obj["metadata"]["namespace"],
+                    "labels": {MANAGED_BY: MANAGER, LABEL_WORKFLOW: label_value(name)},
+                },
+                "spec": {
+                    "workflow": name,
+                    "sessionTime": local.isoformat(),
+                    "scheduled": True,
+                    **(
+                        {"lastExecutedSessionTime": fire.last_executed.astimezone(wf.tz).isoformat()}
+                        if fire.last_executed is not None
+                        else {}
+                    ),
+                },
+            }
+        )
+    plan.skipped = [f"{k.session_time.astimezone(wf.tz).isoformat()} ({k.reason})" for k in decision.skipped]
+    st = decision.state
+    new.schedule_key = st.schedule_key
+    new.applied_schedule_from = st.from_time or None
+    nxt, run = st.next_session_time, st.next_run_time
+    finished = nxt is None or run is None or ScheduleTime(nxt, run).finished
+    new.next_session_time = None if finished or nxt is None else nxt.astimezone(wf.tz).isoformat()
+    new.next_run_time = None if finished or run is None else run.astimezone(wf.tz).isoformat()
+    if st.last_session_time is not None:
+        new.last_scheduled_session_time = st.last_session_time.astimezone(wf.tz).isoformat()
+    plan.wakeup = decision.wakeup.timestamp() if decision.wakeup is not None else None
 
 
 # --------------------------------------------------------------------------- sessions
@@ -376,6 +481,7 @@ class SessionPlan:
     wakeup: float | None = None
     finished: bool = False  # the Session needs nothing more (caches can be dropped)
     waiting_for_workflow: str | None = None  # retry when this Workflow compiles
+    waiting_for_session: str | None = None  # retry when this Session finishes
     decoded: Decoded | None = None  # the state the written status holds, to skip decoding it next time
 
 
@@ -455,7 +561,7 @@ def _context(
         project_id=1,
         retry_attempt_name=None if attempt == 1 else f"attempt-{attempt}",
         schedule=wf.schedule,
-        last_executed_session_time=None,
+        last_executed_session_time=_parse_time(spec.last_executed_session_time),
     )
     params: dict[str, Any] = {}
     deep_merge(params, compiled.spec.params)
@@ -497,6 +603,20 @@ def invalid_plan(view: SessionView, message: str, now: float, settings: Settings
         plan.status = new.model_dump(by_alias=True, exclude_none=True)
     if view.spec is not None:
         plan.waiting_for_workflow = view.spec.workflow
+    return plan
+
+
+def waiting_plan(view: SessionView, after: str, now: float, settings: Settings) -> SessionPlan:
+    """A Session chained after another (`spec.after`, as `kudig backfill` creates them) that has not
+    finished yet: Pending, saying what it waits for."""
+    status = view.status
+    new = status.model_copy(deep=True)
+    new.phase = PENDING  # type: ignore[assignment]
+    new.message = f"waiting for session {after} to finish"
+    new.controller = settings.controller_id
+    plan = SessionPlan(waiting_for_session=after)
+    if new.model_copy(update={"controller": status.controller}) != status:
+        plan.status = new.model_dump(by_alias=True, exclude_none=True)
     return plan
 
 

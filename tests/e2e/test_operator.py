@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -355,6 +356,14 @@ def test_cli_round_trip(kube: Kube, namespace: str, operator: Operator, tmp_path
     obj = wait_session(kube, operator, namespace, name)
     assert obj["status"]["phase"] == "Failed"
     assert "Failed" in kudig("sessions").stdout
+    kudig("start", "cli", "--session", "2024-01-31", "-p", "who=world")
+    wait_session(kube, operator, namespace, "cli-20240131t000000")
+    failed = json.loads(kudig("sessions", "--failed", "-o", "json").stdout)
+    assert [s["name"] for s in failed] == [name], "exactly the failed ones"
+    assert [s["name"] for s in json.loads(kudig("sessions", "--last", "1", "-o", "json").stdout)] == [
+        "cli-20240131t000000"
+    ]
+    assert json.loads(kudig("sessions", "--running", "-o", "json").stdout) == []
     tasks = kudig("tasks", name).stdout
     assert "+cli+greet" in tasks and "success" in tasks and "Command failed with code 1" in tasks
     assert "hello-moon" in kudig("log", name, "+greet").stdout

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -496,3 +497,92 @@ def test_watchdog_reconciles_what_the_watch_missed_and_reports_a_stale_watch(h: 
     assert dog.healthy(h.now) == (True, "ok")
     h.now += 1000
     assert "no successful resync" in dog.healthy(h.now)[1]
+
+
+# --------------------------------------------------------------------------- schedules
+
+SCHEDULED = "timezone: Asia/Tokyo\nschedule:\n  minutes_interval>: 1\n+t:\n  echo>: ${session_time} after ${last_executed_session_time}\n"
+
+
+def scheduled_sessions(h: Harness) -> list[str]:
+    return sorted(n for (p, ns, n) in h.kube.objects if p == SESSIONS)
+
+
+def tick(h: Harness, seconds: float) -> None:
+    """Advance the clock and fire whatever the controller's timers hold that is due."""
+    h.now += seconds
+    assert h.ctl.wakeups is not None
+    for key in [("schedule", (NS, "wf"))]:
+        due = h.ctl.wakeups.due(key)
+        if due is not None and due <= h.now:
+            h.ctl.fire(key)
+
+
+def test_a_scheduled_workflow_starts_one_session_per_slot(h: Harness) -> None:
+    h.now = T0 + 30  # 00:00:30 UTC: the first slot is 00:01
+    h.workflow(SCHEDULED)
+    status = h.kube.obj(WORKFLOWS, NS, "wf")["status"]
+    assert status["nextSessionTime"] == "2024-01-30T09:01:00+09:00"
+    assert status["nextRunTime"] == "2024-01-30T09:01:00+09:00"
+    assert h.ctl.wakeups is not None and h.ctl.wakeups.due(("schedule", (NS, "wf"))) == T0 + 60
+    assert scheduled_sessions(h) == []
+    for _ in range(3):
+        tick(h, 60)
+    names = scheduled_sessions(h)
+    assert names == ["wf-20240130t000100", "wf-20240130t000200", "wf-20240130t000300"]
+    third = h.kube.obj(SESSIONS, NS, names[2])
+    assert third["spec"]["scheduled"] is True
+    assert third["spec"]["lastExecutedSessionTime"] == "2024-01-30T09:02:00+09:00"
+    h.watch_session(names[2])
+    log = h.tasks(names[2])["+wf+t"]["state_params"]["log"]
+    assert log == "2024-01-30T09:03:00+09:00 after 2024-01-30T09:02:00+09:00\n"
+    status = h.kube.obj(WORKFLOWS, NS, "wf")["status"]
+    assert status["lastScheduledSessionTime"] == "2024-01-30T09:03:00+09:00"
+
+
+def test_a_restart_mid_schedule_neither_misses_nor_repeats_a_slot(h: Harness) -> None:
+    h.now = T0 + 30
+    h.workflow(SCHEDULED)
+    tick(h, 60)
+    # the controller dies right after creating the 00:02 session, before moving the pointer on
+    h.now += 60
+    h.kube.fail_next("replace_status")
+    with pytest.raises(Crash):
+        h.ctl.fire(("schedule", (NS, "wf")))
+    assert scheduled_sessions(h) == ["wf-20240130t000100", "wf-20240130t000200"]
+    h.ctl = h.controller()
+    h.now += 140  # down for a while (until 00:04:50): 00:03 and 00:04 are missed
+    h.ctl.on_workflow_event(NS, "wf", h.kube.obj(WORKFLOWS, NS, "wf"))
+    assert scheduled_sessions(h) == [f"wf-20240130t00{m:02d}00" for m in (1, 2, 3, 4)]
+    assert h.kube.requests[("create", "sessions")] == 5, "00:02 was tried twice and existed the second time"
+
+
+def test_disable_and_enable_without_a_flood(h: Harness) -> None:
+    h.now = T0 + 30
+    h.workflow(SCHEDULED)
+    obj = h.kube.set_spec(WORKFLOWS, NS, "wf", suspend=True)
+    h.ctl.on_workflow_event(NS, "wf", obj)
+    h.now += 600
+    h.ctl.fire(("schedule", (NS, "wf")))
+    assert scheduled_sessions(h) == []
+    enabled_at = datetime.fromtimestamp(h.now, UTC).isoformat()
+    obj = h.kube.set_spec(WORKFLOWS, NS, "wf", suspend=False, scheduleFrom=enabled_at)
+    h.ctl.on_workflow_event(NS, "wf", obj)
+    assert scheduled_sessions(h) == [], "the ten slots missed while disabled are not run"
+    tick(h, 60)
+    assert scheduled_sessions(h) == ["wf-20240130t001100"]
+
+
+def test_chained_sessions_start_one_after_another(h: Harness) -> None:
+    h.workflow("+a:\n  sh>: echo a\n")
+    h.session("s1")
+    h.session("s2", after="s1")
+    assert (
+        h.status("s2")["phase"] == "Pending"
+        and h.status("s2")["message"] == "waiting for session s1 to finish"
+    )
+    assert [h.kube.pod(NS, p)["metadata"]["labels"]["kudig.io/session"] for p in h.pods()] == ["s1"]
+    h.fail(h.pods()[0])  # finished, not necessarily successfully: the chain goes on
+    assert h.status("s1")["phase"] == "Failed"
+    assert h.status("s2")["phase"] == "Running", "s1's end started s2 at once"
+    assert h.ctl.memory()["waiting"] == 0
