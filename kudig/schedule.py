@@ -67,6 +67,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
+from kudig_runner.durations import duration_seconds
+
 from kudig.errors import ConfigError, KudigError
 
 __all__ = [
@@ -446,19 +448,9 @@ def _parse_bool(config: Mapping[str, Any], key: str) -> bool:
     raise ConfigError(f"Expected 'true' or 'false' for key '{key}' but got {_show(value)}")
 
 
-_DURATION = re.compile(
-    r"\s*(?:(?P<days>\d+)\s*d)?\s*(?:(?P<hours>\d+)\s*h)?\s*(?:(?P<minutes>\d+)\s*m)?\s*(?:(?P<seconds>\d+)\s*s)?\s*",
-    re.ASCII | re.IGNORECASE,
-)
-
-
 def parse_duration(text: str) -> timedelta:
     """digdag's `Durations.parseDuration`: `1d 2h 3m 4s`, each part optional but at least one; ValueError if bad."""
-    m = _DURATION.fullmatch(text)
-    if m is None or not any(m.groupdict().values()):
-        raise ValueError(f"Invalid duration: {text}")
-    parts = {k: int(v) for k, v in m.groupdict().items() if v is not None}
-    return timedelta(**parts)
+    return timedelta(seconds=duration_seconds(text))
 
 
 def _parse_skip_delayed_by(config: Mapping[str, Any]) -> timedelta | None:

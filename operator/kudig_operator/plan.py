@@ -116,6 +116,7 @@ class PodView:
     waiting: tuple[str, str] | None = None  # a container stuck on an image/config error
     init_failure: tuple[int, str] | None = None  # (exit code, message) of a failed init container
     pod_reason: str | None = None
+    pod_message: str | None = None
     log: str | None = None  # the container log, fetched only when the output points to it
 
     @property
@@ -160,6 +161,7 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
         waiting=waiting,
         init_failure=init_failure,
         pod_reason=status.get("reason") or status.get("message"),
+        pod_message=status.get("message"),
     )
 
 
@@ -224,6 +226,10 @@ def pod_event(task: Task, view: PodView | None) -> Event | None:
     if view.phase == "Failed":
         if output and output.get("error"):
             return output_event(task.id, output)
+        if view.pod_reason == "DeadlineExceeded":
+            return TaskFailed(
+                task.id, f"Task timed out: {view.pod_message or 'the pod ran past its deadline'}"
+            )
         if view.init_failure is not None:
             code, message = view.init_failure
             return TaskFailed(task.id, f"Workspace preparation failed (exit code {code}): {message}".strip())

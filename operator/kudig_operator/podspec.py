@@ -11,11 +11,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kudig_runner.durations import timeout_seconds
 from kudig_runner.protocol import INPUT_PART_KEY, split_input
 from kudig_runner.shell import env_value, fits_exec, is_valid_env_key
 
@@ -39,7 +41,8 @@ WORKSPACE = "/workspace"
 KUDIG_DIR = "/kudig"
 PROJECT_MOUNT = "/kudig-project"
 INPUT_MOUNT = "/kudig-input"
-INPUT_INLINE_MAX = 96 * 1024  # larger task inputs travel in ConfigMaps, not in the pod spec
+INPUT_INLINE_MAX = 96 * 1024
+RUNNER_GRACE_SECONDS = 60  # pod start and the runner's own stop, on top of a task's timeout  # larger task inputs travel in ConfigMaps, not in the pod spec
 MAX_TERMINATION_MESSAGE = 4096
 _SECRET_RE = re.compile(r"\$\{secret:([A-Za-z0-9_.\-]+)\}")
 _DNS = re.compile(r"[^a-z0-9-]+")
@@ -309,6 +312,15 @@ def build_task(
         "containers": [main],
         "volumes": volumes,
     }
+    try:
+        timeout = timeout_seconds(config.get("timeout"))
+    except ValueError:
+        timeout = None  # the runner reports it as the task's error
+    if timeout is not None:
+        # The kubelet's backstop: the runner stops the command itself at the timeout (with a clear
+        # message); a plain-image shell has no runner, so the deadline is the timeout itself.
+        runner_grace = 0 if op_type == "sh" and not own_runner else RUNNER_GRACE_SECONDS
+        spec["activeDeadlineSeconds"] = math.ceil(timeout) + runner_grace
     if ctx.defaults.service_account_name:
         spec["serviceAccountName"] = ctx.defaults.service_account_name
     if ctx.defaults.node_selector:

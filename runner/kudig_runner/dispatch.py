@@ -17,6 +17,8 @@ import os
 import traceback
 from typing import Protocol
 
+from .durations import show_seconds, timeout_seconds
+from .proc import TimedOut
 from .protocol import RunnerError, TaskInput, TaskOutput, error_output
 from .pyop import run_py
 from .secrets import SecretNotFoundError
@@ -46,6 +48,13 @@ def run_task(task_input: TaskInput, cwd: str | os.PathLike[str] = ".") -> TaskOu
         return operator(task_input, cwd)
     except RunnerError as e:
         return error_output(e.message, e.error_class)
+    except TimedOut:
+        limit = task_input["config"].get("timeout")
+        seconds = timeout_seconds(limit)
+        return error_output(
+            f"Task timed out after {show_seconds(seconds or 0)} (timeout: {limit}); it was stopped",
+            "TaskTimeout",
+        )
     except SecretNotFoundError as e:
         return error_output(str(e), "SecretNotFoundError")
     except Exception as e:

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import Any, BinaryIO
@@ -29,11 +30,18 @@ def _sink() -> BinaryIO:
     raise RuntimeError("stdout has no binary buffer")
 
 
-def run_streaming(argv: Sequence[str], cwd: str | os.PathLike[str], env: Mapping[str, str]) -> int:
+class TimedOut(Exception):
+    """The command ran longer than its timeout and was stopped (its whole process group)."""
+
+
+def run_streaming(
+    argv: Sequence[str], cwd: str | os.PathLike[str], env: Mapping[str, str], timeout: float | None = None
+) -> int:
     """Run `argv` in `cwd` with exactly `env`; stream its stdout+stderr to ours; return the exit code.
 
     A child killed by a signal returns 128 + signal number (the shell convention).
-    Raises OSError if the program cannot be started.
+    With `timeout` (seconds), the child's group gets SIGTERM when it expires, SIGKILL 5 s later,
+    and TimedOut is raised. Raises OSError if the program cannot be started.
     """
     sys.stdout.flush()
     proc = subprocess.Popen(
@@ -55,6 +63,21 @@ def run_streaming(argv: Sequence[str], cwd: str | os.PathLike[str], env: Mapping
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, forward)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        if proc.poll() is None:
+            time.sleep(5)
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    timer = threading.Timer(timeout, expire) if timeout is not None else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
     try:
         out = _sink()
         assert proc.stdout is not None
@@ -66,10 +89,28 @@ def run_streaming(argv: Sequence[str], cwd: str | os.PathLike[str], env: Mapping
             out.flush()
         code = proc.wait()
     finally:
+        if timer is not None:
+            timer.cancel()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if proc.poll() is None:
             with contextlib.suppress(OSError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    if expired.is_set():
+        # whatever the group left behind (a background job holding no pipe) goes too
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise TimedOut()
     return 128 - code if code < 0 else code
+
+
+def task_timeout(task_input: Mapping[str, Any]) -> float | None:
+    """The task's `timeout:` in seconds (None: none); a bad value fails the task with its reason."""
+    from .durations import timeout_seconds
+    from .protocol import RunnerError
+
+    try:
+        return timeout_seconds(task_input["config"].get("timeout"))
+    except ValueError as e:
+        raise RunnerError(str(e), "ConfigError") from None

@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .proc import run_streaming
+from .proc import run_streaming, task_timeout
 from .protocol import (
     RunnerError,
     TaskInput,
@@ -84,7 +84,9 @@ def run_py(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskOutput:
             in_data = {"params": params}
         in_file.write_text(json.dumps(in_data, ensure_ascii=False), encoding="utf-8")
         try:
-            code = run_streaming([*python, runner, str(in_file), str(out_file)], workdir, environment)
+            code = run_streaming(
+                [*python, runner, str(in_file), str(out_file)], workdir, environment, task_timeout(task_input)
+            )
         except OSError as e:
             raise RunnerError(f"Cannot run python {python[0]!r}: {e.strerror or e}") from None
         raw = out_file.read_bytes() if out_file.exists() else None

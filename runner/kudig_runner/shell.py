@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .proc import run_streaming
+from .proc import run_streaming, task_timeout
 from .protocol import RunnerError, TaskInput, TaskOutput, empty_output, merged_params
 from .secrets import secret_env_names, substitute_secrets
 
@@ -143,7 +143,7 @@ def run_sh(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskOutput:
         script_path = Path(tmp) / "runner.sh"
         script_path.write_text(script, encoding="utf-8")
         try:
-            code = run_streaming([*argv, str(script_path)], workdir, environment)
+            code = run_streaming([*argv, str(script_path)], workdir, environment, task_timeout(task_input))
         except OSError as e:
             raise RunnerError(f"Cannot run shell {argv[0]!r}: {e.strerror or e}") from None
     finally:

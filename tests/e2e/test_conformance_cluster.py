@@ -84,9 +84,9 @@ CASES = {
 
 
 def run_on_cluster(kube: Kube, op: Operator, name: str, spec: dict[str, Any]) -> tuple[str, str]:
-    from kudig.cli import parse_param_args
     from kudig.errors import KudigError
     from kudig.naming import dns_label
+    from kudig.params import parse_param_args
     from kudig.session_vars import local_session_time
     from kudig.workflow import load_workflow
 

@@ -586,3 +586,24 @@ def test_chained_sessions_start_one_after_another(h: Harness) -> None:
     assert h.status("s1")["phase"] == "Failed"
     assert h.status("s2")["phase"] == "Running", "s1's end started s2 at once"
     assert h.ctl.memory()["waiting"] == 0
+
+
+def test_a_pod_past_its_deadline_is_a_timed_out_task(h: Harness) -> None:
+    h.workflow("+a:\n  timeout: 5\n  sh>: sleep 9\n  docker:\n    image: busybox\n")
+    h.session()
+    pod = h.pod_for("+a")
+    assert h.kube.pod(NS, pod)["spec"]["activeDeadlineSeconds"] == 5
+    h.kube.set_pod_status(
+        NS,
+        pod,
+        {
+            "phase": "Failed",
+            "reason": "DeadlineExceeded",
+            "message": "Pod was active on the node longer than the specified deadline",
+        },
+    )
+    h.ctl.on_pod_event(NS, h.kube.pod(NS, pod), False)
+    assert h.status()["phase"] == "Failed"
+    assert h.status()["failedTasks"][0]["message"].startswith(
+        "Task timed out: Pod was active on the node longer"
+    )

@@ -128,3 +128,24 @@ def build_task_pair(config: dict[str, object]) -> tuple[dict[str, object], list[
 
     pod, cms = build_task(ctx(), name="p", action=StartTask(1, "+t", "sh", dict(config), 0))
     return pod, cms
+
+
+def test_a_timeout_is_the_pods_deadline() -> None:
+    runner = build_pod(
+        ctx(), name="p", action=StartTask(1, "+t", "py", {"_command": "m.f", "timeout": "10m"}, 0)
+    )
+    assert runner["spec"]["activeDeadlineSeconds"] == 600 + 60, (
+        "the runner stops it first, with a clear message"
+    )
+    plain = build_pod(
+        ctx(),
+        name="p",
+        action=StartTask(
+            1, "+t", "sh", {"_command": "sleep 9", "timeout": 5, "docker": {"image": "busybox"}}, 0
+        ),
+    )
+    assert plain["spec"]["activeDeadlineSeconds"] == 5
+    assert (
+        "activeDeadlineSeconds"
+        not in build_pod(ctx(), name="p", action=StartTask(1, "+t", "sh", {"_command": "x"}, 0))["spec"]
+    )

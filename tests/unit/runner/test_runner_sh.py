@@ -235,3 +235,50 @@ def test_sigterm_is_forwarded(tmp_path: Path, project: Path) -> None:
     assert proc.returncode == 1
     error = json.loads((tmp_path / "o.json").read_text())["error"]
     assert error["message"] == "Command failed with code 143"
+
+
+def test_timeout_stops_the_whole_process_group(tmp_path: Path) -> None:
+    import time
+
+    from kudig_runner.dispatch import run_task
+
+    marker = tmp_path / "late"
+    started = time.monotonic()
+    out = run_task(
+        {
+            "task_name": "+wf+slow",
+            "type": "sh",
+            "config": {"_command": f"(sleep 3; touch {marker}) & sleep 30", "timeout": "1s"},
+            "params": {},
+            "env": {},
+            "secrets": {},
+            "workdir": "",
+        },
+        tmp_path,
+    )
+    assert time.monotonic() - started < 10
+    assert out["error"] is not None
+    assert out["error"]["message"] == "Task timed out after 1s (timeout: 1s); it was stopped"
+    time.sleep(3.5)
+    assert not marker.exists(), "the background job of the group was stopped too"
+
+
+def test_a_bad_timeout_is_a_clear_error(tmp_path: Path) -> None:
+    from kudig_runner.dispatch import run_task
+
+    out = run_task(
+        {
+            "task_name": "+wf+t",
+            "type": "sh",
+            "config": {"_command": "true", "timeout": "soon"},
+            "params": {},
+            "env": {},
+            "secrets": {},
+            "workdir": "",
+        },
+        tmp_path,
+    )
+    assert out["error"] is not None
+    assert out["error"]["message"].startswith(
+        "Invalid timeout: 'soon' (expected seconds, or a duration like 30s"
+    )
