@@ -41,6 +41,7 @@ LABEL_SESSION = "kudig.io/session"
 LABEL_ATTEMPT = "kudig.io/attempt"
 LABEL_TASK_ID = "kudig.io/task-id"
 LABEL_RESULT = "kudig.io/result"
+LABEL_FINISHED = "kudig.io/finished"  # on a finished Session: when it ended (Unix seconds)
 ANNOTATION_TASK = "kudig.io/task"
 TASK_CONTAINER = "task"
 
@@ -94,6 +95,15 @@ class PodDefaults(Model):
     env: dict[str, str] | None = Field(None, description="Extra environment variables for every task")
 
 
+class History(Model):
+    """How long finished Sessions (and their pods, logs and results) are kept."""
+
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=0, description="Delete a finished Session this many seconds after it ended"
+    )
+    keep: int | None = Field(None, ge=0, description="Keep at most this many finished Sessions (the newest)")
+
+
 class ProjectFiles(Model):
     config_maps: list[str] = Field(
         default_factory=list,
@@ -120,6 +130,9 @@ class WorkflowSpec(Model):
         None,
         description="Restart the schedule from the first slot at or after this ISO time (kudig enable, "
         "kudig reschedule); applied once per distinct value",
+    )
+    history: History = Field(
+        default_factory=lambda: History.model_validate({}), description="Cleaning of finished Sessions"
     )
 
 

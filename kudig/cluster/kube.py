@@ -41,7 +41,10 @@ class KubeApi(Protocol):
 
     def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None: ...
     def list_objects(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]: ...
-    def list_metadata(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]: ...
+    def list_metadata(
+        self, plural: str, namespace: str | None = None, selector: str | None = None
+    ) -> list[dict[str, Any]]: ...
+    def delete(self, plural: str, namespace: str, name: str) -> None: ...
     def create(self, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
     def patch(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]: ...
     def replace(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]: ...
@@ -153,12 +156,16 @@ class Kube:
         items: list[dict[str, Any]] = result.get("items") or []
         return items
 
-    def list_metadata(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
+    def list_metadata(
+        self, plural: str, namespace: str | None = None, selector: str | None = None
+    ) -> list[dict[str, Any]]:
         """Only the objects' metadata (name, resourceVersion, generation, labels): a cheap listing
         of resources whose status can be large. (Read raw: the client does not parse the
         PartialObjectMetadataList media type.)"""
         self._count("list", plural)
         kwargs: dict[str, Any] = {"_headers": {"Accept": _METADATA_LIST}, "_preload_content": False}
+        if selector:
+            kwargs["label_selector"] = selector
         if namespace is None:
             response = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, **kwargs)
         else:
@@ -191,6 +198,25 @@ class Kube:
                     f"{plural[:-1].capitalize()} '{name}' not found in namespace {namespace}"
                 ) from None
             raise
+
+    def delete(self, plural: str, namespace: str, name: str) -> None:
+        """Delete (its pods and ConfigMaps go with it: they are owned); gone already is fine."""
+        self._count("delete", plural)
+        try:
+            self._done(
+                self.custom.delete_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    plural,
+                    name,
+                    propagation_policy="Background",
+                    _preload_content=False,
+                )
+            )
+        except self._ApiException as e:
+            if self._status(e) != 404:
+                raise
 
     def replace(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]

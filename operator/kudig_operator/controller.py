@@ -28,13 +28,16 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from kudig_runner.projectfiles import materialize
 
 from kudig.api import (
+    LABEL_FINISHED,
     LABEL_SESSION,
+    LABEL_WORKFLOW,
     SESSIONS,
     TERMINAL,
     WORKFLOWS,
@@ -661,6 +664,7 @@ class Controller:
         ]
         if view.finished:
             self._carry_out(key, obj, plan_session(view, None, {}, suspects, {}, self.clock(), self.settings))
+            self._expire(key, view)
             return
         if view.spec is not None and view.spec.after and view.data is None and view.decoded is None:
             after = self._phase_of((key[0], view.spec.after))
@@ -716,6 +720,11 @@ class Controller:
         self._delete_pods(key, plan.delete_pods)
         if plan.sweep:
             self._sweep(key, obj, set(plan.delete_pods))
+        if plan.labels:
+            self.api.patch(SESSIONS, namespace, key[1], {"metadata": {"labels": plan.labels}})
+            workflow = (obj.get("spec") or {}).get("workflow")
+            if plan.labels.get(LABEL_FINISHED) and workflow:
+                self._keep_history(namespace, str(workflow))
         if plan.waiting_for_workflow is not None:
             with self._guard:
                 self._waiting.setdefault((namespace, plan.waiting_for_workflow), set()).add(key)
@@ -734,6 +743,59 @@ class Controller:
             else:
                 self.wakeups.cancel(("session", key))
 
+    # ------------------------------------------------------------------ history
+
+    def _history(self, namespace: str, workflow: str) -> Any:
+        compiled = self._workflow(namespace, workflow)
+        return compiled.spec.history if compiled is not None and compiled.spec is not None else None
+
+    def _expire(self, key: Key, view: Any) -> None:
+        """A finished Session past its Workflow's `history.ttlSecondsAfterFinished` is deleted (its
+        pods, logs and result ConfigMaps go with it); one not yet past it gets a timer."""
+        if view.spec is None or not view.status.finished_at:
+            return
+        history = self._history(key[0], view.spec.workflow)
+        ttl = history.ttl_seconds_after_finished if history is not None else None
+        if ttl is None:
+            return
+        ended = datetime.fromisoformat(view.status.finished_at.replace("Z", "+00:00")).timestamp()
+        if self.clock() >= ended + ttl:
+            log.info("session %s/%s: deleted, %ss after it finished (history TTL)", *key, ttl)
+            self.api.delete(SESSIONS, *key)
+            self.forget_session(key)
+            if self.wakeups is not None:
+                self.wakeups.cancel(("ttl", key))
+        elif self.wakeups is not None:
+            self.wakeups.set(("ttl", key), ended + ttl)
+
+    def _keep_history(self, namespace: str, workflow: str) -> None:
+        """Delete the oldest finished Sessions of `workflow` beyond its `history.keep`."""
+        history = self._history(namespace, workflow)
+        keep = history.keep if history is not None else None
+        if keep is None:
+            return
+        finished = self.api.list_metadata(
+            SESSIONS, namespace, f"{LABEL_WORKFLOW}={label_value(workflow)},{LABEL_FINISHED}"
+        )
+
+        def ended(item: Mapping[str, Any]) -> int:
+            try:
+                return int(item["metadata"]["labels"][LABEL_FINISHED])
+            except (KeyError, ValueError):
+                return 0
+
+        finished.sort(key=lambda item: (ended(item), item["metadata"]["name"]), reverse=True)
+        for item in finished[keep:]:
+            name = str(item["metadata"]["name"])
+            current = self.api.get(SESSIONS, namespace, name)  # still finished? (a retry may run)
+            if current is None or not prepare(current).finished:
+                continue
+            log.info(
+                "session %s/%s: deleted, beyond the newest %d kept (history limit)", namespace, name, keep
+            )
+            self.api.delete(SESSIONS, namespace, name)
+            self.forget_session((namespace, name))
+
     def _sweep(self, key: Key, obj: Mapping[str, Any], done: set[str]) -> None:
         """Delete every still-running pod of a killed Session, seen by this controller or not."""
         uid = obj["metadata"].get("uid")
@@ -750,7 +812,7 @@ class Controller:
     def fire(self, what: Any) -> None:
         """A wake-up came due (see `Wakeups`)."""
         kind, key = what
-        if kind == "session":
+        if kind in ("session", "ttl"):
             self.reconcile_session(*key)
         elif kind in ("workflow", "schedule"):
             self.reconcile_workflow(*key)

@@ -37,6 +37,7 @@ from kudig.api import (
     ERROR,
     FAILED,
     KILLED,
+    LABEL_FINISHED,
     LABEL_RESULT,
     LABEL_SESSION,
     LABEL_WORKFLOW,
@@ -488,6 +489,7 @@ class SessionPlan:
     finished: bool = False  # the Session needs nothing more (caches can be dropped)
     waiting_for_workflow: str | None = None  # retry when this Workflow compiles
     waiting_for_session: str | None = None  # retry when this Session finishes
+    labels: dict[str, str | None] | None = None  # metadata labels to set (None: remove), after the commit
     decoded: Decoded | None = None  # the state the written status holds, to skip decoding it next time
 
 
@@ -778,6 +780,12 @@ def plan_session(
     wake = engine.next_wakeup()
     plan.wakeup = wake if not engine.state.done else None
     plan.finished = engine.state.done and not plan.create_pods
+    labels = view.obj["metadata"].get("labels") or {}
+    if plan.finished and LABEL_FINISHED not in labels:
+        # finished: say when, by label, so history limits work from a metadata-only listing
+        plan.labels = {LABEL_FINISHED: str(int(now)), LABEL_WORKFLOW: label_value(spec.workflow)}
+    elif not engine.state.done and LABEL_FINISHED in labels:
+        plan.labels = {LABEL_FINISHED: None}  # a new attempt runs: not finished any more
     return plan
 
 

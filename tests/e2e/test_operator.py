@@ -420,3 +420,36 @@ def test_thousand_task_session_fits_in_status(
     size = len(json.dumps(obj))
     assert size < 256 * 1024, size
     assert len(task_pods(kube, namespace, name)) == 1
+
+
+def test_finished_sessions_are_deleted_after_their_ttl(
+    kube: Kube, namespace: str, operator: Operator, tmp_path: Path
+) -> None:
+    root = project(tmp_path, {"brief.dig": "+a:\n  sh>: echo short-lived\n"})
+    push(kube, namespace, root, "brief")
+    kube.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "workflows", "brief", {"spec": {"history": {"ttlSecondsAfterFinished": 5}}}
+    )
+    wait_for(
+        lambda: (
+            kube.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "workflows", "brief")
+            .get("status", {})
+            .get("revision")
+            == 2
+        ),
+        30,
+        "the new revision to compile",
+    )
+    name = start(kube, namespace, "brief", "2024-01-30T00:00:00+00:00")
+    obj = wait_session(kube, operator, namespace, name)
+    assert obj["status"]["phase"] == "Succeeded"
+    assert "short-lived" in pod_log_of(kube, namespace, name, "+brief+a"), "logs readable until the TTL"
+
+    def gone() -> bool:
+        names = [
+            s["metadata"]["name"]
+            for s in kube.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "sessions")["items"]
+        ]
+        return name not in names and not task_pods(kube, namespace, name)
+
+    wait_for(gone, 90, "the session and its pods to be deleted after the TTL")

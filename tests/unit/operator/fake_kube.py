@@ -34,7 +34,8 @@ class FakeKube:
         self.deleted_pods: list[str] = []
         self._rv = itertools.count(100)
         self._faults: dict[str, list[Callable[[], None]]] = {}
-        self.watch_events: list[dict[str, Any]] = []  # what the next watch_pods stream delivers
+        self.watch_events: list[dict[str, Any]] = []
+        self.deleted_objects: list[str] = []  # what the next watch_pods stream delivers
         self.watched_from: list[str] = []
 
     # ----- test helpers
@@ -165,13 +166,26 @@ class FakeKube:
             if p == plural and namespace in (None, ns)
         ]
 
-    def list_metadata(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
+    def list_metadata(
+        self, plural: str, namespace: str | None = None, selector: str | None = None
+    ) -> list[dict[str, Any]]:
         self._enter("list_metadata", "list", plural)
+        wanted = [term.partition("=") for term in (selector or "").split(",") if term]
         return [
             {"metadata": copy.deepcopy(o["metadata"])}
             for (p, ns, _), o in sorted(self.objects.items())
-            if p == plural and namespace in (None, ns)
+            if p == plural
+            and namespace in (None, ns)
+            and all(
+                k in (o["metadata"].get("labels") or {}) and (not eq or o["metadata"]["labels"][k] == v)
+                for k, eq, v in wanted
+            )
         ]
+
+    def delete(self, plural: str, namespace: str, name: str) -> None:
+        self._enter("delete", "delete", plural)
+        self.objects.pop((plural, namespace, name), None)
+        self.deleted_objects.append(name)
 
     def create(self, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         self._enter("create", "create", plural)
@@ -183,6 +197,18 @@ class FakeKube:
         self._enter("patch", "patch", plural)
         if (plural, namespace, name) not in self.objects:
             raise KudigError(f"{plural} {name} not found")
+        labels = (body.get("metadata") or {}).get("labels")
+        if labels:
+            obj = self.objects[(plural, namespace, name)]
+            current = obj["metadata"].setdefault("labels", {})
+            for k, v in labels.items():  # a JSON merge patch: null removes
+                if v is None:
+                    current.pop(k, None)
+                else:
+                    current[k] = v
+            obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        if "spec" not in body:
+            return copy.deepcopy(self.objects[(plural, namespace, name)])
         return self.set_spec(plural, namespace, name, **body.get("spec", {}))
 
     def replace(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]:

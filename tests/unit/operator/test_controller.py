@@ -607,3 +607,37 @@ def test_a_pod_past_its_deadline_is_a_timed_out_task(h: Harness) -> None:
     assert h.status()["failedTasks"][0]["message"].startswith(
         "Task timed out: Pod was active on the node longer"
     )
+
+
+def test_history_ttl_deletes_finished_sessions_and_keep_bounds_them(h: Harness) -> None:
+    h.workflow("+a:\n  sh>: echo a\n", history={"ttlSecondsAfterFinished": 600, "keep": 2})
+    for i in range(3):
+        h.session(f"s{i}")
+        (pod,) = [
+            p for p in h.pods() if h.kube.pod(NS, p)["metadata"]["labels"]["kudig.io/session"] == f"s{i}"
+        ]
+        h.finish(pod)
+        h.now += 10
+        h.watch_session(f"s{i}")  # the label the controller set comes back through the watch
+        assert h.kube.obj(SESSIONS, NS, f"s{i}")["metadata"]["labels"]["kudig.io/finished"]
+    assert h.kube.deleted_objects == ["s0"], "only the two newest finished sessions are kept"
+    assert h.ctl.wakeups is not None and h.ctl.wakeups.due(("ttl", (NS, "s1"))) == T0 + 10 + 600
+    h.now = T0 + 10 + 600
+    h.ctl.fire(("ttl", (NS, "s1")))
+    assert h.kube.deleted_objects == ["s0", "s1"]
+
+
+def test_keep_zero_deletes_a_session_once_it_finished(h: Harness) -> None:
+    h.workflow("+a:\n  sh>: echo a\n", history={"keep": 0})
+    h.session()
+    h.fail(h.pod_for("+a"))
+    assert h.kube.deleted_objects == ["s1"]
+
+
+def test_a_retried_session_is_not_finished_any_more(h: Harness) -> None:
+    h.workflow("+a:\n  sh>: echo a\n")
+    h.session()
+    h.fail(h.pod_for("+a"))
+    assert "kudig.io/finished" in h.kube.obj(SESSIONS, NS, "s1")["metadata"]["labels"]
+    h.patch(attempt=2)
+    assert "kudig.io/finished" not in h.kube.obj(SESSIONS, NS, "s1")["metadata"]["labels"]
