@@ -175,6 +175,9 @@ class SessionSpec(Model):
     after: str | None = Field(
         None, description="Start only once this Session (same namespace) has finished (kudig backfill chains)"
     )
+    triggered_by: str | None = Field(
+        None, description="The Session whose success started this one (trigger:)"
+    )
 
 
 class FailedTask(Model):

@@ -24,6 +24,7 @@ GROUP_KEYS = frozenset(
         "timezone",
         "schedule",
         "sla",
+        "trigger",
         "_parallel",
         "_background",
         "_after",
@@ -36,7 +37,7 @@ GROUP_KEYS = frozenset(
     }
 )
 TOP_LEVEL_KEYS = frozenset(
-    {"timezone", "_export", "schedule", "sla", "_error", "_check", "_retry", "_parallel"}
+    {"timezone", "_export", "schedule", "sla", "trigger", "_error", "_check", "_retry", "_parallel"}
 )
 
 CONTROL_OPERATORS = frozenset(
@@ -356,7 +357,7 @@ def compile_workflow(
     name: str, config: Mapping[str, Any], max_tasks: int = DEFAULT_MAX_TASKS
 ) -> list[TaskSpec]:
     """Compile a workflow file's top level; the root task is `+name`."""
-    root_config = {k: v for k, v in config.items() if k not in ("timezone", "schedule", "sla")}
+    root_config = {k: v for k, v in config.items() if k not in ("timezone", "schedule", "sla", "trigger")}
     if isinstance(config, YMap):
         ymap = YMap(config.file, config.line)
         ymap.key_lines = dict(config.key_lines)

@@ -23,6 +23,40 @@ _NAME_FORBIDDEN = set('+^@/\\:*?"<>|')
 
 
 @dataclass(frozen=True)
+class Trigger:
+    """`trigger: attempt>:` (Treasure Workflow's event trigger): start a session of this workflow,
+    at the same session time, whenever a session of the dependent workflow succeeds."""
+
+    workflow: str
+    project: str | None = None
+
+
+def parse_trigger(definition: YMap, file: str) -> Trigger | None:
+    if "trigger" not in definition:
+        return None
+    line = definition.line_of("trigger")
+    config = definition["trigger"]
+    if not isinstance(config, Mapping):
+        raise ConfigError("trigger must be a map like {attempt>: , dependent_workflow_name: wf}", file, line)
+    if "attempt>" not in config:
+        kinds = [k for k in config if isinstance(k, str) and k.endswith(">")]
+        raise ConfigError(
+            f"Unknown trigger type: {kinds[0] if kinds else '(none)'} (kudig supports attempt>:)", file, line
+        )
+    allowed = {"attempt>", "dependent_workflow_name", "dependent_project_name"}
+    unknown = [k for k in config if k not in allowed]
+    if unknown:
+        raise ConfigError(f"Parameter '{unknown[0]}' is not used at trigger.", file, line)
+    name = config.get("dependent_workflow_name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError("trigger attempt>: needs dependent_workflow_name", file, line)
+    project = config.get("dependent_project_name")
+    if project is not None and not isinstance(project, str):
+        raise ConfigError("trigger: dependent_project_name must be a string", file, line)
+    return Trigger(name, project)
+
+
+@dataclass(frozen=True)
 class Workflow:
     name: str
     file: str
@@ -33,6 +67,7 @@ class Workflow:
     tasks: list[TaskSpec]
     project_dir: Path
     warnings: list[KudigError]
+    trigger: Trigger | None = None
 
     @property
     def schedule_config(self) -> Any:
@@ -73,10 +108,11 @@ def from_definition(
         export = dict(definition.get("_export") or {})
         export.setdefault("_workdir", subdir)
         definition["_export"] = export
+    trigger = parse_trigger(definition, file)
     tasks = compile_workflow(name, definition, max_tasks)
     check_calls(definition, project_dir, file)
     warnings: list[KudigError] = list(template_problems(definition))
-    return Workflow(name, file, definition, tz_raw, tz, schedule, tasks, project_dir, warnings)
+    return Workflow(name, file, definition, tz_raw, tz, schedule, tasks, project_dir, warnings, trigger)
 
 
 def load_workflow(

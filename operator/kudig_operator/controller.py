@@ -36,6 +36,7 @@ from kudig_runner.projectfiles import materialize
 
 from kudig.api import (
     LABEL_FINISHED,
+    LABEL_PROJECT,
     LABEL_SESSION,
     LABEL_WORKFLOW,
     SESSIONS,
@@ -230,9 +231,28 @@ class WorkflowStore:
             if same is not None and not recheck and same.reason != "ProjectFilesPending":
                 return same
             compiled = self._compile(key, uid, generation, obj, same)
+            project = ((meta.get("labels") or {}).get(LABEL_PROJECT)) or None
+            if compiled.project != project:
+                compiled = replace(compiled, project=project)
             with self._guard:
                 self._entries[key] = compiled
             return compiled
+
+    def dependents(self, namespace: str, upstream: CompiledWorkflow) -> list[str]:
+        """The Workflows of `namespace` whose `trigger: attempt>:` names `upstream`."""
+        if upstream.workflow is None:
+            return []
+        with self._guard:
+            entries = [(k, c) for k, c in self._entries.items() if k[0] == namespace]
+        out = []
+        for (_, name), compiled in entries:
+            trigger = compiled.workflow.trigger if compiled.ok and compiled.workflow is not None else None
+            if trigger is None or trigger.workflow != upstream.workflow.name:
+                continue
+            if trigger.project is not None and trigger.project != upstream.project:
+                continue
+            out.append(name)
+        return out
 
     def _files(self, namespace: str, spec: WorkflowSpec) -> list[tuple[str, bytes]]:
         files: list[tuple[str, bytes]] = []
@@ -675,8 +695,9 @@ class Controller:
         pods = {name: self._observe_pod(key, name) for name in view.pods}
         fetched = self._fetch_blobs(key, view.refs)
         now = self.clock()
+        triggered = self.workflows.dependents(key[0], workflow) if workflow is not None else []
         try:
-            plan = plan_session(view, workflow, pods, suspects, fetched, now, self.settings)
+            plan = plan_session(view, workflow, pods, suspects, fetched, now, self.settings, triggered)
         except Exception as e:  # a bug of ours: say so on the Session instead of retrying forever
             log.exception("planning session %s/%s failed", *key)
             message = f"kudig internal error while planning this session: {type(e).__name__}: {e}"
@@ -705,6 +726,12 @@ class Controller:
             else:
                 self.stats["pods_adopted"] += 1
         rv = str(obj["metadata"].get("resourceVersion", ""))
+        for session in plan.create_sessions:
+            try:
+                self.api.create(SESSIONS, namespace, session)
+                log.info("session %s/%s: started %s (trigger)", *key, session["metadata"]["name"])
+            except AlreadyExists:
+                pass  # started already: once per session time
         if plan.status is not None:
             if log.isEnabledFor(logging.DEBUG):
                 old = obj.get("status") or {}

@@ -263,6 +263,7 @@ class CompiledWorkflow:
     digest: str | None = None
     error: str | None = None
     reason: str = "CompileError"
+    project: str | None = None  # the `kudig.io/project` label (a trigger may name the project)
 
     @property
     def ok(self) -> bool:
@@ -489,6 +490,7 @@ class SessionPlan:
     finished: bool = False  # the Session needs nothing more (caches can be dropped)
     waiting_for_workflow: str | None = None  # retry when this Workflow compiles
     waiting_for_session: str | None = None  # retry when this Session finishes
+    create_sessions: list[dict[str, Any]] = field(default_factory=list)  # triggered (before the commit)
     labels: dict[str, str | None] | None = None  # metadata labels to set (None: remove), after the commit
     decoded: Decoded | None = None  # the state the written status holds, to skip decoding it next time
 
@@ -640,8 +642,12 @@ def plan_session(
     fetched: Mapping[str, bytes],
     now: float,
     settings: Settings,
+    triggered: Iterable[str] = (),
 ) -> SessionPlan:
-    """Decide one reconcile of a Session (see the module docstring)."""
+    """Decide one reconcile of a Session (see the module docstring). `triggered` names the
+    Workflows whose `trigger: attempt>:` depends on this one: when this plan makes the Session
+    succeed, it starts theirs at the same session time (before the commit, so a crash or a 409
+    only repeats a create that then meets AlreadyExists)."""
     suspects = list(suspects)
     if view.spec is None:
         return invalid_plan(view, view.spec_error or "Invalid Session spec", now, settings)
@@ -780,6 +786,20 @@ def plan_session(
     wake = engine.next_wakeup()
     plan.wakeup = wake if not engine.state.done else None
     plan.finished = engine.state.done and not plan.create_pods
+    if engine.state.done and engine.state.success and status.phase not in TERMINAL:
+        for dependent in sorted(set(triggered)):
+            plan.create_sessions.append(
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "Session",
+                    "metadata": {
+                        "name": session_name(dependent, session_time),
+                        "namespace": view.namespace,
+                        "labels": {MANAGED_BY: MANAGER, LABEL_WORKFLOW: label_value(dependent)},
+                    },
+                    "spec": {"workflow": dependent, "sessionTime": spec.session_time, "triggeredBy": name},
+                }
+            )
     labels = view.obj["metadata"].get("labels") or {}
     if plan.finished and LABEL_FINISHED not in labels:
         # finished: say when, by label, so history limits work from a metadata-only listing

@@ -166,3 +166,30 @@ def test_backfill_runs_chained_sessions_with_last_executed_times(
         timeout=60,
     )
     assert again.returncode == 1 and "already exist" in again.stderr
+
+
+def test_a_trigger_starts_after_success_and_never_after_failure(
+    kube: Kube, namespace: str, operator: Operator, tmp_path: Path
+) -> None:
+    root = tmp_path / "chain"
+    root.mkdir()
+    (root / "upstream.dig").write_text('+work:\n  sh>: test "$outcome" = good\n')
+    (root / "downstream.dig").write_text(
+        "trigger:\n  attempt>:\n  dependent_workflow_name: upstream\n+report:\n  echo>: downstream of ${session_date}\n"
+    )
+    push(kube, namespace, root)
+    failed = kudig("start", "upstream", "--session", "2024-01-01", "-p", "outcome=bad", "-n", namespace)
+    assert "Started a session" in failed
+    assert wait_session(kube, operator, namespace, "upstream-20240101t000000")["status"]["phase"] == "Failed"
+    kudig("start", "upstream", "--session", "2024-01-02", "-p", "outcome=good", "-n", namespace)
+    assert (
+        wait_session(kube, operator, namespace, "upstream-20240102t000000")["status"]["phase"] == "Succeeded"
+    )
+    down = wait_session(kube, operator, namespace, "downstream-20240102t000000")
+    assert down["status"]["phase"] == "Succeeded"
+    assert tasks_by_name(down)["+downstream+report"]["state_params"]["log"] == "downstream of 2024-01-02\n"
+    names = [
+        s["metadata"]["name"]
+        for s in kube.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "sessions")["items"]
+    ]
+    assert "downstream-20240101t000000" not in names, "no downstream session after a failure"

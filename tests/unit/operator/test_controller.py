@@ -641,3 +641,29 @@ def test_a_retried_session_is_not_finished_any_more(h: Harness) -> None:
     assert "kudig.io/finished" in h.kube.obj(SESSIONS, NS, "s1")["metadata"]["labels"]
     h.patch(attempt=2)
     assert "kudig.io/finished" not in h.kube.obj(SESSIONS, NS, "s1")["metadata"]["labels"]
+
+
+def test_a_trigger_starts_the_dependent_workflow_after_success_only(h: Harness) -> None:
+    h.workflow("+a:\n  sh>: echo up\n", name="up")
+    h.workflow(
+        "trigger:\n  attempt>:\n  dependent_workflow_name: up\n+b:\n  echo>: down at ${session_time}\n",
+        name="down",
+    )
+    h.session("up-1", workflow="up")
+    h.fail(h.pod_for("+up+a"))
+    assert h.status("up-1")["phase"] == "Failed"
+    assert [n for (p, ns, n) in h.kube.objects if p == SESSIONS] == ["up-1"], "never after a failure"
+    h.session("up-2", workflow="up", sessionTime="2024-01-31T00:00:00+00:00")
+    h.kube.fail_next("replace_status")  # the controller dies right after starting the dependent
+    with pytest.raises(Crash):
+        h.finish(next(p for p in h.pods() if p.startswith("up-2-")))
+    h.ctl = h.controller()
+    h.ctl.on_workflow_event(NS, "up", h.kube.obj(WORKFLOWS, NS, "up"))
+    h.ctl.on_workflow_event(NS, "down", h.kube.obj(WORKFLOWS, NS, "down"))
+    h.watch_session("up-2")
+    assert h.status("up-2")["phase"] == "Succeeded"
+    down = [n for (p, ns, n) in h.kube.objects if p == SESSIONS and n.startswith("down")]
+    assert down == ["down-20240131t000000"], "one session, same session time, no twin after the crash"
+    assert h.kube.obj(SESSIONS, NS, down[0])["spec"]["triggeredBy"] == "up-2"
+    h.watch_session(down[0])
+    assert h.tasks(down[0])["+down+b"]["state_params"]["log"] == "down at 2024-01-31T00:00:00+00:00\n"
