@@ -229,22 +229,41 @@ def cmd_session(args: argparse.Namespace) -> int:
     cluster = Cluster(args.namespace)
     s = cluster.get(SESSIONS, args.session)
     spec, status = s.get("spec") or {}, s.get("status") or {}
-    print(
-        f"  session: {args.session}\n  workflow: {spec.get('workflow')}\n  session time: {spec.get('sessionTime')}"
-    )
-    print(
-        f"  state: {status.get('phase', 'Pending')}\n  progress: {status.get('progress', '')}\n  attempt: {status.get('attempt', '')}"
-    )
-    if status.get("message"):
-        print(f"  message: {status['message']}")
-    for f in status.get("failedTasks") or []:
-        print(f"  * {f['name']}: {f['message']}")
+    data = {
+        "name": args.session,
+        "workflow": spec.get("workflow"),
+        "sessionTime": spec.get("sessionTime"),
+        "phase": status.get("phase", "Pending"),
+        "progress": status.get("progress", ""),
+        "attempt": status.get("attempt"),
+        "startedAt": status.get("startedAt"),
+        "finishedAt": status.get("finishedAt"),
+        "message": status.get("message"),
+        "failedTasks": status.get("failedTasks") or [],
+    }
+
+    def text() -> str:
+        lines = [
+            f"  session: {data['name']}",
+            f"  workflow: {data['workflow']}",
+            f"  session time: {data['sessionTime']}",
+            f"  state: {data['phase']}",
+            f"  progress: {data['progress']}",
+            f"  attempt: {data['attempt'] or ''}",
+        ]
+        if data["message"]:
+            lines.append(f"  message: {data['message']}")
+        lines += [f"  * {f['name']}: {f['message']}" for f in data["failedTasks"]]
+        return "\n".join(lines)
+
+    _print(data, args.output, text)
     return 0
 
 
 def cmd_attempts(args: argparse.Namespace) -> int:
     cluster = Cluster(args.namespace)
     s = cluster.get(SESSIONS, args.session)
+    attempts = list((s.get("status") or {}).get("attempts") or [])
     rows = [
         [
             str(a.get("index")),
@@ -253,25 +272,31 @@ def cmd_attempts(args: argparse.Namespace) -> int:
             a.get("startedAt", ""),
             a.get("finishedAt") or "",
         ]
-        for a in (s.get("status") or {}).get("attempts") or []
+        for a in attempts
     ]
-    print(_table(rows, ["ATTEMPT", "REVISION", "STATE", "STARTED", "FINISHED"]))
+    _print(
+        attempts, args.output, lambda: _table(rows, ["ATTEMPT", "REVISION", "STATE", "STARTED", "FINISHED"])
+    )
     return 0
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
     cluster = Cluster(args.namespace)
-    state = decode_engine(cluster.get(SESSIONS, args.session))
-    if state is None:
-        print("no tasks yet")
-        return 0
-    rows = []
+    state = decode_engine(cluster.get(SESSIONS, args.session)) or {"tasks": []}
+    tasks = []
     for t in state["tasks"]:
         if t.get("superseded"):
             continue
         err = (t.get("error") or {}).get("message", "") if t["state"] in ("error", "group_error") else ""
-        rows.append([t["name"], t["state"], str(t.get("retry_count", 0)), err[:80]])
-    print(_table(rows, ["TASK", "STATE", "RETRIES", "ERROR"]))
+        tasks.append(
+            {"name": t["name"], "state": t["state"], "retries": t.get("retry_count", 0), "error": err}
+        )
+    rows = [[t["name"], t["state"], str(t["retries"]), t["error"][:80]] for t in tasks]
+    _print(
+        tasks,
+        args.output,
+        lambda: _table(rows, ["TASK", "STATE", "RETRIES", "ERROR"]) if rows else "no tasks yet",
+    )
     return 0
 
 
@@ -311,10 +336,45 @@ def cmd_kill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _follow(cluster: Cluster, args: argparse.Namespace) -> int:
+    """`kudig log -f`: each task pod's log as it is written, in the order the pods started, until
+    the session has finished and every log is shown."""
+    import time
+
+    from kudig_runner.protocol import FRAME_PREFIX
+
+    done: set[str] = set()
+    while True:
+        session = cluster.get(SESSIONS, args.session)
+        finished = (session.get("status") or {}).get("phase") in TERMINAL
+        pods = cluster.api.list_pods(cluster.namespace, f"{LABEL_SESSION}={label_value(args.session)}")
+        pods.sort(key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"]))
+        waiting = False
+        for pod in pods:
+            name = pod["metadata"]["name"]
+            task = ((pod.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_TASK, "")
+            if name in done or (args.task and not (task == args.task or task.endswith(args.task))):
+                continue
+            phase = (pod.get("status") or {}).get("phase")
+            if phase not in ("Running", "Succeeded", "Failed"):
+                waiting = True
+                break  # not started yet: its log comes on a later pass, in order
+            print(f"--- {task} (pod {name})", flush=True)
+            for line in cluster.api.follow_pod_log(cluster.namespace, name, TASK_CONTAINER):
+                if not line.startswith(FRAME_PREFIX):  # a large result, not the task's output
+                    print(line, end="", flush=True)
+            done.add(name)
+        if finished and not waiting:
+            return 0
+        time.sleep(1)
+
+
 def cmd_log(args: argparse.Namespace) -> int:
     from kudig_runner.protocol import strip_frames
 
     cluster = Cluster(args.namespace)
+    if args.follow:
+        return _follow(cluster, args)
     session = cluster.get(SESSIONS, args.session)
     state = decode_engine(session) or {"tasks": []}
     pods = cluster.api.list_pods(cluster.namespace, f"{LABEL_SESSION}={label_value(args.session)}")
@@ -568,10 +628,12 @@ def add_commands(sub: Any) -> None:
         ("session", cmd_session, "show a session"),
         ("attempts", cmd_attempts, "list a session's attempts"),
         ("tasks", cmd_tasks, "list a session's tasks"),
-        ("kill", cmd_kill, "kill a running session"),
+        ("kill", cmd_kill, "kill a running session (its running pods are stopped at once)"),
     ):
         p = sub.add_parser(cmd, help=text)
         p.add_argument("session")
+        if cmd != "kill":
+            p.add_argument("-o", "--output", choices=["json", "yaml"])
         common(p)
         p.set_defaults(func=func)
 
@@ -587,6 +649,9 @@ def add_commands(sub: Any) -> None:
     logc = sub.add_parser("log", help="show task logs of a session")
     logc.add_argument("session")
     logc.add_argument("task", nargs="?", help="+task (default: all)")
+    logc.add_argument(
+        "-f", "--follow", action="store_true", help="follow running tasks until the session ends"
+    )
     common(logc)
     logc.set_defaults(func=cmd_log)
 

@@ -61,6 +61,7 @@ class KubeApi(Protocol):
     def pod_log(
         self, namespace: str, name: str, container: str = "task", tail_lines: int | None = None
     ) -> str | None: ...
+    def follow_pod_log(self, namespace: str, name: str, container: str = "task") -> Iterator[str]: ...
     def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def create_config_map(self, namespace: str, body: dict[str, Any]) -> bool: ...
     def apply_config_map(self, namespace: str, body: dict[str, Any]) -> str: ...
@@ -363,6 +364,24 @@ class Kube:
             raise
         text: str = response.data.decode("utf-8", "replace")
         return text
+
+    def follow_pod_log(self, namespace: str, name: str, container: str = "task") -> Iterator[str]:
+        """The container's log line by line as it is written, until the container ends."""
+        self._count("get", "pods/log")
+        response = self.core.read_namespaced_pod_log(
+            name, namespace, container=container, follow=True, _preload_content=False
+        )
+        buffer = b""
+        try:
+            for chunk in response.stream(4096, decode_content=True):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    yield line.decode("utf-8", "replace") + "\n"
+            if buffer:
+                yield buffer.decode("utf-8", "replace")
+        finally:
+            response.release_conn()
 
     # ----- config maps
 

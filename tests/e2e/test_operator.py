@@ -373,6 +373,31 @@ def test_cli_round_trip(kube: Kube, namespace: str, operator: Operator, tmp_path
     assert obj["status"]["phase"] == "Succeeded", obj["status"].get("failedTasks")
     attempts = kudig("attempts", name).stdout
     assert "Failed" in attempts and "Succeeded" in attempts
+    assert [a["phase"] for a in json.loads(kudig("attempts", name, "-o", "json").stdout)] == [
+        "Failed",
+        "Succeeded",
+    ]
+    assert json.loads(kudig("session", name, "-o", "json").stdout)["phase"] == "Succeeded"
+    tasks_json = json.loads(kudig("tasks", name, "-o", "json").stdout)
+    assert {t["name"]: t["state"] for t in tasks_json}["+cli+check"] == "success"
+
+    # log -f follows a running task, then the next ones, and ends with the session
+    (root / "slow.dig").write_text(
+        "+count:\n  sh>: for i in 1 2 3; do echo line-$i; sleep 1; done\n+after:\n  sh>: echo after-count\n"
+    )
+    kudig("push", str(root), "--name", "cli")
+    kudig("start", "slow", "--session", "2024-01-30")
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "kudig.cli", "log", "slow-20240130t000000", "-f", "-n", namespace],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    out, err = follow.communicate(timeout=180)
+    assert follow.returncode == 0, err
+    positions = [out.find(text) for text in ("line-1", "line-2", "line-3", "after-count")]
+    assert -1 not in positions and positions == sorted(positions), out
 
 
 def test_py_generated_subtasks_and_exports(

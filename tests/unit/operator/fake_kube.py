@@ -291,6 +291,10 @@ class FakeKube:
         events, self.watch_events = self.watch_events, []
         yield from events
 
+    def follow_pod_log(self, namespace: str, name: str, container: str = "task") -> Iterator[str]:
+        self._enter("follow_pod_log", "get", "pods/log")
+        yield from self.logs.get((namespace, name), "").splitlines(keepends=True)
+
     def pod_log(
         self, namespace: str, name: str, container: str = "task", tail_lines: int | None = None
     ) -> str | None:
