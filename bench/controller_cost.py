@@ -31,7 +31,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -176,24 +175,15 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    sys.path[:0] = [str(ROOT), str(ROOT / "operator"), str(ROOT / "runner")]
-    from kubernetes import client, config
-    from kudig_operator.crdgen import install
+    from benchcluster import Cluster
 
     from kudig.cluster.project import build_objects
     from kudig.naming import session_name
 
-    config.load_kube_config()
-    api = client.ApiClient()
-    core = client.CoreV1Api(api)
-    custom = client.CustomObjectsApi(api)
-    install(api)
+    cluster = Cluster()
+    core, custom = cluster.core, cluster.custom
+    namespace = cluster.namespace
     tmp = Path(tempfile.mkdtemp(prefix="kudig-cost-"))
-
-    def namespace() -> str:
-        ns = f"bench-{uuid.uuid4().hex[:6]}"
-        core.create_namespace({"metadata": {"name": ns}})
-        return ns
 
     def push(ns: str, name: str, dig: str) -> None:
         project = tmp / f"{ns}-{name}"

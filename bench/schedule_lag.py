@@ -22,7 +22,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,20 +39,15 @@ def main() -> int:
     parser.add_argument("--image", default="localhost/kudig/runner:dev", help="runner image")
     args = parser.parse_args()
 
-    sys.path[:0] = [str(ROOT), str(ROOT / "operator"), str(ROOT / "runner"), str(ROOT / "bench")]
+    from benchcluster import Cluster
     from controller_cost import Controller
-    from kubernetes import client, config, watch
-    from kudig_operator.crdgen import install
+    from kubernetes import watch
 
     from kudig.api import encode_key, project_digest
 
-    config.load_kube_config()
-    api = client.ApiClient()
-    core = client.CoreV1Api(api)
-    custom = client.CustomObjectsApi(api)
-    install(api)
-    ns = f"bench-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": ns}})
+    cluster = Cluster()
+    core, custom = cluster.core, cluster.custom
+    ns = cluster.namespace()
     tmp = Path(tempfile.mkdtemp(prefix="kudig-lag-"))
 
     def workflow(name: str, dig: str) -> None:

@@ -22,7 +22,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,21 +37,15 @@ def main() -> int:
     parser.add_argument("--task-image", default=None, help="image of the chain's tasks (default: runner)")
     args = parser.parse_args()
 
-    sys.path[:0] = [str(ROOT), str(ROOT / "operator"), str(ROOT / "runner")]
-    from kubernetes import client, config, watch
+    from benchcluster import Cluster
+    from kubernetes import watch
 
     from kudig.cluster.project import build_objects
     from kudig.naming import session_name
 
-    config.load_kube_config()
-    api = client.ApiClient()
-    core = client.CoreV1Api(api)
-    custom = client.CustomObjectsApi(api)
-    from kudig_operator.crdgen import install
-
-    install(api)
-    ns = f"bench-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": ns}})
+    cluster = Cluster()
+    core, custom = cluster.core, cluster.custom
+    ns = cluster.namespace()
     tmp = Path(tempfile.mkdtemp(prefix="kudig-bench-"))
     image = f"_export:\n  docker:\n    image: {args.task_image}\n" if args.task_image else ""
     (tmp / "chain.dig").write_text(image + "".join(f"+t{i:03d}:\n  sh>: 'true'\n" for i in range(args.tasks)))
