@@ -14,6 +14,7 @@ Pure data: no Kubernetes client import (the core and local mode import this modu
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from kudig_runner.projectfiles import UnsafePath as UnsafePath
@@ -24,6 +25,8 @@ from kudig_runner.projectfiles import key_path as key_path
 from kudig_runner.projectfiles import project_digest as project_digest
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+from kudig.naming import session_name
 
 GROUP = "kudig.io"
 VERSION = "v1alpha1"
@@ -61,6 +64,21 @@ TERMINAL = frozenset({SUCCEEDED, FAILED, KILLED})
 def label_value(text: str) -> str:
     """A label value (at most 63 characters; kudig's names are DNS labels already)."""
     return text[:63].rstrip("-_.")
+
+
+def session_manifest(workflow: str, session_time: datetime, **spec: Any) -> dict[str, Any]:
+    """A Session of Workflow `workflow` (its object name) at `session_time`. Its name is derived
+    from both, so whoever creates it — `kudig start`, the scheduler, a backfill, a trigger — the
+    API server lets it exist once (AlreadyExists). `spec` adds fields (camelCase, as on the wire)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Session",
+        "metadata": {
+            "name": session_name(workflow, session_time),
+            "labels": {MANAGED_BY: MANAGER, LABEL_WORKFLOW: label_value(workflow)},
+        },
+        "spec": {"workflow": workflow, "sessionTime": session_time.isoformat(), **spec},
+    }
 
 
 class Model(BaseModel):

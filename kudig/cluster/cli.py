@@ -17,19 +17,18 @@ import yaml
 
 from kudig.api import (
     ANNOTATION_TASK,
-    API_VERSION,
     LABEL_SESSION,
-    LABEL_WORKFLOW,
     SESSIONS,
     TASK_CONTAINER,
     TERMINAL,
     WORKFLOWS,
     label_value,
+    session_manifest,
 )
 from kudig.cluster.kube import AlreadyExists, Kube
 from kudig.cluster.project import build_objects
 from kudig.errors import KudigError
-from kudig.naming import dns_label, session_name
+from kudig.naming import session_name
 from kudig.params import deep_merge, parse_param_args
 
 
@@ -152,20 +151,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         else local_session_time(spec_text, timezone=tz, schedule=None, now=datetime.now(tz))
     )
     name = session_name(args.workflow, when)
-    body = {
-        "apiVersion": API_VERSION,
-        "kind": "Session",
-        "metadata": {
-            "name": name,
-            "namespace": cluster.namespace,
-            "labels": {LABEL_WORKFLOW: label_value(dns_label(args.workflow))},
-        },
-        "spec": {
-            "workflow": args.workflow,
-            "sessionTime": when.isoformat(),
-            "params": parse_param_args(args.param or []),
-        },
-    }
+    body = session_manifest(args.workflow, when, params=parse_param_args(args.param or []))
     try:
         cluster.api.create(SESSIONS, cluster.namespace, body)
     except AlreadyExists:
@@ -558,20 +544,13 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         raise KudigError(f"Sessions already exist for these times: {', '.join(existing)}")
     previous = status.get("lastScheduledSessionTime")
     bodies: list[dict[str, Any]] = []
-    for i, (name, when) in enumerate(zip(names, times, strict=True)):
-        spec: dict[str, Any] = {"workflow": args.workflow, "sessionTime": when.isoformat(), "scheduled": True}
+    for i, when in enumerate(times):
+        extra: dict[str, Any] = {"scheduled": True}
         if previous:
-            spec["lastExecutedSessionTime"] = previous
+            extra["lastExecutedSessionTime"] = previous
         if i:
-            spec["after"] = names[i - 1]
-        bodies.append(
-            {
-                "apiVersion": API_VERSION,
-                "kind": "Session",
-                "metadata": {"name": name, "labels": {LABEL_WORKFLOW: label_value(args.workflow)}},
-                "spec": spec,
-            }
-        )
+            extra["after"] = names[i - 1]
+        bodies.append(session_manifest(args.workflow, when, **extra))
         previous = when.isoformat()
     for body in bodies:
         print(f"  {body['metadata']['name']}  session time {body['spec']['sessionTime']}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from kudig.api import GROUP, VERSION
@@ -134,27 +134,62 @@ class Kube:
         one is dropped, and the next request pays a new TLS handshake)."""
         _ = response.data
 
-    # ----- custom resources
-
-    def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
-        self._count("get", plural)
+    def _or_none(self, call: Callable[[], Any]) -> Any:
+        """`call()`, or None when the object is not there (404)."""
         try:
-            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, name
-            )
-            return obj
+            return call()
         except self._ApiException as e:
             if self._status(e) == 404:
                 return None
             raise
 
+    def _created(self, call: Callable[[], Any]) -> bool:
+        """Run a create; False when an object of that name exists already (409)."""
+        try:
+            self._done(call())
+            return True
+        except self._ApiException as e:
+            if self._status(e) == 409:
+                return False
+            raise
+
+    def _custom_list(self, plural: str, namespace: str | None, **kwargs: Any) -> Any:
+        if namespace is None:
+            return self.custom.list_cluster_custom_object(GROUP, VERSION, plural, **kwargs)
+        return self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, **kwargs)
+
+    def _pod_list(self, namespace: str | None, **kwargs: Any) -> Any:
+        if namespace is None:
+            return self.core.list_pod_for_all_namespaces(**kwargs)
+        return self.core.list_namespaced_pod(namespace, **kwargs)
+
+    @staticmethod
+    def _lines(response: Any, chunk_size: int) -> Iterator[bytes]:
+        """A streamed raw response as lines, each with its newline (a last unterminated one too)."""
+        buffer = b""
+        try:
+            for chunk in response.stream(chunk_size, decode_content=True):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    yield line + b"\n"
+            if buffer:
+                yield buffer
+        finally:
+            response.release_conn()
+
+    # ----- custom resources
+
+    def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self._count("get", plural)
+        obj: dict[str, Any] | None = self._or_none(
+            lambda: self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+        )
+        return obj
+
     def list_objects(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
         self._count("list", plural)
-        if namespace is None:
-            result = self.custom.list_cluster_custom_object(GROUP, VERSION, plural)
-        else:
-            result = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
-        items: list[dict[str, Any]] = result.get("items") or []
+        items: list[dict[str, Any]] = self._custom_list(plural, namespace).get("items") or []
         return items
 
     def list_metadata(
@@ -167,11 +202,9 @@ class Kube:
         kwargs: dict[str, Any] = {"_headers": {"Accept": _METADATA_LIST}, "_preload_content": False}
         if selector:
             kwargs["label_selector"] = selector
-        if namespace is None:
-            response = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, **kwargs)
-        else:
-            response = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, **kwargs)
-        items: list[dict[str, Any]] = self._json(response).get("items") or []
+        items: list[dict[str, Any]] = (
+            self._json(self._custom_list(plural, namespace, **kwargs)).get("items") or []
+        )
         return items
 
     def create(self, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -250,26 +283,15 @@ class Kube:
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         self._count("get", "pods")
-        try:
-            pod: dict[str, Any] = self._json(
-                self.core.read_namespaced_pod(name, namespace, _preload_content=False)
-            )
-            return pod
-        except self._ApiException as e:
-            if self._status(e) == 404:
-                return None
-            raise
+        pod: dict[str, Any] | None = self._or_none(
+            lambda: self._json(self.core.read_namespaced_pod(name, namespace, _preload_content=False))
+        )
+        return pod
 
     def create_pod(self, namespace: str, body: dict[str, Any]) -> bool:
         """Create; False when a pod of that name already exists (adopted, not duplicated)."""
         self._count("create", "pods")
-        try:
-            self._done(self.core.create_namespaced_pod(namespace, body, _preload_content=False))
-            return True
-        except self._ApiException as e:
-            if self._status(e) == 409:
-                return False
-            raise
+        return self._created(lambda: self.core.create_namespaced_pod(namespace, body, _preload_content=False))
 
     def delete_pod(self, namespace: str, name: str) -> None:
         self._count("delete", "pods")
@@ -309,12 +331,7 @@ class Kube:
         """Pods matching `selector` (in one namespace, or all) and the list's resourceVersion, to
         watch from."""
         self._count("list", "pods")
-        kwargs: dict[str, Any] = {"label_selector": selector, "_preload_content": False}
-        if namespace is None:
-            response = self.core.list_pod_for_all_namespaces(**kwargs)
-        else:
-            response = self.core.list_namespaced_pod(namespace, **kwargs)
-        data = self._json(response)
+        data = self._json(self._pod_list(namespace, label_selector=selector, _preload_content=False))
         return data.get("items") or [], str((data.get("metadata") or {}).get("resourceVersion", ""))
 
     def watch_pods(
@@ -324,29 +341,19 @@ class Kube:
         `resource_version`, with bookmarks, until the server ends the stream after `timeout`
         seconds. The label selector is applied by the API server: only kudig's pods travel."""
         self._count("watch", "pods")
-        kwargs: dict[str, Any] = {
-            "label_selector": selector,
-            "watch": True,
-            "allow_watch_bookmarks": True,
-            "resource_version": resource_version,
-            "timeout_seconds": timeout,
-            "_preload_content": False,
-            "_request_timeout": (10, timeout + 30),
-        }
-        if namespace is None:
-            response = self.core.list_pod_for_all_namespaces(**kwargs)
-        else:
-            response = self.core.list_namespaced_pod(namespace, **kwargs)
-        buffer = b""
-        try:
-            for chunk in response.stream(64 * 1024, decode_content=True):
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        yield json.loads(line)
-        finally:
-            response.release_conn()
+        response = self._pod_list(
+            namespace,
+            label_selector=selector,
+            watch=True,
+            allow_watch_bookmarks=True,
+            resource_version=resource_version,
+            timeout_seconds=timeout,
+            _preload_content=False,
+            _request_timeout=(10, timeout + 30),
+        )
+        for line in self._lines(response, 64 * 1024):
+            if line.strip():
+                yield json.loads(line)
 
     def pod_log(
         self, namespace: str, name: str, container: str = "task", tail_lines: int | None = None
@@ -371,42 +378,24 @@ class Kube:
         response = self.core.read_namespaced_pod_log(
             name, namespace, container=container, follow=True, _preload_content=False
         )
-        buffer = b""
-        try:
-            for chunk in response.stream(4096, decode_content=True):
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    yield line.decode("utf-8", "replace") + "\n"
-            if buffer:
-                yield buffer.decode("utf-8", "replace")
-        finally:
-            response.release_conn()
+        for line in self._lines(response, 4096):
+            yield line.decode("utf-8", "replace")
 
     # ----- config maps
 
     def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
         self._count("get", "configmaps")
-        try:
-            cm: dict[str, Any] = self._json(
-                self.core.read_namespaced_config_map(name, namespace, _preload_content=False)
-            )
-            return cm
-        except self._ApiException as e:
-            if self._status(e) == 404:
-                return None
-            raise
+        cm: dict[str, Any] | None = self._or_none(
+            lambda: self._json(self.core.read_namespaced_config_map(name, namespace, _preload_content=False))
+        )
+        return cm
 
     def create_config_map(self, namespace: str, body: dict[str, Any]) -> bool:
         """Create; False when one of that name exists already."""
         self._count("create", "configmaps")
-        try:
-            self._done(self.core.create_namespaced_config_map(namespace, body, _preload_content=False))
-            return True
-        except self._ApiException as e:
-            if self._status(e) == 409:
-                return False
-            raise
+        return self._created(
+            lambda: self.core.create_namespaced_config_map(namespace, body, _preload_content=False)
+        )
 
     def apply_config_map(self, namespace: str, body: dict[str, Any]) -> str:
         """Create, or replace (last writer wins, as `kubectl replace`): "created", "configured" or
@@ -431,3 +420,12 @@ class Kube:
             body["metadata"]["name"], namespace, body, _preload_content=False
         )
         return "configured"
+
+
+def resource_version_number(value: str | None) -> int | None:
+    """A resourceVersion as a number, only to guess which of two copies of an object is newer (the
+    API says they are opaque; a wrong guess costs a 409 or a repeated reconcile, nothing else)."""
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None

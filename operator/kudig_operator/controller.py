@@ -48,7 +48,7 @@ from kudig.api import (
     label_value,
     project_digest,
 )
-from kudig.cluster.kube import AlreadyExists, Conflict, KubeApi
+from kudig.cluster.kube import AlreadyExists, Conflict, KubeApi, resource_version_number
 from kudig.errors import KudigError
 from kudig.expr import TemplateEngine
 from kudig.workflow import load_workflow_text
@@ -77,12 +77,9 @@ LOG_TAIL_MARGIN = 50
 
 
 def _rv(obj: Mapping[str, Any] | None) -> int:
-    """A resourceVersion as a number, only to prefer the newer of two copies of an object (a wrong
-    guess costs a 409, nothing else); -1 when it is not a number."""
-    try:
-        return int(((obj or {}).get("metadata") or {}).get("resourceVersion", ""))
-    except ValueError:
-        return -1
+    """An object's resourceVersion as a number (-1: none), to prefer the newer of two copies."""
+    number = resource_version_number(((obj or {}).get("metadata") or {}).get("resourceVersion"))
+    return -1 if number is None else number
 
 
 class KeyedLocks:
@@ -265,10 +262,7 @@ class WorkflowStore:
             for key, b64 in (cm.get("binaryData") or {}).items():
                 files.append((key, base64.b64decode(b64)))
         for key, _ in files:
-            try:
-                key_path(key)
-            except UnsafePath as e:
-                raise KudigError(f"Unsafe project file in ConfigMap: {e}") from None
+            key_path(key)  # UnsafePath: refused before anything is written
         return files
 
     def _compile(
@@ -281,9 +275,10 @@ class WorkflowStore:
             return CompiledWorkflow(name, uid, generation, None, error=f"Invalid Workflow spec: {e}")
         try:
             files = self._files(key[0], spec)
+        except UnsafePath as e:
+            return _unsafe(name, uid, generation, spec, e)
         except KudigError as e:
-            reason = "UnsafeProjectFile" if "Unsafe project file" in str(e) else "ProjectFilesMissing"
-            return CompiledWorkflow(name, uid, generation, spec, error=str(e), reason=reason)
+            return CompiledWorkflow(name, uid, generation, spec, error=str(e), reason="ProjectFilesMissing")
         digest = project_digest(files)
         if previous is not None and previous.ok and previous.digest == digest:
             return previous
@@ -315,17 +310,21 @@ class WorkflowStore:
             wf_name = spec.name or name
             workflow = load_workflow_text(wf_name, spec.dig, project, f"{wf_name}.dig")
         except UnsafePath as e:
-            return CompiledWorkflow(
-                name,
-                uid,
-                generation,
-                spec,
-                error=f"Unsafe project file in ConfigMap: {e}",
-                reason="UnsafeProjectFile",
-            )
+            return _unsafe(name, uid, generation, spec, e)
         except (KudigError, ValueError, OSError) as e:
             return CompiledWorkflow(name, uid, generation, spec, digest=digest, error=str(e))
         return CompiledWorkflow(name, uid, generation, spec, workflow=workflow, digest=digest)
+
+
+def _unsafe(name: str, uid: str, generation: int, spec: WorkflowSpec, e: UnsafePath) -> CompiledWorkflow:
+    return CompiledWorkflow(
+        name,
+        uid,
+        generation,
+        spec,
+        error=f"Unsafe project file in ConfigMap: {e}",
+        reason="UnsafeProjectFile",
+    )
 
 
 class Controller:
@@ -362,6 +361,7 @@ class Controller:
             "log_reads": 0,
             "result_reads": 0,
             "results_written": 0,
+            "sessions_started": 0,
         }
 
     # ------------------------------------------------------------------ bookkeeping
@@ -530,18 +530,7 @@ class Controller:
                 plan = plan_workflow(
                     obj, compiled, now, active_attempt=self._attempt_running(namespace, name)
                 )
-            for session in plan.create_sessions:
-                try:
-                    self.api.create(SESSIONS, namespace, session)
-                    self.stats["sessions_scheduled"] = self.stats.get("sessions_scheduled", 0) + 1
-                    log.info(
-                        "workflow %s/%s: started scheduled session %s",
-                        namespace,
-                        name,
-                        session["metadata"]["name"],
-                    )
-                except AlreadyExists:
-                    pass  # started already (another replica, an earlier try, or by hand): once only
+            self._create_sessions(namespace, plan.create_sessions, f"scheduled by {name}")
             for skipped in plan.skipped:
                 log.info("workflow %s/%s: skipped the scheduled session of %s", namespace, name, skipped)
             if plan.status is not None:
@@ -557,6 +546,17 @@ class Controller:
                 else:
                     self.wakeups.cancel(("schedule", key))
             return
+
+    def _create_sessions(self, namespace: str, sessions: list[dict[str, Any]], why: str) -> None:
+        """Create Sessions a plan asks for; one that exists already was started before (another
+        replica, an earlier try that did not commit, or by hand): its name makes it once only."""
+        for session in sessions:
+            try:
+                self.api.create(SESSIONS, namespace, session)
+                self.stats["sessions_started"] += 1
+                log.info("started session %s/%s (%s)", namespace, session["metadata"]["name"], why)
+            except AlreadyExists:
+                pass
 
     def _phase_of(self, key: Key) -> str | None:
         """A Session's phase as last seen (read once when unknown); None when it does not exist."""
@@ -726,12 +726,7 @@ class Controller:
             else:
                 self.stats["pods_adopted"] += 1
         rv = str(obj["metadata"].get("resourceVersion", ""))
-        for session in plan.create_sessions:
-            try:
-                self.api.create(SESSIONS, namespace, session)
-                log.info("session %s/%s: started %s (trigger)", *key, session["metadata"]["name"])
-            except AlreadyExists:
-                pass  # started already: once per session time
+        self._create_sessions(namespace, plan.create_sessions, f"triggered by {key[1]}")
         if plan.status is not None:
             if log.isEnabledFor(logging.DEBUG):
                 old = obj.get("status") or {}

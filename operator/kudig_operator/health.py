@@ -29,17 +29,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from kudig.api import SESSIONS, WORKFLOWS
+from kudig.cluster.kube import resource_version_number
 
 log = logging.getLogger("kudig.health")
 
 Ref = tuple[str, str, str]  # (plural, namespace, name)
-
-
-def _number(rv: str | None) -> int | None:
-    try:
-        return int(rv) if rv is not None else None
-    except ValueError:
-        return None
 
 
 class Watchdog:
@@ -80,7 +74,7 @@ class Watchdog:
                 self._pending.pop(ref, None)
                 return
             old = self._seen.get(ref)
-            if old is None or (_number(rv) or 0) >= (_number(old) or 0):
+            if old is None or (resource_version_number(rv) or 0) >= (resource_version_number(old) or 0):
                 self._seen[ref] = rv
             pending = self._pending.get(ref)
             if pending is not None and self._caught_up(rv, pending[0]):
@@ -88,7 +82,7 @@ class Watchdog:
 
     @staticmethod
     def _caught_up(seen: str, wanted: str) -> bool:
-        a, b = _number(seen), _number(wanted)
+        a, b = resource_version_number(seen), resource_version_number(wanted)
         return seen == wanted if a is None or b is None else a >= b
 
     # ----- the resync

@@ -57,6 +57,7 @@ from kudig.api import (
     WorkflowSpec,
     WorkflowStatus,
     label_value,
+    session_manifest,
 )
 from kudig.engine.core import (
     Engine,
@@ -72,7 +73,6 @@ from kudig.engine.core import (
 )
 from kudig.engine.state import SessionState, Task, TaskState
 from kudig.errors import KudigError
-from kudig.naming import session_name
 from kudig.params import ancestors, deep_merge
 from kudig.schedule import ScheduleTime
 from kudig.scheduler import ScheduleState, plan_schedule
@@ -397,28 +397,10 @@ def _plan_schedule(
         return
     name = str(obj["metadata"]["name"])
     for fire in decision.fire:
-        local = fire.session_time.astimezone(wf.tz)
-        plan.create_sessions.append(
-            {
-                "apiVersion": API_VERSION,
-                "kind": "Session",
-                "metadata": {
-                    "name": session_name(name, fire.session_time),
-                    "namespace": obj["metadata"]["namespace"],
-                    "labels": {MANAGED_BY: MANAGER, LABEL_WORKFLOW: label_value(name)},
-                },
-                "spec": {
-                    "workflow": name,
-                    "sessionTime": local.isoformat(),
-                    "scheduled": True,
-                    **(
-                        {"lastExecutedSessionTime": fire.last_executed.astimezone(wf.tz).isoformat()}
-                        if fire.last_executed is not None
-                        else {}
-                    ),
-                },
-            }
-        )
+        extra: dict[str, Any] = {"scheduled": True}
+        if fire.last_executed is not None:
+            extra["lastExecutedSessionTime"] = fire.last_executed.astimezone(wf.tz).isoformat()
+        plan.create_sessions.append(session_manifest(name, fire.session_time.astimezone(wf.tz), **extra))
     plan.skipped = [f"{k.session_time.astimezone(wf.tz).isoformat()} ({k.reason})" for k in decision.skipped]
     st = decision.state
     new.schedule_key = st.schedule_key
@@ -788,18 +770,7 @@ def plan_session(
     plan.finished = engine.state.done and not plan.create_pods
     if engine.state.done and engine.state.success and status.phase not in TERMINAL:
         for dependent in sorted(set(triggered)):
-            plan.create_sessions.append(
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": "Session",
-                    "metadata": {
-                        "name": session_name(dependent, session_time),
-                        "namespace": view.namespace,
-                        "labels": {MANAGED_BY: MANAGER, LABEL_WORKFLOW: label_value(dependent)},
-                    },
-                    "spec": {"workflow": dependent, "sessionTime": spec.session_time, "triggeredBy": name},
-                }
-            )
+            plan.create_sessions.append(session_manifest(dependent, session_time, triggeredBy=name))
     labels = view.obj["metadata"].get("labels") or {}
     if plan.finished and LABEL_FINISHED not in labels:
         # finished: say when, by label, so history limits work from a metadata-only listing
