@@ -46,6 +46,7 @@ LABEL_TASK_ID = "kudig.io/task-id"
 LABEL_RESULT = "kudig.io/result"
 LABEL_FINISHED = "kudig.io/finished"  # on a finished Session: when it ended (Unix seconds)
 ANNOTATION_TASK = "kudig.io/task"
+ANNOTATION_REQUIRED_BY = "kudig.io/required-by"  # on a Session a require> task created: session/task
 TASK_CONTAINER = "task"
 
 # Session phases. "Error" (an invalid Session or a missing Workflow) is not terminal: the Session
@@ -184,7 +185,12 @@ class SessionSpec(Model):
     session_time: str = Field(..., description="ISO-8601 time with offset, e.g. 2024-01-30T00:00:00+00:00")
     params: dict[str, Any] = Field(default_factory=dict)
     attempt: int = Field(1, ge=1, description="Raise to start a new attempt (kudig retry)")
-    retry_mode: Literal["all", "failed"] = Field("failed", description="What a new attempt reruns")
+    retry_mode: Literal["all", "failed", "from"] = Field(
+        "failed", description="What a new attempt reruns: all, the failed tasks, or from resumeFrom on"
+    )
+    resume_from: str | None = Field(
+        None, description="retryMode from: the task (+name, matching the end of one full name) to rerun from"
+    )
     kill: bool = Field(False, description="Cancel the running attempt (kudig kill)")
     scheduled: bool = Field(False, description="Created by the scheduler or a backfill")
     last_executed_session_time: str | None = Field(

@@ -168,6 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         resume=resume,
         selector=_selector(wf, args),
         dry_run=args.dry_run,
+        sla=wf.sla,
     )
     for warning in wf.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -236,8 +237,54 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    """digdag's `scheduler`: run the project's scheduled workflows here until SIGINT/SIGTERM."""
+    from kudig.local.scheduler import LocalScheduler, load_project, serve
+
+    params: dict[str, Any] = {}
+    for file in args.params_file or []:
+        deep_merge(params, load_params_file(file))
+    deep_merge(params, parse_param_args(args.param or []))
+    workflows = load_project(Path(args.project or "."))
+    for wf in workflows:
+        for warning in wf.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+    scheduler = LocalScheduler(
+        workflows, params=params, max_task_threads=args.max_task_threads, secrets=_local_secrets()
+    )
+    return serve(scheduler)
+
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml's); kudig.__version__ when run uninstalled."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kudig")
+    except PackageNotFoundError:
+        from kudig import __version__
+
+        return __version__
+
+
+class _VersionAction(argparse.Action):
+    """`--version`: argparse's, but the version is read only when asked (importlib.metadata costs
+    some 25 ms, which every other command would pay)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(f"kudig {_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kudig", description="digdag workflows, locally or on Kubernetes")
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        nargs=0,
+        default=argparse.SUPPRESS,
+        help="print the version and exit",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a workflow on this machine (digdag's local mode)")
@@ -268,6 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--project")
     check.add_argument("--max-tasks", type=int, default=1000)
     check.set_defaults(func=cmd_check)
+
+    sched = sub.add_parser(
+        "scheduler", aliases=["sched"], help="run the project's scheduled workflows on this machine"
+    )
+    sched.add_argument("--project", help="project directory (default: the current directory)")
+    sched.add_argument("-p", "--param", action="append", metavar="KEY=VALUE")
+    sched.add_argument("-P", "--params-file", action="append", metavar="FILE.yml")
+    sched.add_argument("--max-task-threads", type=int, default=8)
+    sched.set_defaults(func=cmd_scheduler)
 
     from kudig.cluster.cli import add_commands
 

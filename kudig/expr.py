@@ -86,8 +86,8 @@ class TemplateError(KudigError):
 def find_moment_js() -> Path:
     """Locate moment.min.js: the packaged copy, else the npm checkout, else $KUDIG_MOMENT_JS.
 
-    The build copies node_modules' file into kudig/js/vendor (gitignored), so installed wheels and
-    images carry it; a source checkout uses node_modules directly after `npm ci`.
+    kudig/js/vendor/moment.min.js is committed (byte-identical to npm's moment 2.21.0, checked by
+    hack/verify-moment) and shipped as package data, so checkouts, wheels and images all carry it.
     """
     candidates = [
         _PACKAGE_DIR / "js" / "vendor" / "moment.min.js",
@@ -102,7 +102,8 @@ def find_moment_js() -> Path:
     raise KudigError(
         "moment.js is missing (looked in "
         + ", ".join(str(p) for p in candidates)
-        + "); run `make setup` (npm ci) or set KUDIG_MOMENT_JS to a moment.min.js 2.21.0"
+        + "); it ships with kudig: reinstall it (in a checkout: `git restore kudig/js/vendor`, `make setup`)"
+        + " or set KUDIG_MOMENT_JS to a moment.min.js 2.21.0"
     )
 
 

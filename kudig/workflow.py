@@ -16,6 +16,7 @@ from kudig.compiler import DEFAULT_MAX_TASKS, TaskSpec, compile_workflow
 from kudig.errors import ConfigError, KudigError
 from kudig.lint import check_calls, template_problems
 from kudig.schedule import Schedule, parse_schedule
+from kudig.sla import Sla, parse_sla
 from kudig.timezones import parse_timezone
 from kudig.yamlload import YMap, load_dig, load_dig_text, plain
 
@@ -68,6 +69,7 @@ class Workflow:
     project_dir: Path
     warnings: list[KudigError]
     trigger: Trigger | None = None
+    sla: Sla | None = None
 
     @property
     def schedule_config(self) -> Any:
@@ -109,10 +111,11 @@ def from_definition(
         export.setdefault("_workdir", subdir)
         definition["_export"] = export
     trigger = parse_trigger(definition, file)
+    sla = parse_sla(definition, file)
     tasks = compile_workflow(name, definition, max_tasks)
     check_calls(definition, project_dir, file)
     warnings: list[KudigError] = list(template_problems(definition))
-    return Workflow(name, file, definition, tz_raw, tz, schedule, tasks, project_dir, warnings, trigger)
+    return Workflow(name, file, definition, tz_raw, tz, schedule, tasks, project_dir, warnings, trigger, sla)
 
 
 def load_workflow(

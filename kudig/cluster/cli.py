@@ -27,6 +27,8 @@ from kudig.api import (
 )
 from kudig.cluster.kube import AlreadyExists, Kube
 from kudig.cluster.project import build_objects
+from kudig.engine.core import resume_from
+from kudig.engine.state import SessionState
 from kudig.errors import KudigError
 from kudig.naming import session_name
 from kudig.params import deep_merge, parse_param_args
@@ -294,21 +296,27 @@ def cmd_retry(args: argparse.Namespace) -> int:
         raise KudigError(
             f"Session {args.session} is still {status.get('phase', 'Pending')}; kill it or wait before a retry"
         )
-    if not args.all and status.get("phase") == "Succeeded":
+    if not args.all and not args.resume_from and status.get("phase") == "Succeeded":
         raise KudigError(
             f"Session {args.session} succeeded: nothing to resume (use --all to run everything again)"
         )
     params = dict((s.get("spec") or {}).get("params") or {})
     deep_merge(params, parse_param_args(args.param or []))
     attempt = int(status.get("attempt") or 1) + 1
-    cluster.patch_spec(
-        SESSIONS,
-        args.session,
-        {"attempt": attempt, "retryMode": "all" if args.all else "failed", "kill": False, "params": params},
-    )
-    print(
-        f"Started attempt {attempt} of session {args.session} ({'all tasks' if args.all else 'failed tasks'})"
-    )
+    patch: dict[str, Any] = {"attempt": attempt, "kill": False, "params": params, "resumeFrom": None}
+    if args.resume_from:
+        state = decode_engine(s)
+        if state is None:
+            raise KudigError(f"Session {args.session} has no task state to resume from")
+        # the controller checks it again; here it fails before anything changes
+        kept = resume_from(SessionState.from_json(state), args.resume_from)
+        patch.update(retryMode="from", resumeFrom=args.resume_from)
+        what = f"from {args.resume_from} on, keeping {len(kept)} tasks"
+    else:
+        patch["retryMode"] = "all" if args.all else "failed"
+        what = "all tasks" if args.all else "failed tasks"
+    cluster.patch_spec(SESSIONS, args.session, patch)
+    print(f"Started attempt {attempt} of session {args.session} ({what})")
     return 0
 
 
@@ -621,6 +629,11 @@ def add_commands(sub: Any) -> None:
     mode = retry.add_mutually_exclusive_group()
     mode.add_argument("--all", action="store_true", help="rerun every task")
     mode.add_argument("--resume", action="store_true", help="rerun failed tasks only (default)")
+    mode.add_argument(
+        "--resume-from",
+        metavar="+TASK",
+        help="rerun this task and everything after it; keep what came before",
+    )
     retry.add_argument("-p", "--param", action="append", metavar="KEY=VALUE")
     common(retry)
     retry.set_defaults(func=cmd_retry)

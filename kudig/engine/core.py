@@ -24,6 +24,8 @@ from kudig.engine.state import ACTIVE, FAILED, SessionState, Task, TaskState
 from kudig.errors import KudigError
 from kudig.ops import CONTROL_TYPES, SELF_RETRYING, OpContext, OpResult, TaskFailure, run_control
 from kudig.params import ancestors, collect_error_params, collect_params, deep_merge
+from kudig.sla import Sla
+from kudig.timezones import parse_timezone
 
 # --------------------------------------------------------------------------- events / actions
 
@@ -131,6 +133,8 @@ class SessionContext:
     # Decides per task: "skip" (succeed without running), "force" (ignore resume) or None.
     selector: Callable[[Task], str | None] | None = None
     dry_run: bool = False
+    # The workflow's `sla:`: its deadline counts from the attempt's first step.
+    sla: Sla | None = None
 
 
 # --------------------------------------------------------------------------- retry
@@ -247,6 +251,7 @@ class Engine:
             self._enqueue("promote", root.id)
         for event in events:
             self._apply(event)
+        self._check_sla()
         for tid in sorted(self._waiting):
             retry_at = self.state.tasks[tid].retry_at
             if retry_at is not None and retry_at <= now:
@@ -256,7 +261,34 @@ class Engine:
 
     def next_wakeup(self) -> float | None:
         times = [r for r in (self.state.tasks[t].retry_at for t in self._waiting) if r is not None]
+        if self._sla_pending() and self.state.sla_at is not None:
+            times.append(self.state.sla_at)
         return min(times) if times else None
+
+    # ----- sla
+
+    def _sla_pending(self) -> bool:
+        return self.ctx.sla is not None and not self.state.sla_fired and not self.state.done
+
+    def _check_sla(self) -> None:
+        """digdag's session monitor: at the deadline, a root still running gets the `sla:` tasks."""
+        sla = self.ctx.sla
+        if sla is None or not self._sla_pending() or self.state.killed:
+            return
+        if self.state.sla_at is None:
+            self.state.sla_at = sla.deadline(self._now, parse_timezone(self.ctx.timezone))
+        root = self.state.root
+        if self._now < self.state.sla_at or root.state != TaskState.PLANNED:
+            return
+        self.state.sla_fired = True
+        self._actions.append(TaskLog(root.id, root.name, f"SLA violated: {root.name} is not done in time"))
+        for suffix, config in sla.subtrees():
+            try:
+                first = self._add_subtree(root, suffix, config, [])
+            except KudigError as e:
+                self._actions.append(TaskLog(root.id, root.name, f"Invalid sla: task: {e}"))
+                continue
+            self._enqueue("promote", first)
 
     def running(self) -> list[Task]:
         return [self.state.tasks[t] for t in sorted(self._running)]
@@ -654,7 +686,54 @@ def resumable_results(state: SessionState) -> dict[str, dict[str, Any]]:
     for task in state.tasks[1:]:
         if task.superseded or task.state != TaskState.SUCCESS:
             continue
-        out[task.name] = TaskResult(
-            task.store_params, task.export_params, task.subtask_config, tuple(task.reset_store_params)
-        ).to_json()
+        out[task.name] = _result_json(task)
+    return out
+
+
+def _result_json(task: Task) -> dict[str, Any]:
+    return TaskResult(
+        task.store_params, task.export_params, task.subtask_config, tuple(task.reset_store_params)
+    ).to_json()
+
+
+def resume_from(state: SessionState, pattern: str) -> dict[str, dict[str, Any]]:
+    """What a `retry --resume-from +task` attempt keeps (digdag's `from` mode): the tasks before
+    the one `pattern` names — the upstream siblings of it and of each of its ancestors, with
+    everything below them — by name. The task and everything after it run again. `pattern`
+    matches the end of a full name and must match exactly one task; every kept task must have
+    succeeded."""
+    current = [t for t in state.tasks[1:] if not t.superseded]
+    matches = [t for t in current if t.name.endswith(pattern)]
+    if not matches:
+        raise KudigError(f"No task matches '{pattern}'")
+    if len(matches) > 1:
+        names = ", ".join(t.name for t in matches[:5])
+        raise KudigError(f"'{pattern}' matches {len(matches)} tasks ({names}): name exactly one")
+    by_id = {t.id: t for t in state.tasks}
+    before: list[Task] = []
+    node: Task | None = matches[0]
+    while node is not None and node.parent is not None:
+        seen: set[int] = set()
+        stack = list(node.upstreams)
+        while stack:
+            up = stack.pop()
+            if up in seen:
+                continue
+            seen.add(up)
+            stack.extend(by_id[up].upstreams)
+        subtree = [by_id[i] for i in sorted(seen)]
+        while subtree:
+            task = subtree.pop()
+            before.append(task)
+            subtree.extend(by_id[c] for c in task.children)
+        node = by_id[node.parent]
+    out: dict[str, dict[str, Any]] = {}
+    for task in before:
+        if task.superseded:
+            continue
+        if task.state != TaskState.SUCCESS:
+            raise KudigError(
+                f"Cannot resume from '{pattern}': {task.name} before it did not succeed ({task.state.value})"
+            )
+        out[task.name] = _result_json(task)
     return out

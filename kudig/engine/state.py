@@ -161,6 +161,9 @@ class SessionState:
     killed: bool = False
     # Results carried over from an earlier attempt (retry --resume), by full task name.
     resume: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # `sla:`: the attempt's deadline (epoch seconds) once known, and whether it fired.
+    sla_at: float | None = None
+    sla_fired: bool = False
 
     @property
     def root(self) -> Task:
@@ -178,6 +181,10 @@ class SessionState:
         out: dict[str, Any] = {"tasks": [t.to_json() for t in self.tasks], "killed": self.killed}
         if self.resume:
             out["resume"] = self.resume
+        if self.sla_at is not None:
+            out["sla_at"] = self.sla_at
+        if self.sla_fired:
+            out["sla_fired"] = True
         return out
 
     @classmethod
@@ -186,6 +193,8 @@ class SessionState:
             [Task.from_json(t) for t in data.get("tasks", [])],
             data.get("killed", False),
             dict(data.get("resume", {})),
+            data.get("sla_at"),
+            bool(data.get("sla_fired", False)),
         )
         rebuild_indexes(state)
         return state

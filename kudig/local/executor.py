@@ -8,6 +8,7 @@ subprocesses). The runner subprocess is the same `kudig_runner` that runs in pod
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -48,11 +49,26 @@ class LocalRun:
     secrets: Mapping[str, str] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _procs: set[subprocess.Popen[bytes]] = field(default_factory=set)
+    _stopped: threading.Event = field(default_factory=threading.Event)
 
     def log(self, text: str) -> None:
         with self._lock:
             self.out.write(text if text.endswith("\n") else text + "\n")
             self.out.flush()
+
+    def stop(self) -> None:
+        """Kill the running tasks and start no more; `run()` then returns False. Safe from any thread.
+
+        Each task runner gets SIGTERM, which it forwards to its command's process group
+        (`kudig_runner/proc.py`), so the command and its children end too; the runner then exits.
+        """
+        self._stopped.set()
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            with contextlib.suppress(OSError):
+                proc.terminate()
 
     def run(self) -> bool:
         engine = self.engine
@@ -73,13 +89,13 @@ class LocalRun:
                         self.log(action.text)
                     elif isinstance(action, TaskFinished):
                         self._finished(engine.state.tasks[action.task_id])
-                if engine.state.done:
+                if engine.state.done or self._stopped.is_set():
                     break
                 if not pending:
                     wake = engine.next_wakeup()
                     if wake is None:
                         break  # nothing running and nothing to wait for: the engine is stuck
-                    time.sleep(max(0.0, min(wake - self.clock(), 60.0)))
+                    self._stopped.wait(max(0.0, min(wake - self.clock(), 60.0)))
                     continue
                 wake = engine.next_wakeup()
                 timeout = None if wake is None else max(0.0, wake - self.clock())
@@ -89,6 +105,7 @@ class LocalRun:
                     events.append(future.result())
         except KeyboardInterrupt:
             self.log("Interrupted: killing running tasks")
+            self.stop()
             raise
         finally:
             pool.shutdown(wait=True)
@@ -119,6 +136,12 @@ class LocalRun:
         tmp.replace(path)
 
     def _run_work(self, action: StartTask) -> Event:
+        if action.op_type == "require":
+            return TaskFailed(
+                action.task_id,
+                "require> runs on the cluster only: kudig run cannot start another workflow's session yet",
+                retryable=False,
+            )
         task = task_input(action, self.secrets)
         project_dir = self.engine.ctx.project_dir or Path.cwd()
         with tempfile.TemporaryDirectory(prefix="kudig-task-") as tmp:
@@ -127,6 +150,8 @@ class LocalRun:
             in_path.write_text(json.dumps(task, default=str), encoding="utf-8")
             env = dict(self.env)
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(RUNNER_DIR), env.get("PYTHONPATH", "")]))
+            if self._stopped.is_set():
+                return TaskFailed(action.task_id, "Killed: the run was stopped", retryable=False)
             try:
                 proc = subprocess.Popen(
                     [
@@ -147,10 +172,18 @@ class LocalRun:
                 )
             except OSError as e:
                 return TaskFailed(action.task_id, f"Cannot start the task runner: {e}")
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                self.log(raw.decode("utf-8", "replace").rstrip("\n"))
-            code = proc.wait()
+            with self._lock:
+                self._procs.add(proc)
+            if self._stopped.is_set():  # stop() ran before the add: it did not see this one
+                proc.terminate()
+            try:
+                assert proc.stdout is not None
+                for raw in proc.stdout:
+                    self.log(raw.decode("utf-8", "replace").rstrip("\n"))
+                code = proc.wait()
+            finally:
+                with self._lock:
+                    self._procs.discard(proc)
             try:
                 output: Any = json.loads(out_path.read_text(encoding="utf-8"))
             except (OSError, ValueError):

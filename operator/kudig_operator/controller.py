@@ -251,6 +251,16 @@ class WorkflowStore:
             out.append(name)
         return out
 
+    def find(self, namespace: str, workflow: str, project: str | None) -> str | None:
+        """The Workflow object of `namespace` that compiles workflow `workflow` of `project`."""
+        with self._guard:
+            entries = [(k, c) for k, c in self._entries.items() if k[0] == namespace]
+        for (_, name), compiled in sorted(entries):
+            wf = compiled.workflow if compiled.ok else None
+            if wf is not None and wf.name == workflow and compiled.project == project:
+                return name
+        return None
+
     def _files(self, namespace: str, spec: WorkflowSpec) -> list[tuple[str, bytes]]:
         files: list[tuple[str, bytes]] = []
         for name in spec.project.config_maps:
@@ -696,8 +706,16 @@ class Controller:
         fetched = self._fetch_blobs(key, view.refs)
         now = self.clock()
         triggered = self.workflows.dependents(key[0], workflow) if workflow is not None else []
+        required = {name: self.api.get(SESSIONS, key[0], name) for name in view.required}
+        project = workflow.project if workflow is not None else None
+
+        def resolve(name: str, in_project: str | None) -> str | None:
+            return self.workflows.find(key[0], name, in_project if in_project is not None else project)
+
         try:
-            plan = plan_session(view, workflow, pods, suspects, fetched, now, self.settings, triggered)
+            plan = plan_session(
+                view, workflow, pods, suspects, fetched, now, self.settings, triggered, required, resolve
+            )
         except Exception as e:  # a bug of ours: say so on the Session instead of retrying forever
             log.exception("planning session %s/%s failed", *key)
             message = f"kudig internal error while planning this session: {type(e).__name__}: {e}"
@@ -726,7 +744,12 @@ class Controller:
             else:
                 self.stats["pods_adopted"] += 1
         rv = str(obj["metadata"].get("resourceVersion", ""))
-        self._create_sessions(namespace, plan.create_sessions, f"triggered by {key[1]}")
+        self._create_sessions(namespace, plan.create_sessions, f"for {key[1]}")
+        for other, spec in plan.patch_sessions.items():
+            log.info(
+                "session %s/%s: new attempt %s, required by %s", namespace, other, spec["attempt"], key[1]
+            )
+            self.api.patch(SESSIONS, namespace, other, {"spec": spec})
         if plan.status is not None:
             if log.isEnabledFor(logging.DEBUG):
                 old = obj.get("status") or {}
@@ -750,9 +773,10 @@ class Controller:
         if plan.waiting_for_workflow is not None:
             with self._guard:
                 self._waiting.setdefault((namespace, plan.waiting_for_workflow), set()).add(key)
-        if plan.waiting_for_session is not None:
+        waits = [plan.waiting_for_session] if plan.waiting_for_session is not None else []
+        for other in [*waits, *plan.waiting_for_sessions]:
             with self._guard:
-                self._after.setdefault((namespace, plan.waiting_for_session), set()).add(key)
+                self._after.setdefault((namespace, other), set()).add(key)
         if plan.finished:
             self.forget_session(key)
             with self._guard:

@@ -24,7 +24,7 @@ The order the controller carries a plan out in is part of the design:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +60,7 @@ from kudig.api import (
     session_manifest,
 )
 from kudig.engine.core import (
+    Action,
     Engine,
     Evaluator,
     Event,
@@ -70,6 +71,7 @@ from kudig.engine.core import (
     TaskLog,
     failed_tasks,
     resumable_results,
+    resume_from,
 )
 from kudig.engine.state import SessionState, Task, TaskState
 from kudig.errors import KudigError
@@ -79,8 +81,9 @@ from kudig.scheduler import ScheduleState, plan_schedule
 from kudig.session_vars import session_params
 from kudig.taskio import output_event
 from kudig.workflow import Workflow
-from kudig_operator import results
+from kudig_operator import require, results
 from kudig_operator.podspec import PodContext, build_task, pod_name
+from kudig_operator.require import is_require, waiting_targets
 
 MAX_LOG_CHARS = 4000
 MAX_FAILED_TASKS = 20
@@ -438,6 +441,7 @@ class SessionView:
     pods: list[str]  # pod names of the running tasks (their statuses are inputs)
     refs: list[str]  # result ConfigMaps the state refers to
     decoded: Decoded | None = None  # the state already decoded (consumed by the plan)
+    required: list[str] = field(default_factory=list)  # Sessions running require> tasks wait for
 
     @property
     def namespace(self) -> str:
@@ -472,6 +476,8 @@ class SessionPlan:
     finished: bool = False  # the Session needs nothing more (caches can be dropped)
     waiting_for_workflow: str | None = None  # retry when this Workflow compiles
     waiting_for_session: str | None = None  # retry when this Session finishes
+    waiting_for_sessions: list[str] = field(default_factory=list)  # require>: re-plan when each ends
+    patch_sessions: dict[str, dict[str, Any]] = field(default_factory=dict)  # require> reruns (spec)
     create_sessions: list[dict[str, Any]] = field(default_factory=list)  # triggered (before the commit)
     labels: dict[str, str | None] | None = None  # metadata labels to set (None: remove), after the commit
     decoded: Decoded | None = None  # the state the written status holds, to skip decoding it next time
@@ -486,7 +492,8 @@ def _generation(rows: list[dict[str, Any]], row: dict[str, Any]) -> str:
 
 
 def _running(state: SessionState) -> list[Task]:
-    return [t for t in state.tasks if t.state == TaskState.RUNNING and not t.superseded]
+    """Running tasks with a pod (a require> task has none: it waits for a Session)."""
+    return [t for t in state.tasks if t.state == TaskState.RUNNING and not t.superseded and not is_require(t)]
 
 
 def task_pod_name(session: str, attempt: int, state: SessionState, task: Task) -> str:
@@ -518,7 +525,8 @@ def prepare(obj: dict[str, Any], decoded: Decoded | None = None) -> SessionView:
         state = decoded[0]
         attempt = max(status.attempt or 1, 1)
         pods = [task_pod_name(str(obj["metadata"]["name"]), attempt, state, t) for t in _running(state)]
-        return SessionView(obj, status, spec, spec_error, None, pods, [], decoded)
+        required = waiting_targets([t.to_json() for t in state.tasks if is_require(t)])
+        return SessionView(obj, status, spec, spec_error, None, pods, [], decoded, required)
     data = results.decode_json(status.engine.data) if status.engine is not None else None
     if data is not None:
         refs = results.refs(data)
@@ -528,8 +536,11 @@ def prepare(obj: dict[str, Any], decoded: Decoded | None = None) -> SessionView:
         pods = [
             pod_name(name, attempt, r["name"], _generation(rows, r))
             for r in rows
-            if r.get("state") == TaskState.RUNNING.value and not r.get("superseded")
+            if r.get("state") == TaskState.RUNNING.value
+            and not r.get("superseded")
+            and require.KEY not in (r.get("state_params") or {})
         ]
+        return SessionView(obj, status, spec, spec_error, data, pods, refs, required=waiting_targets(rows))
     return SessionView(obj, status, spec, spec_error, data, pods, refs)
 
 
@@ -565,6 +576,7 @@ def _context(
         attempt_params=params,
         evaluator=settings.evaluator,
         project_dir=Path(wf.project_dir),
+        sla=wf.sla,
     )
 
 
@@ -616,6 +628,24 @@ def _orphans(view: SessionView, expected: set[str], suspects: Iterable[PodView])
     return sorted(p.name for p in suspects if p.active and p.owner_uid == view.uid and p.name not in expected)
 
 
+def _no_workflows(name: str, project: str | None) -> str | None:
+    return None
+
+
+def _carry(
+    action: Action, engine: Engine, plan: SessionPlan, pod_ctx: PodContext, pod_of: Callable[[Task], str]
+) -> None:
+    """One engine action into the plan: a work task's pod, or a control task's log line."""
+    if isinstance(action, StartTask):
+        pod, inputs = build_task(pod_ctx, name=pod_of(engine.state.tasks[action.task_id]), action=action)
+        plan.create_config_maps.extend(inputs)
+        plan.create_pods.append(pod)
+    elif isinstance(action, TaskLog):
+        task = engine.state.tasks[action.task_id]
+        text = (str(task.state_params.get("log", "")) + action.text + "\n")[-MAX_LOG_CHARS:]
+        task.state_params["log"] = text
+
+
 def plan_session(
     view: SessionView,
     workflow: CompiledWorkflow | None,
@@ -625,6 +655,8 @@ def plan_session(
     now: float,
     settings: Settings,
     triggered: Iterable[str] = (),
+    required: Mapping[str, Mapping[str, Any] | None] | None = None,
+    resolve: require.Resolver | None = None,
 ) -> SessionPlan:
     """Decide one reconcile of a Session (see the module docstring). `triggered` names the
     Workflows whose `trigger: attempt>:` depends on this one: when this plan makes the Session
@@ -674,6 +706,11 @@ def plan_session(
             return invalid_plan(view, str(e), now, settings)
         if previous is not None and spec.retry_mode == "failed":
             engine.state.resume = resumable_results(previous)
+        elif previous is not None and spec.retry_mode == "from":
+            try:
+                engine.state.resume = resume_from(previous, spec.resume_from or "")
+            except KudigError as e:
+                return invalid_plan(view, f"Cannot retry: {e}", now, settings)
         attempts = [
             *status.attempts,
             Attempt(index=attempt, revision=workflow.generation, phase=RUNNING, started_at=iso(now)),
@@ -700,13 +737,25 @@ def plan_session(
             found = known_names[key] = task_pod_name(name, attempt, engine.state, task)
         return found
 
+    steps = require.RequireSteps()
+    required = required or {}
     for task in engine.running():
+        if is_require(task):
+            name_ = str(task.state_params[require.KEY]["session"])
+            if spec.kill:
+                steps.events.append(TaskFailed(task.id, "killed"))
+            elif name_ in required:
+                require.step(task, required[name_], name, steps)
+            else:
+                steps.waiting.append(name_)  # not read this time: the next plan reads it
+            continue
         pname = pod_of(task)
         if pname not in pods:
             continue  # not observed (the controller always observes running tasks' pods)
         event = pod_event(task, pods[pname])
         if event is not None:
             events.append(event)
+    events.extend(steps.events)
     actions = engine.step(events, now)
 
     plan = SessionPlan()
@@ -724,19 +773,31 @@ def plan_session(
         defaults=wf_spec.pod,
         secret_name=wf_spec.secret_name or "kudig-secrets",
     )
-    for action in actions:
-        if isinstance(action, StartTask):
-            task = engine.state.tasks[action.task_id]
-            pname = pod_of(task)
-            pod, inputs = build_task(pod_ctx, name=pname, action=action)
-            plan.create_config_maps.extend(inputs)
-            plan.create_pods.append(pod)
-        elif isinstance(action, TaskLog):
-            task = engine.state.tasks[action.task_id]
-            text = (str(task.state_params.get("log", "")) + action.text + "\n")[-MAX_LOG_CHARS:]
-            task.state_params["log"] = text
+    started_require = False
+    pending = actions
+    while pending:
+        actions, pending, failures = pending, [], []
+        for action in actions:
+            if isinstance(action, StartTask) and action.op_type == require.OP:
+                try:
+                    record = require.start(
+                        action,
+                        engine.state.tasks[action.task_id].config,
+                        session_time,
+                        resolve or _no_workflows,
+                    )
+                except ValueError as e:
+                    failures.append(TaskFailed(action.task_id, str(e), retryable=False))
+                    continue
+                engine.state.tasks[action.task_id].state_params[require.KEY] = record
+                started_require = True
+            else:
+                _carry(action, engine, plan, pod_ctx, pod_of)
+        if failures:
+            pending = engine.step(failures, now)
     for task in engine.running():
-        expected.add(pod_of(task))
+        if not is_require(task):
+            expected.add(pod_of(task))
     if engine.state.killed:
         # Killed tasks stay "running" until their pods report; deleting the pods makes them.
         for pname in sorted(expected):
@@ -768,6 +829,14 @@ def plan_session(
     wake = engine.next_wakeup()
     plan.wakeup = wake if not engine.state.done else None
     plan.finished = engine.state.done and not plan.create_pods
+    plan.create_sessions.extend(steps.create)
+    plan.patch_sessions = steps.rerun
+    plan.waiting_for_sessions = sorted(set(steps.waiting))
+    if started_require or steps.create or steps.rerun:
+        plan.wakeup = now  # read the required Sessions and go on at once
+    elif plan.waiting_for_sessions:
+        fallback = now + require.FALLBACK_SECONDS
+        plan.wakeup = fallback if plan.wakeup is None else min(plan.wakeup, fallback)
     if engine.state.done and engine.state.success and status.phase not in TERMINAL:
         for dependent in sorted(set(triggered)):
             plan.create_sessions.append(session_manifest(dependent, session_time, triggeredBy=name))

@@ -16,6 +16,7 @@ from kudig.compiler import compile_workflow
 from kudig.engine.core import Engine, Event, SessionContext, StartTask, TaskFailed, TaskLog, TaskSucceeded
 from kudig.engine.state import TaskState
 from kudig.expr import TemplateEngine
+from kudig.sla import parse_sla
 from kudig.yamlload import load_dig_text
 
 _EVALUATOR: TemplateEngine | None = None
@@ -70,6 +71,8 @@ def drive(
     project_dir: Path | None = None,
     max_tasks: int = 1000,
     batch: bool = False,
+    start: float = 0.0,
+    resume: dict[str, Any] | None = None,
 ) -> Run:
     definition = load_dig_text(text, f"{name}.dig", project_dir or Path("."))
     specs = compile_workflow(name, definition, max_tasks)
@@ -81,9 +84,11 @@ def drive(
         evaluator=evaluator(),
         project_dir=project_dir,
         max_tasks=max_tasks,
+        sla=parse_sla(definition, f"{name}.dig"),
     )
     engine = Engine.new(ctx, specs)
-    run = Run(engine)
+    engine.state.resume = dict(resume or {})
+    run = Run(engine, now=start)
     attempts: dict[str, int] = {}
     queue: list[StartTask] = []
     events: list[Event] = []

@@ -37,6 +37,10 @@ CASES = {
         r"wf.dig:2: .*did you mean \[_parallel\]",
     ),
     "bad_timezone": ({"wf.dig": "timezone: Mars/Olympus\n+a:\n  echo>: x\n"}, r"wf.dig:1: .*Mars/Olympus"),
+    "bad_sla": (
+        {"wf.dig": "sla:\n  time: 01:00\n  duration: 01:00\n+a:\n  echo>: x\n"},
+        r"wf.dig:1: SLA must be specified using either the 'time' or 'duration' option",
+    ),
     "bad_schedule": ({"wf.dig": "schedule:\n  daily>: 7am\n+a:\n  echo>: x\n"}, r"wf.dig:\d+: .*daily"),
     "missing_file": ({}, r"File not found: wf.dig"),
     "not_a_map": ({"wf.dig": "- a\n- b\n"}, r"wf.dig:1: A workflow file must be a YAML map"),
@@ -65,3 +69,18 @@ def test_bad_input_gives_one_line(case: str, tmp_path: Path) -> None:
         import re
 
         assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_require_in_local_mode_says_it_needs_the_cluster(tmp_path: Path) -> None:
+    (tmp_path / "up.dig").write_text("+a:\n  echo>: up\n")
+    (tmp_path / "wf.dig").write_text("+need:\n  require>: up\n+after:\n  echo>: never\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "kudig.cli", "run", "wf.dig", "--no-save"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "require> runs on the cluster only" in proc.stdout + proc.stderr
+    assert "never" not in proc.stdout

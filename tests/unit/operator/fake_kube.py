@@ -91,7 +91,11 @@ class FakeKube:
 
     def set_spec(self, plural: str, namespace: str, name: str, **spec: Any) -> dict[str, Any]:
         obj = self.objects[(plural, namespace, name)]
-        obj["spec"].update(spec)
+        for key, value in spec.items():  # a JSON merge patch: null removes
+            if value is None:
+                obj["spec"].pop(key, None)
+            else:
+                obj["spec"][key] = value
         obj["metadata"]["generation"] += 1
         obj["metadata"]["resourceVersion"] = str(next(self._rv))
         return copy.deepcopy(obj)

@@ -186,6 +186,141 @@ def test_retry_all_reruns_everything(h: Harness) -> None:
     assert [h.task_of(p) for p in new] == ["+wf+a"]
 
 
+def test_retry_resume_from_reruns_the_task_and_what_follows(h: Harness) -> None:
+    h.workflow("+a:\n  sh>: echo a\n+b:\n  sh>: echo b\n+c:\n  sh>: echo value=${x}\n")
+    h.session()
+    h.finish(h.pod_for("+a"), {"x": 7})
+    h.finish(h.pod_for("+b"))
+    h.fail(h.pod_for("+c"))
+    h.patch(attempt=2, retryMode="from", resumeFrom="+b")
+    new = [p for p in h.pods() if h.kube.pod(NS, p)["metadata"]["labels"]["kudig.io/attempt"] == "2"]
+    assert [h.task_of(p) for p in new] == ["+wf+b"], "+a is kept, +b reruns"
+    h.finish(new[0])
+    c = [
+        p
+        for p in h.pods()
+        if p not in new and h.kube.pod(NS, p)["metadata"]["labels"]["kudig.io/attempt"] == "2"
+    ]
+    assert [h.task_of(p) for p in c] == ["+wf+c"]
+    assert h.task_input(c[0])["config"]["_command"] == "echo value=7", "+a's stored params carry over"
+
+
+def test_retry_resume_from_an_unknown_task_says_why(h: Harness) -> None:
+    h.workflow(CHAIN)
+    h.session()
+    h.fail(h.pod_for("+a"))
+    h.patch(attempt=2, retryMode="from", resumeFrom="+nope")
+    status = h.status()
+    assert status["phase"] == "Failed" and "No task matches '+nope'" in status["message"]
+    assert len(h.kube.created_pods) == 1
+
+
+def test_sla_wakes_the_session_and_fails_it(h: Harness) -> None:
+    h.workflow("sla:\n  duration: 00:10\n  fail: true\n+a:\n  sh>: sleep 3600\n")
+    h.session()
+    assert h.ctl.wakeups is not None and h.ctl.wakeups.due(("session", (NS, "s1"))) == T0 + 600
+    h.now = T0 + 600
+    h.ctl.fire(("session", (NS, "s1")))
+    tasks = h.tasks()
+    assert tasks["+wf^sla^fail"]["state"] == "error" and tasks["+wf^sla^alert"]["state"] == "success"
+    assert h.status()["phase"] == "Running", "the running task goes on"
+    h.finish(h.pod_for("+a"))
+    status = h.status()
+    assert status["phase"] == "Failed"
+    assert status["failedTasks"] == [{"name": "+wf^sla^fail", "message": "SLA violation"}]
+
+
+UP = "up-20240130t000000"  # the upstream's Session at the same session time: one name
+
+
+def _require_setup(h: Harness, options: str = "") -> None:
+    h.workflow("+u:\n  sh>: echo up\n", name="up")
+    h.workflow(f"+r:\n  require>: up\n{options}+d:\n  sh>: echo down\n", name="down")
+    h.session("s1", workflow="down")
+    h.ctl.fire(("session", (NS, "s1")))  # the immediate re-plan the first plan asked for
+
+
+def test_require_starts_the_upstream_and_waits_for_it(h: Harness) -> None:
+    _require_setup(h, "  params: {day: 1}\n")
+    up = h.kube.obj(SESSIONS, NS, UP)
+    assert up["spec"]["workflow"] == "up" and up["spec"]["params"] == {"day": 1}
+    assert up["metadata"]["annotations"]["kudig.io/required-by"] == "s1/+down+r"
+    assert h.pods() == [], "a require> task has no pod"
+    assert h.tasks()["+down+r"]["state"] == "running"
+    h.watch_session(UP)
+    h.finish(h.pod_for("+up+u"))
+    assert h.status(UP)["phase"] == "Succeeded"
+    # the upstream's end re-planned the waiting session at once: no polling
+    assert sorted(h.task_of(p) for p in h.pods()) == ["+down+d", "+up+u"]
+    h.finish(h.pod_for("+down+d"))
+    assert h.status()["phase"] == "Succeeded"
+
+
+def test_require_fails_when_the_upstream_fails(h: Harness) -> None:
+    _require_setup(h)
+    h.watch_session(UP)
+    h.fail(h.pod_for("+up+u"))
+    status = h.status()
+    assert status["phase"] == "Failed"
+    assert (
+        "Dependent workflow failed. Session: up-20240130t000000, attempt: 1"
+        in status["failedTasks"][0]["message"]
+    )
+
+
+def test_require_ignore_failure(h: Harness) -> None:
+    _require_setup(h, "  ignore_failure: true\n")
+    h.watch_session(UP)
+    h.fail(h.pod_for("+up+u"))
+    assert sorted(h.task_of(p) for p in h.pods()) == ["+down+d", "+up+u"]
+
+
+@pytest.mark.parametrize(
+    ("rerun_on", "upstream_fails", "attempts", "parent"),
+    [
+        ("none", False, 1, "Succeeded"),
+        ("none", True, 1, "Failed"),
+        ("all", False, 2, "Succeeded"),
+        ("failed", True, 2, "Succeeded"),
+        ("failed", False, 1, "Succeeded"),
+    ],
+)
+def test_require_rerun_on_matrix(
+    h: Harness, rerun_on: str, upstream_fails: bool, attempts: int, parent: str
+) -> None:
+    """digdag's RequireIT.testRerunOnParam: the upstream already ran when the task starts."""
+    h.workflow("+u:\n  sh>: echo up\n", name="up")
+    h.session(UP, workflow="up")
+    (h.fail if upstream_fails else h.finish)(h.pod_for("+up+u"))
+    h.workflow(f"+r:\n  require>: up\n  rerun_on: {rerun_on}\n+d:\n  sh>: echo down\n", name="down")
+    h.session("s1", workflow="down")
+    h.ctl.fire(("session", (NS, "s1")))
+    if attempts == 2:
+        h.watch_session(UP)  # the new attempt's spec change reaches the controller
+        assert h.kube.obj(SESSIONS, NS, UP)["spec"]["attempt"] == 2
+        rerun = [p for p in h.pods() if h.kube.pod(NS, p)["metadata"]["labels"]["kudig.io/attempt"] == "2"]
+        h.finish(rerun[0])  # the second attempt succeeds
+    assert len(h.status(UP)["attempts"]) == attempts
+    if parent == "Succeeded":
+        h.finish(h.pod_for("+down+d"))
+    assert h.status()["phase"] == parent
+
+
+def test_require_of_a_missing_workflow_fails_with_the_name(h: Harness) -> None:
+    h.workflow("+r:\n  require>: nope\n", name="down")
+    h.session("s1", workflow="down")
+    status = h.status()
+    assert status["phase"] == "Failed"
+    assert "require>: workflow 'nope' not found in this project" in status["failedTasks"][0]["message"]
+
+
+def test_kill_stops_a_waiting_require(h: Harness) -> None:
+    _require_setup(h)
+    h.patch("s1", kill=True)
+    assert h.status()["phase"] == "Killed"
+    assert h.tasks()["+down+r"]["state"] == "canceled"
+
+
 def test_kill_deletes_running_pods_after_the_commit(h: Harness) -> None:
     h.workflow("+p:\n  _parallel: true\n  +x:\n    sh>: sleep 100\n  +y:\n    sh>: sleep 100\n")
     h.session()
