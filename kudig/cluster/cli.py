@@ -1,4 +1,4 @@
-"""The CLI's cluster commands: push, start, retry, kill, sessions, session, attempts, tasks, log.
+"""The CLI's cluster commands: push, start, retry, kill, sessions, session, attempts, attempt, tasks, log.
 
 They talk to the API server with the current kubeconfig (as `kubectl` does) through the one
 Kubernetes wrapper (`kudig.cluster.kube`), and mirror digdag's client commands. The Kubernetes
@@ -265,6 +265,39 @@ def cmd_attempts(args: argparse.Namespace) -> int:
     _print(
         attempts, args.output, lambda: _table(rows, ["ATTEMPT", "REVISION", "STATE", "STARTED", "FINISHED"])
     )
+    return 0
+
+
+def cmd_attempt(args: argparse.Namespace) -> int:
+    """One attempt of a session (digdag's `attempt`): the latest, or the one numbered `index`."""
+    cluster = Cluster(args.namespace)
+    s = cluster.get(SESSIONS, args.session)
+    status = s.get("status") or {}
+    attempts = list(status.get("attempts") or [])
+    if not attempts:
+        raise KudigError(f"Session {args.session} has no attempt yet")
+    index = args.index if args.index is not None else int(attempts[-1].get("index") or len(attempts))
+    found = next((a for a in attempts if int(a.get("index") or 0) == index), None)
+    if found is None:
+        known = ", ".join(str(a.get("index")) for a in attempts)
+        raise KudigError(f"Session {args.session} has no attempt {index} (attempts: {known})")
+    spec = s.get("spec") or {}
+    data = {
+        "session": args.session,
+        "workflow": spec.get("workflow", ""),
+        "sessionTime": spec.get("sessionTime", ""),
+        **found,
+        "params": spec.get("params") or {},
+    }
+    if index == int(attempts[-1].get("index") or 0):
+        data["progress"] = status.get("progress", "")
+        data["failedTasks"] = status.get("failedTasks") or []
+
+    def table() -> str:
+        lines = [f"{k}: {json.dumps(v) if isinstance(v, dict | list) else v}" for k, v in data.items()]
+        return "\n".join(lines)
+
+    _print(data, args.output, table)
     return 0
 
 
@@ -623,6 +656,13 @@ def add_commands(sub: Any) -> None:
             p.add_argument("-o", "--output", choices=["json", "yaml"])
         common(p)
         p.set_defaults(func=func)
+
+    attempt = sub.add_parser("attempt", help="show one attempt of a session (default: the latest)")
+    attempt.add_argument("session")
+    attempt.add_argument("index", nargs="?", type=int, help="attempt number (1, 2, ...)")
+    attempt.add_argument("-o", "--output", choices=["json", "yaml"])
+    common(attempt)
+    attempt.set_defaults(func=cmd_attempt)
 
     retry = sub.add_parser("retry", help="start a new attempt of a finished session")
     retry.add_argument("session")

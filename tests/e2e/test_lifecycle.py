@@ -3,6 +3,7 @@ with `fail: true`, `kill` (no pod left running) and `retry --resume-from` (issue
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -124,5 +125,10 @@ def test_kill_leaves_no_running_pod_and_resume_from(
     wait_for(lambda: session(kube, namespace, steps)["status"].get("attempt") == 2, 60, "attempt 2")
     obj = wait_session(kube, operator, namespace, steps)
     assert obj["status"]["phase"] == "Succeeded", obj["status"].get("failedTasks")
+    first = json.loads(kudig(namespace, "attempt", steps, "1", "-o", "json").stdout)
+    assert first["phase"] == "Failed" and first["index"] == 1
+    latest = json.loads(kudig(namespace, "attempt", steps, "-o", "json").stdout)
+    assert latest["index"] == 2 and latest["phase"] == "Succeeded" and latest["progress"] == "4/4"
+    assert "no attempt 3" in kudig(namespace, "attempt", steps, "3", ok=False).stderr
     runs = Counter(p.metadata.annotations["kudig.io/task"] for p in task_pods(kube, namespace, steps))
     assert runs == {"+steps+a": 1, "+steps+b": 2, "+steps+c": 2}, "+a kept, +b and after rerun"
