@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Sequence
@@ -129,6 +130,7 @@ def _selector(wf: Workflow, args: argparse.Namespace) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from kudig.expr import TemplateEngine
     from kudig.local.executor import LocalRun, load_resume
+    from kudig.local.signals import until_signalled
     from kudig.session_vars import session_params
 
     for a, b in (("start", "goal"), ("goal", "end"), ("rerun", "start"), ("rerun", "goal")):
@@ -141,6 +143,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for file in args.params_file or []:
         deep_merge(params, load_params_file(file))
     deep_merge(params, parse_param_args(args.param or []))
+    if args.max_task_threads < 0:
+        raise ConfigError(f"--max-task-threads must be 0 (no limit) or more, got {args.max_task_threads}")
     status_root = None if args.no_save else wf.project_dir / args.save
     now = datetime.now(wf.tz)
     session_time = resolve_session_time(args.session, wf, status_root, now)
@@ -156,6 +160,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         schedule=wf.schedule,
         last_executed_session_time=None,
     )
+    if status_dir is not None and not args.dry_run:
+        try:
+            status_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise KudigError(f"Cannot save task state in {status_dir}: {e.strerror or e}") from None
     resume = {} if (args.rerun or status_dir is None) else load_resume(status_dir)
     ctx = SessionContext(
         workflow_name=wf.name,
@@ -180,11 +189,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     run = LocalRun(
         engine,
         None if args.dry_run else status_dir,
-        max_workers=args.max_task_threads,
+        max_workers=args.max_task_threads or 64,  # digdag: 0 means no limit
         secrets=_local_secrets(),
     )
-    ok = run.run()
+
+    def on_signal(signum: int, count: int) -> None:
+        if count == 1:
+            run.log(f"Interrupted ({signal.Signals(signum).name}): stopping the running tasks")
+        else:
+            run.log("Interrupted again: killing the running tasks now")
+        run.stop(hard=count > 1)
+
+    ok, signum = until_signalled(run.run, on_signal, "kudig-run")
     where = f"Task state is saved at {status_dir} directory." if status_dir is not None else ""
+    if signum is not None:
+        print(f"error: stopped by {signal.Signals(signum).name}. {where}".rstrip(), file=sys.stderr)
+        return 128 + signum
     if ok:
         print(f"Success. {where}".rstrip())
         return 0
@@ -306,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-save", action="store_true")
     run.add_argument("--project", help="project directory (default: the .dig file's directory)")
-    run.add_argument("--max-task-threads", type=int, default=8)
+    run.add_argument("--max-task-threads", type=int, default=8, help="tasks at once (0: no limit)")
     run.add_argument("--max-tasks", type=int, default=1000, help="maximum tasks per session (digdag: 1000)")
     run.set_defaults(func=cmd_run)
 
@@ -333,7 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "run" and args.task is None and len(extra) == 1 and extra[0].startswith("+"):
+        args.task = extra[0]  # digdag takes `+task` anywhere among the options
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args))
     except KudigError as e:

@@ -109,12 +109,22 @@ class Loader:
     def load_file(self, path: Path) -> Any:
         path = path if path.is_absolute() else self.root / path
         name = self.display(path)
+        if path.is_dir():
+            raise ConfigError(f"{name} is a directory: give a workflow file (name.dig)")
         try:
-            text = path.read_text(encoding="utf-8")
+            raw = path.read_bytes()
         except FileNotFoundError:
             raise ConfigError(f"File not found: {name}") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"Cannot read {name}: {e}") from None
+        except OSError as e:
+            raise ConfigError(f"Cannot read {name}: {e.strerror or e}") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw.count(b"\n", 0, e.start) + 1
+            column = e.start - raw.rfind(b"\n", 0, e.start)
+            raise ConfigError(
+                f"Not UTF-8 text (byte 0x{raw[e.start]:02x} at column {column})", name, line
+            ) from None
         return self.load_text(text, name, path.parent)
 
     def load_text(self, text: str, name: str, base_dir: Path | None = None) -> Any:

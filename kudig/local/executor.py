@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -51,17 +52,21 @@ class LocalRun:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _procs: set[subprocess.Popen[bytes]] = field(default_factory=set)
     _stopped: threading.Event = field(default_factory=threading.Event)
+    # Each run is a new attempt for operators that keep per-attempt state outside (pg>'s query id).
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def log(self, text: str) -> None:
         with self._lock:
             self.out.write(text if text.endswith("\n") else text + "\n")
             self.out.flush()
 
-    def stop(self) -> None:
+    def stop(self, hard: bool = False) -> None:
         """Kill the running tasks and start no more; `run()` then returns False. Safe from any thread.
 
         Each task runner gets SIGTERM, which it forwards to its command's process group
         (`kudig_runner/proc.py`), so the command and its children end too; the runner then exits.
+        `hard` (a second Ctrl-C or SIGTERM): the runners get SIGTERM again, on which they SIGKILL
+        their command's group at once, and any runner still there a second later is killed.
         """
         self._stopped.set()
         with self._lock:
@@ -69,6 +74,17 @@ class LocalRun:
         for proc in procs:
             with contextlib.suppress(OSError):
                 proc.terminate()
+        if hard and procs:
+            timer = threading.Timer(1.0, self._kill_runners, [procs])
+            timer.daemon = True
+            timer.start()
+
+    @staticmethod
+    def _kill_runners(procs: list[subprocess.Popen[bytes]]) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    proc.kill()
 
     def run(self) -> bool:
         engine = self.engine
@@ -149,6 +165,7 @@ class LocalRun:
             out_path = Path(tmp) / "output.json"
             in_path.write_text(json.dumps(task, default=str), encoding="utf-8")
             env = dict(self.env)
+            env.setdefault("KUDIG_RUN_ID", self.run_id)
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(RUNNER_DIR), env.get("PYTHONPATH", "")]))
             if self._stopped.is_set():
                 return TaskFailed(action.task_id, "Killed: the run was stopped", retryable=False)

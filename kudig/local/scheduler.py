@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import json
-import signal
 import sys
 import threading
 import uuid
@@ -34,11 +33,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any, TextIO
 
 from kudig.errors import ConfigError
 from kudig.local.executor import LocalRun
+from kudig.local.signals import until_signalled
 from kudig.schedule import ScheduleTime
 from kudig.scheduler import Fire, ScheduleState, Skip, plan_schedule
 from kudig.session_vars import format_session_time
@@ -194,6 +193,13 @@ class LocalScheduler:
         for thread in threads:
             thread.join()
 
+    def kill_now(self) -> None:
+        """A second signal: kill the running sessions' task process trees at once."""
+        with self._lock:
+            runs = list(self._runs)
+        for run in runs:
+            run.stop(hard=True)
+
     def running(self) -> list[tuple[str, datetime]]:
         """(workflow, session time) of the sessions still running."""
         with self._lock:
@@ -339,35 +345,19 @@ class LocalScheduler:
 def serve(scheduler: LocalScheduler) -> int:
     """Run `scheduler` until SIGINT or SIGTERM, then kill its running sessions and wait for them.
 
-    Returns the exit status: 128 + the signal (130, 143). The loop runs in a thread and the main
-    thread only waits for it, so the signal handler never interrupts the main thread inside a lock
-    it would need itself.
+    Returns the exit status: 128 + the signal (130, 143); see `kudig.local.signals`.
     """
-    received: list[int] = []
-    shutting_down = False
-    failure: list[BaseException] = []
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        if not shutting_down:
-            scheduler.stop()
+    def on_signal(signum: int, count: int) -> None:
+        scheduler.stop()
+        if count > 1:
+            scheduler.kill_now()
 
-    def loop() -> None:
+    def work() -> None:
         try:
             scheduler.run()
-        except BaseException as e:  # re-raised in the main thread once the sessions are stopped
-            failure.append(e)
+        finally:
+            scheduler.shutdown()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        thread = threading.Thread(target=loop, name="kudig-scheduler", daemon=True)
-        thread.start()
-        thread.join()
-    finally:
-        shutting_down = True
-        scheduler.shutdown()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if failure:
-        raise failure[0]
-    return 128 + received[0] if received else 0
+    _, signum = until_signalled(work, on_signal, "kudig-scheduler")
+    return 128 + signum if signum is not None else 0

@@ -3,8 +3,9 @@
 stderr is merged into stdout and copied to our stdout chunk by chunk as it arrives (in a pod the
 container log, under `kudig run` the task log). SIGTERM/SIGINT received while the child runs are
 forwarded to it, so deleting a pod or killing `kudig run` stops the user's command too rather than
-leaving it to the final SIGKILL. The child runs in its own process group (session) and signals
-go to that whole group, because a shell defers a signal until its foreground command ends.
+leaving it to the final SIGKILL; a second signal kills the command's group at once. The child
+runs in its own process group (session) and signals go to that whole group, because a shell
+defers a signal until its foreground command ends.
 Stop the runner with SIGTERM/SIGINT: a SIGKILL of the runner alone would leave the command
 running.
 """
@@ -55,10 +56,14 @@ def run_streaming(
     )
     previous: dict[int, Any] = {}
 
+    forwarded: list[int] = []
+
     def forward(signum: int, frame: FrameType | None) -> None:
-        # To the whole group: a shell defers a signal until its foreground command ends.
+        # To the whole group: a shell defers a signal until its foreground command ends. A second
+        # signal means "now": the group is killed.
+        forwarded.append(signum)
         with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signum)
+            os.killpg(proc.pid, signum if len(forwarded) == 1 else signal.SIGKILL)
 
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,7 @@ CASES = {
         {"wf.dig": "sla:\n  time: 01:00\n  duration: 01:00\n+a:\n  echo>: x\n"},
         r"wf.dig:1: SLA must be specified using either the 'time' or 'duration' option",
     ),
+    "not_utf8": ({"wf.dig": "+a:\n  echo>: ok\n+b:\n  echo>: caf\udcff\n"}, r"wf.dig:4: Not UTF-8 text"),
     "bad_schedule": ({"wf.dig": "schedule:\n  daily>: 7am\n+a:\n  echo>: x\n"}, r"wf.dig:\d+: .*daily"),
     "missing_file": ({}, r"File not found: wf.dig"),
     "not_a_map": ({"wf.dig": "- a\n- b\n"}, r"wf.dig:1: A workflow file must be a YAML map"),
@@ -52,7 +54,7 @@ def test_bad_input_gives_one_line(case: str, tmp_path: Path) -> None:
     files, pattern = CASES[case]
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
+        (tmp_path / name).write_text(text, errors="surrogateescape")
     for command in (["run", "wf.dig", "--no-save"], ["check", "wf.dig"]):
         proc = subprocess.run(
             [sys.executable, "-m", "kudig.cli", *command],
@@ -84,3 +86,38 @@ def test_require_in_local_mode_says_it_needs_the_cluster(tmp_path: Path) -> None
     assert proc.returncode == 1
     assert "require> runs on the cluster only" in proc.stdout + proc.stderr
     assert "never" not in proc.stdout
+
+
+def _kudig(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kudig.cli", *args], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_run_takes_the_task_anywhere_and_unlimited_threads(tmp_path: Path) -> None:
+    (tmp_path / "p.dig").write_text("+one:\n  echo>: first-task\n+two:\n  echo>: second-task\n")
+    proc = _kudig(tmp_path, "run", "p.dig", "--no-save", "+two", "--max-task-threads", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert "second-task" in proc.stdout and "first-task" not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "pattern"),
+    [
+        (
+            "digdag_file",
+            ["run", "p.dig"],
+            r"^error: Cannot save task state in .*\.digdag/status/.*: Not a directory$",
+        ),
+        ("", ["run", "."], r"^error: \. is a directory: give a workflow file \(name\.dig\)$"),
+        ("", ["run", "p.dig", "--max-task-threads", "-1"], r"^error: --max-task-threads must be 0"),
+    ],
+)
+def test_more_bad_input_gives_one_line(tmp_path: Path, setup: str, args: list[str], pattern: str) -> None:
+    (tmp_path / "p.dig").write_text("+one:\n  echo>: x\n")
+    if setup == "digdag_file":
+        (tmp_path / ".digdag").write_text("not a directory")
+    proc = _kudig(tmp_path, *args)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert re.search(pattern, proc.stderr.strip(), re.M), proc.stderr
