@@ -30,7 +30,7 @@ def resolve_session_time(spec: str, wf: Workflow, status_root: Path | None, now:
         if status_root is not None and status_root.is_dir():
             times = []
             for d in status_root.iterdir():
-                if d.is_dir() and any(d.glob(f"+{wf.name}*.yml")):
+                if d.is_dir() and any(d.glob(f"+{wf.name}+*.yml")):  # not another workflow's `+{name}2+...`
                     try:
                         times.append(datetime.strptime(d.name, "%Y%m%dT%H%M%S%z"))
                     except ValueError:

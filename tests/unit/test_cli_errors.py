@@ -121,3 +121,12 @@ def test_more_bad_input_gives_one_line(tmp_path: Path, setup: str, args: list[st
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert re.search(pattern, proc.stderr.strip(), re.M), proc.stderr
+
+
+def test_session_last_is_this_workflows_not_one_whose_name_it_prefixes(tmp_path: Path) -> None:
+    (tmp_path / "wf.dig").write_text("+t:\n  echo>: ran ${session_date}\n")
+    (tmp_path / "wf2.dig").write_text("+t:\n  echo>: other ${session_date}\n")
+    assert _kudig(tmp_path, "run", "wf.dig", "--session", "2024-01-01").returncode == 0
+    assert _kudig(tmp_path, "run", "wf2.dig", "--session", "2024-03-03").returncode == 0
+    proc = _kudig(tmp_path, "run", "wf.dig", "--session", "last", "--rerun")
+    assert "ran 2024-01-01" in proc.stdout, proc.stdout
