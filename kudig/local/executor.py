@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
+from kudig_runner import proc
 
 from kudig.engine.core import (
     Engine,
@@ -38,6 +40,9 @@ from kudig.engine.state import Task, TaskState
 from kudig.taskio import output_event, task_input
 
 RUNNER_DIR = Path(__file__).resolve().parents[2] / "runner"
+#: Operators run in a thread of `kudig run` itself (their command is still a process of its own);
+#: the others (`py>`: a fresh interpreter per task, as digdag) get a runner subprocess.
+IN_PROCESS = frozenset({"sh", "py"})
 
 
 @dataclass
@@ -52,6 +57,7 @@ class LocalRun:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _procs: set[subprocess.Popen[bytes]] = field(default_factory=set)
     _stopped: threading.Event = field(default_factory=threading.Event)
+    _host: proc.Host = field(default_factory=proc.Host)
     # Each run is a new attempt for operators that keep per-attempt state outside (pg>'s query id).
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -69,11 +75,12 @@ class LocalRun:
         their command's group at once, and any runner still there a second later is killed.
         """
         self._stopped.set()
+        self._host.signal(signal.SIGKILL if hard else signal.SIGTERM)
         with self._lock:
             procs = list(self._procs)
-        for proc in procs:
+        for runner in procs:
             with contextlib.suppress(OSError):
-                proc.terminate()
+                runner.terminate()
         if hard and procs:
             timer = threading.Timer(1.0, self._kill_runners, [procs])
             timer.daemon = True
@@ -81,10 +88,10 @@ class LocalRun:
 
     @staticmethod
     def _kill_runners(procs: list[subprocess.Popen[bytes]]) -> None:
-        for proc in procs:
-            if proc.poll() is None:
+        for runner in procs:
+            if runner.poll() is None:
                 with contextlib.suppress(OSError):
-                    proc.kill()
+                    runner.kill()
 
     def run(self) -> bool:
         engine = self.engine
@@ -159,6 +166,8 @@ class LocalRun:
                 retryable=False,
             )
         task = task_input(action, self.secrets)
+        if action.op_type in IN_PROCESS:
+            return self._run_here(action, task)
         project_dir = self.engine.ctx.project_dir or Path.cwd()
         with tempfile.TemporaryDirectory(prefix="kudig-task-") as tmp:
             in_path = Path(tmp) / "input.json"
@@ -170,7 +179,7 @@ class LocalRun:
             if self._stopped.is_set():
                 return TaskFailed(action.task_id, "Killed: the run was stopped", retryable=False)
             try:
-                proc = subprocess.Popen(
+                runner = subprocess.Popen(
                     [
                         sys.executable,
                         "-m",
@@ -190,22 +199,47 @@ class LocalRun:
             except OSError as e:
                 return TaskFailed(action.task_id, f"Cannot start the task runner: {e}")
             with self._lock:
-                self._procs.add(proc)
+                self._procs.add(runner)
             if self._stopped.is_set():  # stop() ran before the add: it did not see this one
-                proc.terminate()
+                runner.terminate()
             try:
-                assert proc.stdout is not None
-                for raw in proc.stdout:
+                assert runner.stdout is not None
+                for raw in runner.stdout:
                     self.log(raw.decode("utf-8", "replace").rstrip("\n"))
-                code = proc.wait()
+                code = runner.wait()
             finally:
                 with self._lock:
-                    self._procs.discard(proc)
+                    self._procs.discard(runner)
             try:
                 output: Any = json.loads(out_path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 return TaskFailed(action.task_id, f"Task runner exited with code {code} and no result")
         return output_event(action.task_id, output)
+
+    def _run_here(self, action: StartTask, task: Any) -> Event:
+        """A task whose operator only starts a command (`sh>`): the runner's code runs in this
+        thread and only the command is a new process, saving an interpreter start per task. Same
+        runner code, same output encoding (and size limit) as a runner subprocess."""
+        from kudig_runner.dispatch import run_task
+        from kudig_runner.protocol import encode_output
+
+        if self._stopped.is_set():
+            return TaskFailed(action.task_id, "stopped")
+        pending = bytearray()
+
+        def sink(chunk: bytes) -> None:
+            pending.extend(chunk)
+            *lines, rest = bytes(pending).split(b"\n")
+            pending[:] = rest
+            for line in lines:
+                self.log(line.decode("utf-8", "replace"))
+
+        project_dir = self.engine.ctx.project_dir or Path.cwd()
+        with proc.hosted(self._host, sink):
+            output = run_task(task, str(project_dir))
+        if pending:
+            self.log(pending.decode("utf-8", "replace"))
+        return output_event(action.task_id, json.loads(encode_output(output).data))
 
 
 def _stamp() -> str:

@@ -19,16 +19,62 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import FrameType
-from typing import Any, BinaryIO
+from typing import Any
 
 
-def _sink() -> BinaryIO:
+class Host:
+    """A process running tasks in its own threads (`kudig run`), not one runner per task: each
+    thread says where its command's output goes, and the host can signal every command group it
+    started (the runner's own signal forwarding only works in a main thread)."""
+
+    def __init__(self) -> None:
+        self._groups: set[int] = set()
+        self._lock = threading.Lock()
+
+    def signal(self, signum: int) -> None:
+        with self._lock:
+            groups = list(self._groups)
+        for pgid in groups:
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signum)
+
+    def _add(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.add(pgid)
+
+    def _remove(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.discard(pgid)
+
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def hosted(host: Host, sink: Callable[[bytes], None]) -> Iterator[None]:
+    """In this thread, commands report to `host` and write their output to `sink`."""
+    _local.host, _local.sink = host, sink
+    try:
+        yield
+    finally:
+        _local.host = _local.sink = None
+
+
+def _sink() -> Callable[[bytes], None]:
+    sink: Callable[[bytes], None] | None = getattr(_local, "sink", None)
+    if sink is not None:
+        return sink
     buffer = getattr(sys.stdout, "buffer", None)
-    if buffer is not None:
-        return buffer  # type: ignore[no-any-return]
-    raise RuntimeError("stdout has no binary buffer")
+    if buffer is None:
+        raise RuntimeError("stdout has no binary buffer")
+
+    def write(chunk: bytes) -> None:
+        buffer.write(chunk)
+        buffer.flush()
+
+    return write
 
 
 class TimedOut(Exception):
@@ -83,6 +129,9 @@ def run_streaming(
     if timer is not None:
         timer.daemon = True
         timer.start()
+    host: Host | None = getattr(_local, "host", None)
+    if host is not None:
+        host._add(proc.pid)
     try:
         out = _sink()
         assert proc.stdout is not None
@@ -90,10 +139,11 @@ def run_streaming(
             chunk = proc.stdout.read1(65536)  # type: ignore[attr-defined]
             if not chunk:
                 break
-            out.write(chunk)
-            out.flush()
+            out(chunk)
         code = proc.wait()
     finally:
+        if host is not None:
+            host._remove(proc.pid)
         if timer is not None:
             timer.cancel()
         for sig, handler in previous.items():

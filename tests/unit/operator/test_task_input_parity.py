@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import kudig_runner.dispatch
 import pytest
 from kudig_operator.podspec import PodContext, build_pod
 
@@ -47,6 +48,13 @@ def local_input(monkeypatch: pytest.MonkeyPatch, action: StartTask) -> dict[str,
             return 0
 
     monkeypatch.setattr(subprocess, "Popen", FakeProc)
+
+    def fake_run_task(task_input: dict[str, Any], cwd: str) -> dict[str, Any]:
+        seen["input"] = json.loads(json.dumps(task_input, default=str))  # as the file would hold it
+        return {"error": None}
+
+    # sh> runs the runner's code in `kudig run`'s own thread; other operators in a subprocess
+    monkeypatch.setattr(kudig_runner.dispatch, "run_task", fake_run_task)
 
     class Ctx:
         project_dir = Path(".")
