@@ -179,7 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         sla=wf.sla,
     )
-    for warning in wf.warnings:
+    for warning in (*wf.warnings, *wf.notices):
         print(f"warning: {warning}", file=sys.stderr)
     if args.show_params:
         import json
@@ -234,6 +234,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     wf = load_workflow(Path(args.workflow), Path(args.project) if args.project else None, args.max_tasks)
     if wf.warnings:
         raise wf.warnings[0]
+    for notice in wf.notices:
+        print(f"warning: {notice}", file=sys.stderr)
     print(f"  workflow: {wf.name}")
     print(f"  timezone: {wf.timezone_name}")
     if wf.schedule is not None:

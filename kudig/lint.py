@@ -140,3 +140,69 @@ def check_calls(definition: YMap, project_dir: Path, file: str, stack: tuple[str
         if not path.is_file():
             raise ConfigError(f"call> workflow file not found: {key}", source, line)
         check_calls(load_dig(path, project_dir), project_dir, key, stack)
+
+
+# Keys every operator task may have (digdag's TaskConfig and the engine read them), and the keys each
+# operator reads itself. An operator missing here gets no unused-key warning at all.
+COMMON_TASK_KEYS = frozenset(
+    {
+        "_type",
+        "_command",
+        "_retry",
+        "_error",
+        "_check",
+        "_export",
+        "_env",
+        "_secrets",
+        "_after",
+        "_background",
+    }
+    | {"timeout", "docker"}
+)
+OPERATOR_KEYS: dict[str, frozenset[str]] = {
+    "sh": frozenset({"shell"}),
+    "py": frozenset({"python", "script"}),
+    "echo": frozenset({"message"}),
+    "fail": frozenset({"message"}),
+    "nop": frozenset(),
+    "notify": frozenset({"message"}),
+    "call": frozenset(),
+    "loop": frozenset({"count", "_parallel", "_do"}),
+    "for_each": frozenset({"_parallel", "_do"}),
+    "for_range": frozenset({"from", "to", "step", "slices", "_parallel", "_do"}),
+    "if": frozenset({"_do", "_else_do"}),
+    "wait": frozenset({"blocking", "poll_interval"}),
+    "require": frozenset(
+        {
+            "session_time",
+            "project_id",
+            "project_name",
+            "rerun_on",
+            "ignore_failure",
+            "params",
+            "retry_attempt_name",
+        }
+    ),
+}
+
+
+def unused_keys(tasks: Iterator[Any] | list[Any]) -> list[ConfigError]:
+    """digdag's `Parameter 'x' is not used at task +wf+t.` (OperatorManager.warnUnusedKeys), with
+    a suggestion: a typo like `_retyr:` or `shel:` is silently ignored otherwise. Only a warning, as
+    in digdag (a key may be there just for `${...}`)."""
+    from kudig.compiler import suggest
+
+    out = []
+    for spec in tasks:
+        op = spec.config.get("_type")
+        known = OPERATOR_KEYS.get(op) if isinstance(op, str) else None
+        if spec.is_group or known is None:
+            continue
+        allowed = COMMON_TASK_KEYS | known
+        for key in spec.config:
+            if isinstance(key, str) and key not in allowed and not key.startswith("+"):
+                hint = suggest(key, allowed - {"_type", "_command"})
+                did_you_mean = hint[len(repr(key)) :].strip()
+                text = f"Parameter '{key}' is not used at task {spec.name}."
+                out.append(ConfigError(f"{text} {did_you_mean}".rstrip(), spec.file, spec.line))
+    return out

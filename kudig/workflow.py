@@ -14,7 +14,7 @@ from typing import Any
 
 from kudig.compiler import DEFAULT_MAX_TASKS, TaskSpec, compile_workflow
 from kudig.errors import ConfigError, KudigError
-from kudig.lint import check_calls, template_problems
+from kudig.lint import check_calls, template_problems, unused_keys
 from kudig.schedule import Schedule, parse_schedule
 from kudig.sla import Sla, parse_sla
 from kudig.timezones import parse_timezone
@@ -70,6 +70,8 @@ class Workflow:
     warnings: list[KudigError]
     trigger: Trigger | None = None
     sla: Sla | None = None
+    # warnings that never fail anything, even `kudig check` (digdag only logs them)
+    notices: tuple[KudigError, ...] = ()
 
     @property
     def schedule_config(self) -> Any:
@@ -115,7 +117,10 @@ def from_definition(
     tasks = compile_workflow(name, definition, max_tasks)
     check_calls(definition, project_dir, file)
     warnings: list[KudigError] = list(template_problems(definition))
-    return Workflow(name, file, definition, tz_raw, tz, schedule, tasks, project_dir, warnings, trigger, sla)
+    notices = tuple(unused_keys(tasks))
+    return Workflow(
+        name, file, definition, tz_raw, tz, schedule, tasks, project_dir, warnings, trigger, sla, notices
+    )
 
 
 def load_workflow(

@@ -130,3 +130,14 @@ def test_session_last_is_this_workflows_not_one_whose_name_it_prefixes(tmp_path:
     assert _kudig(tmp_path, "run", "wf2.dig", "--session", "2024-03-03").returncode == 0
     proc = _kudig(tmp_path, "run", "wf.dig", "--session", "last", "--rerun")
     assert "ran 2024-01-01" in proc.stdout, proc.stdout
+
+
+def test_unused_keys_on_operator_tasks_warn_with_a_suggestion(tmp_path: Path) -> None:
+    (tmp_path / "u.dig").write_text(
+        "+a:\n  sh>: echo ok\n  _retyr: 3\n  shel: bash\n+b:\n  loop>: 2\n  _do:\n    echo>: ${i}\n"
+    )
+    proc = _kudig(tmp_path, "check", "u.dig")
+    assert proc.returncode == 0, proc.stderr  # a warning, as digdag's, never a failure
+    assert "u.dig:1: Parameter '_retyr' is not used at task +u+a. (did you mean [_retry]?)" in proc.stderr
+    assert "Parameter 'shel' is not used at task +u+a. (did you mean [shell]?)" in proc.stderr
+    assert proc.stderr.count("is not used") == 2, "loop>'s _do is its own"
