@@ -44,7 +44,14 @@ typecheck: setup
 unit: setup
 	$(BIN)/pytest -q tests --ignore=tests/e2e
 
-e2e: setup
+# helm (built from the Go module proxy) and Prometheus (Debian's package), cached under ~/.cache/kudig:
+# tests/e2e/test_helm.py needs both (the unit tests call hack/helm and hack/prometheus themselves)
+.PHONY: tools
+tools:
+	hack/helm >/dev/null
+	hack/prometheus >/dev/null
+
+e2e: setup tools
 	KUDIG_E2E=1 PATH="$(CURDIR)/$(BIN):$$PATH" hack/cluster/e2e
 
 test: lint typecheck unit e2e

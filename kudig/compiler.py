@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kudig_runner.dispatch import OPERATORS as RUNNER_OPERATORS
+
 from kudig.errors import ConfigError
 from kudig.yamlload import YMap
 
@@ -43,8 +45,44 @@ TOP_LEVEL_KEYS = frozenset(
 CONTROL_OPERATORS = frozenset(
     {"call", "require", "loop", "for_each", "for_range", "if", "fail", "echo", "wait", "nop", "notify"}
 )
-WORK_OPERATORS = frozenset({"sh", "py", "mail", "http", "pg", "td", "s3_wait", "param_get", "param_set"})
+# The work operators the runner implements: one table (kudig_runner.dispatch.OPERATORS) decides
+# what `kudig check`, the controller's compile and the runner accept.
+WORK_OPERATORS = frozenset(RUNNER_OPERATORS)
 KNOWN_OPERATORS = CONTROL_OPERATORS | WORK_OPERATORS
+# digdag's other operators: a workflow using one is rejected before any task runs, with a reason.
+_CLOUD_ONLY = {
+    "bq": "Google BigQuery",
+    "bq_ddl": "Google BigQuery",
+    "bq_load": "Google BigQuery",
+    "bq_extract": "Google BigQuery",
+    "gcs_wait": "Google Cloud Storage",
+    "emr": "Amazon EMR",
+    "redshift": "Amazon Redshift",
+    "redshift_load": "Amazon Redshift",
+    "redshift_unload": "Amazon Redshift",
+}
+DIGDAG_OPERATORS = KNOWN_OPERATORS | frozenset(_CLOUD_ONLY) | frozenset(
+    {
+        "rb", "embulk", "pg", "s3_wait", "param_get", "param_set",
+        "td", "td_run", "td_ddl", "td_load", "td_for_each", "td_wait", "td_wait_table",
+        "td_table_export", "td_result_export", "td_partial_delete",
+    }
+)  # fmt: skip
+
+
+def unsupported_operator(op_type: str) -> str | None:
+    """Why a workflow may not use `op_type>` (None: kudig runs it)."""
+    if op_type in KNOWN_OPERATORS:
+        return None
+    if op_type in _CLOUD_ONLY:
+        return (
+            f"operator {op_type}> is not supported by kudig: it runs on {_CLOUD_ONLY[op_type]}, "
+            "a cloud service kudig cannot reach or test here"
+        )
+    if op_type in DIGDAG_OPERATORS:
+        return f"operator {op_type}> is not supported by kudig"
+    return f"Unknown operator type {suggest(op_type + '>', {k + '>' for k in KNOWN_OPERATORS})}"
+
 
 _TASK_NAME = re.compile(r"^\+[^0-9^][^^]*$|^\+$")
 _TASK_CHARS = re.compile(r"^[a-zA-Z_0-9\-=\[\]{}%&@`,.^]*$")
@@ -191,10 +229,7 @@ class Compiler:
             spec_config = normalize_operator(dict(local), where)
             op_type = spec_config.get("_type")
             if isinstance(op_type, str) and "$" not in op_type and op_type not in KNOWN_OPERATORS:
-                raise _err(
-                    where,
-                    f"Unknown operator type {suggest(op_type + '>', {k + '>' for k in KNOWN_OPERATORS})}",
-                )
+                raise _err(where, unsupported_operator(op_type) or "", (operator_keys(local) or ["_type"])[0])
             if "_retry" in spec_config:
                 check_retry_syntax(spec_config["_retry"], where)
             return self._add(TaskSpec(name, parent, upstreams, False, spec_config, file, line))

@@ -28,7 +28,7 @@ CONTROL_TYPES = frozenset(
 )
 # digdag's BaseOperator subclasses honour `_retry` on their own failure; the rest never retry.
 SELF_RETRYING = frozenset(
-    {"sh", "py", "rb", "call", "require", "http", "mail", "pg", "td", "param_get", "param_set"}
+    {"sh", "py", "rb", "call", "require", "http", "http_call", "mail", "pg", "td", "param_get", "param_set"}
 )
 
 

@@ -10,12 +10,30 @@ thing to both: local mode and the cluster cannot drift apart again.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from kudig_runner.protocol import TaskInput, normalize_output
+from kudig_runner.protocol import WORKFLOW_TEXT_KEY, TaskInput, normalize_output
 from kudig_runner.shell import env_value
 
 from kudig.engine.core import Event, StartTask, TaskFailed, TaskResult, TaskSucceeded
+from kudig.errors import KudigError
+from kudig.yamlload import Loader, YMap, plain
+
+FETCHED_WORKFLOW = "http_call.dig"  # the name digdag gives a workflow http_call> fetched
+
+
+def fetched_workflow(text: str) -> dict[str, Any]:
+    """The subtask config of a workflow `http_call>` fetched (a `.dig`'s text), loaded like
+    `call>` loads a file: `timezone`, `schedule` and `sla` do not apply to subtasks. The text is
+    not in the project, so `!include` finds nothing. Raises KudigError when it is not a workflow."""
+    data = Loader(Path("/nonexistent-kudig-http-call")).load_text(text, FETCHED_WORKFLOW)
+    if not isinstance(data, YMap):
+        raise KudigError(f"{FETCHED_WORKFLOW}: a workflow must be a YAML map of keys")
+    result: dict[str, Any] = plain(
+        {k: v for k, v in data.items() if k not in ("timezone", "schedule", "sla")}
+    )
+    return result
 
 
 def task_env(config: Mapping[str, Any]) -> dict[str, str]:
@@ -57,12 +75,19 @@ def output_event(task_id: int, output: Any) -> Event:
     if error is not None:
         message = error["message"]
         return TaskFailed(task_id, message, retryable=True, error={"message": message})
+    subtasks = out["subtask_config"]
+    if subtasks is not None and set(subtasks) == {WORKFLOW_TEXT_KEY}:
+        try:
+            subtasks = fetched_workflow(str(subtasks[WORKFLOW_TEXT_KEY]))
+        except KudigError as e:
+            message = f"Invalid workflow fetched by http_call>: {e}"
+            return TaskFailed(task_id, message, retryable=False, error={"message": message})
     return TaskSucceeded(
         task_id,
         TaskResult(
             store_params=out["store_params"],
             export_params=out["export_params"],
-            subtask_config=out["subtask_config"],
+            subtask_config=subtasks or None,
             reset_store_params=tuple(out["reset_store_params"]),
         ),
     )

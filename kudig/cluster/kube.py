@@ -65,6 +65,11 @@ class KubeApi(Protocol):
     def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def create_config_map(self, namespace: str, body: dict[str, Any]) -> bool: ...
     def apply_config_map(self, namespace: str, body: dict[str, Any]) -> str: ...
+    def create_event(self, namespace: str, body: dict[str, Any]) -> None: ...
+    # leader election (coordination.k8s.io/v1 Leases)
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
+    def replace_lease(self, body: dict[str, Any]) -> dict[str, Any]: ...
 
 
 class Kube:
@@ -420,6 +425,78 @@ class Kube:
             body["metadata"]["name"], namespace, body, _preload_content=False
         )
         return "configured"
+
+    # ----- events
+
+    # An Event is best effort: never worth a reconcile stuck on a slow API server.
+    _EVENT_TIMEOUT = (5, 10)  # connect, read (seconds)
+
+    def create_event(self, namespace: str, body: dict[str, Any]) -> None:
+        """Create a core/v1 Event (the controller's Events on Sessions)."""
+        self._count("create", "events")
+        self._done(
+            self.core.create_namespaced_event(
+                namespace, body, _preload_content=False, _request_timeout=self._EVENT_TIMEOUT
+            )
+        )
+
+    # ----- leases (leader election)
+    #
+    # Short request timeouts: a renewal must fail in time for the leader to stop before a standby
+    # may take over (leader.py), never hang past its deadline.
+
+    _LEASE_TIMEOUT = (3, 5)  # connect, read (seconds)
+
+    def _leases(self) -> Any:
+        from kubernetes import client
+
+        return client.CoordinationV1Api(self.api_client)
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._count("get", "leases")
+        lease: dict[str, Any] | None = self._or_none(
+            lambda: self._json(
+                self._leases().read_namespaced_lease(
+                    name, namespace, _preload_content=False, _request_timeout=self._LEASE_TIMEOUT
+                )
+            )
+        )
+        return lease
+
+    def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create; AlreadyExists when another replica created it first."""
+        self._count("create", "leases")
+        try:
+            lease: dict[str, Any] = self._json(
+                self._leases().create_namespaced_lease(
+                    namespace, body, _preload_content=False, _request_timeout=self._LEASE_TIMEOUT
+                )
+            )
+            return lease
+        except self._ApiException as e:
+            if self._status(e) == 409:
+                raise AlreadyExists(str(e.reason)) from None
+            raise
+
+    def replace_lease(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace with the body's resourceVersion; Conflict when it changed (or was deleted)."""
+        meta = body["metadata"]
+        self._count("update", "leases")
+        try:
+            lease: dict[str, Any] = self._json(
+                self._leases().replace_namespaced_lease(
+                    meta["name"],
+                    meta["namespace"],
+                    body,
+                    _preload_content=False,
+                    _request_timeout=self._LEASE_TIMEOUT,
+                )
+            )
+            return lease
+        except self._ApiException as e:
+            if self._status(e) in (404, 409):
+                raise Conflict(str(e.reason)) from None
+            raise
 
 
 def resource_version_number(value: str | None) -> int | None:

@@ -13,6 +13,8 @@ Propagation is worklist-driven (a state change enqueues only the tasks it can af
 from __future__ import annotations
 
 import copy
+import json
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from typing import Any, Protocol
 
 from kudig.compiler import DEFAULT_MAX_TASKS, TaskSpec, compile_subtree
 from kudig.engine.state import ACTIVE, FAILED, SessionState, Task, TaskState
-from kudig.errors import KudigError
+from kudig.errors import ConfigError, KudigError
 from kudig.ops import CONTROL_TYPES, SELF_RETRYING, OpContext, OpResult, TaskFailure, run_control
 from kudig.params import ancestors, collect_error_params, collect_params, deep_merge
 from kudig.sla import Sla
@@ -104,9 +106,33 @@ class TaskFinished:
     state: TaskState
 
 
-Action = StartTask | TaskLog | TaskFinished
+@dataclass(frozen=True, slots=True)
+class TaskNote:
+    """What a task did without a process of its own, for the local log: a control operator
+    started (`op_type>: command`), a dry run, a task skipped because it succeeded before."""
+
+    task_id: int
+    name: str
+    text: str
+
+
+Action = StartTask | TaskLog | TaskFinished | TaskNote
+
+
+def command_text(op_type: str, config: Mapping[str, Any]) -> str:
+    """`op>: command` as written (a command that is not a string as compact JSON)."""
+    command = config.get("_command")
+    if command is None:
+        return f"{op_type}>:"
+    text = command if isinstance(command, str) else json.dumps(command, default=str, ensure_ascii=False)
+    return f"{op_type}>: {text.strip()}"
+
 
 # --------------------------------------------------------------------------- context
+
+# See Engine._work_inputs.
+TEMPLATE_FILE_OPERATORS = frozenset({"pg", "mail"})
+LOCAL_KEY_OPERATORS = frozenset({"param_set", "param_get"})
 
 
 class Evaluator(Protocol):
@@ -416,11 +442,12 @@ class Engine:
             previous = TaskResult.from_json(self.state.resume[task.name])
         if previous is not None and selection != "force":
             task.skipped = True
+            self._actions.append(TaskNote(task.id, task.name, "Skipped: it succeeded in an earlier run"))
             self._succeed(task, previous, run_check=False)
             return
         task.started_at = self._now
         try:
-            config = self._evaluate(task)
+            config = self._work_inputs(task, self._evaluate(task))
         except KudigError as e:
             self._set_state(task, TaskState.RUNNING)
             self._fail(task, {"message": str(e)}, retryable=False)
@@ -433,8 +460,10 @@ class Engine:
         op_type = str(op_type)
         task.state_params["_retry"] = config.get("_retry")
         if self.ctx.dry_run:
+            self._actions.append(TaskNote(task.id, task.name, command_text(op_type, config) + "  (dry run)"))
             self._succeed(task, TaskResult())
         elif op_type in CONTROL_TYPES:
+            self._actions.append(TaskNote(task.id, task.name, command_text(op_type, config)))
             self._run_control(task, op_type, config)
         else:
             self._actions.append(StartTask(task.id, task.name, op_type, config, task.retry_count))
@@ -447,6 +476,40 @@ class Engine:
         local = {k: v for k, v in task.config.items() if k != "_export"}
         deep_merge(full, local)
         return self.ctx.evaluator.eval_config(full, full, self.ctx.timezone)
+
+    def _work_inputs(self, task: Task, config: dict[str, Any]) -> dict[str, Any]:
+        """What some work operators need from the engine besides their evaluated config.
+
+        * TEMPLATE_FILE_OPERATORS: a string `_command` names a project file that digdag reads and
+          renders with `${...}` against the task's evaluated params (Workspace.templateCommand);
+          the runner has no template engine, so the engine does it and passes the text as
+          `_command_text`.
+        * LOCAL_KEY_OPERATORS: the keys of the task's own config (digdag's getLocalConfig), as
+          `_local_keys`: param_set>/param_get> act on those only.
+        """
+        op_type = config.get("_type")
+        command = config.get("_command")
+        if (
+            op_type in TEMPLATE_FILE_OPERATORS
+            and isinstance(command, str)
+            and command
+            and not self.ctx.dry_run
+        ):
+            root = (self.ctx.project_dir or Path.cwd()).resolve()
+            path = Path(os.path.normpath(root / str(config.get("_workdir") or "") / command))
+            if path != root and root not in path.parents:
+                raise ConfigError(f"File {command!r} is outside the project directory")
+            try:
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                raise ConfigError(f"File not found: {command}") from None
+            except (OSError, UnicodeDecodeError) as e:
+                raise ConfigError(f"Cannot read {command}: {e}") from None
+            rendered = self.ctx.evaluator.eval_config({"text": text}, config, self.ctx.timezone)
+            config["_command_text"] = rendered["text"]
+        if op_type in LOCAL_KEY_OPERATORS:
+            config["_local_keys"] = [k for k in task.config if not str(k).startswith("_")]
+        return config
 
     def _call_stack(self, task: Task) -> list[str]:
         return [

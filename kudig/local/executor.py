@@ -34,7 +34,9 @@ from kudig.engine.core import (
     TaskFailed,
     TaskFinished,
     TaskLog,
+    TaskNote,
     TaskResult,
+    command_text,
 )
 from kudig.engine.state import Task, TaskState
 from kudig.taskio import output_event, task_input
@@ -105,9 +107,11 @@ class LocalRun:
                 for action in actions:
                     if isinstance(action, StartTask):
                         self.log(
-                            f"{_stamp()} [INFO] ({action.name}): {action.op_type}>: {_preview(action.config)}"
+                            f"{_stamp()} [INFO] ({action.name}): {command_text(action.op_type, action.config)}"
                         )
                         pending[pool.submit(self._run_work, action)] = action.task_id
+                    elif isinstance(action, TaskNote):
+                        self.log(f"{_stamp()} [INFO] ({action.name}): {action.text}")
                     elif isinstance(action, TaskLog):
                         self.log(action.text)
                     elif isinstance(action, TaskFinished):
@@ -243,14 +247,11 @@ class LocalRun:
 
 
 def _stamp() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S %z")
-
-
-def _preview(config: Mapping[str, Any]) -> str:
-    command = config.get("_command")
-    text = command if isinstance(command, str) else json.dumps(command, default=str)
-    text = text.strip().replace("\n", " ")
-    return text if len(text) <= 120 else text[:117] + "..."
+    """digdag's log time: `2024-01-30 12:34:56.789 +0000`."""
+    now = time.time()
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + (
+        f".{int(now % 1 * 1000):03d} " + time.strftime("%z", time.localtime(now))
+    )
 
 
 def load_resume(status_dir: Path) -> dict[str, TaskResult]:

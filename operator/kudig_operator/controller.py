@@ -53,6 +53,8 @@ from kudig.errors import KudigError
 from kudig.expr import TemplateEngine
 from kudig.workflow import load_workflow_text
 from kudig_operator import results
+from kudig_operator.events import SessionEvent, event_body
+from kudig_operator.metrics import Metrics
 from kudig_operator.plan import (
     CompiledWorkflow,
     Decoded,
@@ -74,6 +76,7 @@ log = logging.getLogger("kudig.controller")
 Key = tuple[str, str]  # (namespace, name)
 MAX_CONFLICTS = 8
 LOG_TAIL_MARGIN = 50
+STARTED_PHASES = frozenset({"Running", "Succeeded", "Failed"})  # a pod's container has started
 
 
 def _rv(obj: Mapping[str, Any] | None) -> int:
@@ -142,6 +145,12 @@ class Wakeups:
     def __len__(self) -> int:
         return len(self._due)
 
+    def overdue(self) -> int:
+        """How many timers are past due and not fired yet (waiting for the timer thread)."""
+        now = self._clock()
+        with self._cond:
+            return sum(1 for at in self._due.values() if at <= now)
+
     def run(self) -> None:
         while True:
             with self._cond:
@@ -180,6 +189,8 @@ class _Bucket:
     blobs: dict[str, bytes] | None = None
     uncommitted: set[str] | None = None  # pods created by plans whose status write failed
     decoded: tuple[str, Decoded] | None = None  # (resourceVersion, its engine state) after our write
+    running: int = 0  # task pods its last committed plan runs (the kudig_tasks_running gauge)
+    created: dict[str, float] | None = None  # pods we created, not yet seen started -> when
 
 
 class WorkflowStore:
@@ -347,6 +358,7 @@ class Controller:
         identity: str = "kudig",
         clock: Callable[[], float] = time.time,
         wakeups: Wakeups | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.api = api
         self.clock = clock
@@ -372,7 +384,16 @@ class Controller:
             "result_reads": 0,
             "results_written": 0,
             "sessions_started": 0,
+            "events": 0,
         }
+        self.metrics = metrics if metrics is not None else Metrics(identity=identity)
+        self.metrics.bind(
+            requests=lambda: getattr(api, "requests", {}),
+            memory=self.memory,
+            stats=lambda: self.stats,
+            running=self.running_tasks,
+            queue=self.queue_depth,
+        )
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -408,6 +429,16 @@ class Controller:
                 + sum(len(v) for v in self._after.values()),
                 "wakeups": len(self.wakeups) if self.wakeups is not None else 0,
             }
+
+    def running_tasks(self) -> int:
+        """Task pods the running Sessions' committed states run (for the metrics)."""
+        with self._guard:
+            return sum(b.running for b in self._sessions.values())
+
+    def queue_depth(self) -> int:
+        """Reconciles in flight or waiting for an object's lock, and timers past due (the worker
+        pool's queue, which only main.py knows, is added there)."""
+        return len(self._locks) + (self.wakeups.overdue() if self.wakeups is not None else 0)
 
     def active_sessions(self) -> list[Key]:
         """Sessions the controller believes are not finished (the resync re-reads them)."""
@@ -454,7 +485,9 @@ class Controller:
         if not session:
             return None
         key = (namespace, str(session))
-        view = pod_view(pod)
+        now = self.clock()
+        view = pod_view(pod, now)
+        created = None
         with self._guard:
             bucket = self._sessions.get(key)
             if bucket is None and not deleted and (view.finished or view.waiting is not None):
@@ -465,7 +498,14 @@ class Controller:
                 if deleted:
                     bucket.pods.pop(view.name, None)
                 else:
+                    old = bucket.pods.get(view.name)
+                    if view.finished and old is not None and old.finished and old.seen is not None:
+                        view = replace(view, seen=old.seen)  # seen done when first seen so
                     bucket.pods[view.name] = view
+                if bucket.created and (deleted or view.phase in STARTED_PHASES):
+                    created = bucket.created.pop(view.name, None)
+        if created is not None and not deleted:
+            self.metrics.pod_start_latency.observe(max(0.0, now - created))
         return key if deleted or view.finished or view.waiting is not None else None
 
     def on_workflow_event(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
@@ -474,6 +514,7 @@ class Controller:
             with self._guard:
                 self._workflow_bodies.pop(key, None)
             self.workflows.drop(key)
+            self.metrics.workflow_gone(namespace, name)
             if self.wakeups is not None:
                 self.wakeups.cancel(("schedule", key))
                 self.wakeups.cancel(("workflow", key))
@@ -506,9 +547,11 @@ class Controller:
         self, namespace: str, name: str, body: dict[str, Any] | None = None, *, recheck: bool = False
     ) -> None:
         key = (namespace, name)
-        with self._locks.hold(("workflow", key)):
+        with self._locks.hold(("workflow", key)), self.metrics.reconcile("workflow"):
             self._reconcile_workflow(key, body, recheck)
         compiled_now = self.workflows.get((namespace, name))
+        if compiled_now is not None and compiled_now.ok:
+            self.metrics.workflow_known(namespace, name)
         if (
             compiled_now is not None
             and compiled_now.reason == "ProjectFilesPending"
@@ -540,7 +583,7 @@ class Controller:
                 plan = plan_workflow(
                     obj, compiled, now, active_attempt=self._attempt_running(namespace, name)
                 )
-            self._create_sessions(namespace, plan.create_sessions, f"scheduled by {name}")
+            self._create_sessions(namespace, plan.create_sessions, f"scheduled by {name}", plan.run_times)
             for skipped in plan.skipped:
                 log.info("workflow %s/%s: skipped the scheduled session of %s", namespace, name, skipped)
             if plan.status is not None:
@@ -557,13 +600,23 @@ class Controller:
                     self.wakeups.cancel(("schedule", key))
             return
 
-    def _create_sessions(self, namespace: str, sessions: list[dict[str, Any]], why: str) -> None:
+    def _create_sessions(
+        self,
+        namespace: str,
+        sessions: list[dict[str, Any]],
+        why: str,
+        run_times: Mapping[str, float] | None = None,
+    ) -> None:
         """Create Sessions a plan asks for; one that exists already was started before (another
-        replica, an earlier try that did not commit, or by hand): its name makes it once only."""
+        replica, an earlier try that did not commit, or by hand): its name makes it once only.
+        `run_times`: the scheduled slots' run times, by Session name (for the schedule lag)."""
         for session in sessions:
             try:
                 self.api.create(SESSIONS, namespace, session)
                 self.stats["sessions_started"] += 1
+                run_time = (run_times or {}).get(session["metadata"]["name"])
+                if run_time is not None:
+                    self.metrics.schedule_lag.observe(max(0.0, self.clock() - run_time))
                 log.info("started session %s/%s (%s)", namespace, session["metadata"]["name"], why)
             except AlreadyExists:
                 pass
@@ -604,7 +657,7 @@ class Controller:
     def reconcile_session(self, namespace: str, name: str, *, fresh: bool = False) -> None:
         """Reconcile a Session; `fresh` reads it from the API server first (the resync does)."""
         key = (namespace, name)
-        with self._locks.hold(("session", key)):
+        with self._locks.hold(("session", key)), self.metrics.reconcile("session"):
             for _ in range(MAX_CONFLICTS):
                 try:
                     self._reconcile_once(key, fresh)
@@ -613,6 +666,7 @@ class Controller:
                     self.stats["conflicts"] += 1
                     fresh = True
             log.warning("session %s/%s: gave up after %d conflicting writes", namespace, name, MAX_CONFLICTS)
+            self.metrics.reconcile_errors.labels("session").inc()
 
     def _session_body(self, key: Key, fresh: bool) -> dict[str, Any] | None:
         bucket = self._bucket(key)
@@ -632,7 +686,7 @@ class Controller:
             pod = self.api.get_pod(key[0], name)
             if pod is None:
                 return None
-            view = pod_view(pod)
+            view = pod_view(pod, self.clock())
             with self._guard:
                 if bucket.pods is None:
                     bucket.pods = {}
@@ -718,6 +772,7 @@ class Controller:
             )
         except Exception as e:  # a bug of ours: say so on the Session instead of retrying forever
             log.exception("planning session %s/%s failed", *key)
+            self.metrics.reconcile_errors.labels("session").inc()
             message = f"kudig internal error while planning this session: {type(e).__name__}: {e}"
             plan = invalid_plan(view, message, now, self.settings)
         self._carry_out(key, obj, plan)
@@ -733,6 +788,7 @@ class Controller:
                 bucket.uncommitted = (bucket.uncommitted or set()) | {pod["metadata"]["name"]}
             if self.api.create_pod(namespace, pod):
                 self.stats["pods_created"] += 1
+                at = self.clock()
                 # We know it exists and has not run yet: no need to ask before the watch says more.
                 created = PodView(
                     pod["metadata"]["name"], owner_uid=obj["metadata"].get("uid"), phase="Pending"
@@ -741,9 +797,16 @@ class Controller:
                     if bucket.pods is None:
                         bucket.pods = {}
                     bucket.pods.setdefault(created.name, created)
+                    if bucket.created is None:
+                        bucket.created = {}
+                    bucket.created[created.name] = at
+                origin = plan.step_origins.get(created.name)
+                if origin is not None:
+                    self.metrics.step_gap.observe(max(0.0, at - origin))
             else:
                 self.stats["pods_adopted"] += 1
         rv = str(obj["metadata"].get("resourceVersion", ""))
+        written = obj
         self._create_sessions(namespace, plan.create_sessions, f"for {key[1]}")
         for other, spec in plan.patch_sessions.items():
             log.info(
@@ -758,10 +821,14 @@ class Controller:
             written = self.api.replace_status(SESSIONS, {**obj, "status": plan.status})  # Conflict: retry
             self._remember_body(key, written)
             rv = str(written["metadata"].get("resourceVersion", ""))
+            # committed: count what it did (once; a plan dropped on a 409 never got here)
+            self.metrics.observe_session_plan(namespace, str((obj.get("spec") or {}).get("workflow")), plan)
         with self._guard:
             bucket.uncommitted = None  # committed: the state knows them, or the plan deletes them
             if plan.decoded is not None and not plan.finished:
                 bucket.decoded = (rv, plan.decoded)
+            if plan.running is not None:
+                bucket.running = plan.running
         self._delete_pods(key, plan.delete_pods)
         if plan.sweep:
             self._sweep(key, obj, set(plan.delete_pods))
@@ -770,6 +837,8 @@ class Controller:
             workflow = (obj.get("spec") or {}).get("workflow")
             if plan.labels.get(LABEL_FINISHED) and workflow:
                 self._keep_history(namespace, str(workflow))
+        if plan.status is not None and plan.events:
+            self._emit(key, written, plan.events)
         if plan.waiting_for_workflow is not None:
             with self._guard:
                 self._waiting.setdefault((namespace, plan.waiting_for_workflow), set()).add(key)
@@ -788,6 +857,18 @@ class Controller:
                 self.wakeups.set(("session", key), plan.wakeup)
             else:
                 self.wakeups.cancel(("session", key))
+
+    def _emit(self, key: Key, session: Mapping[str, Any], events: list[SessionEvent]) -> None:
+        """Create the Events a committed plan lists; a failure is logged, never raised (an Event
+        is worth less than the reconcile that reports it)."""
+        now = self.clock()
+        for i, event in enumerate(events):
+            body = event_body(session, event, now, self.settings.controller_id, f"{time.time_ns() + i:x}")
+            try:
+                self.api.create_event(key[0], body)
+                self.stats["events"] += 1
+            except Exception as e:
+                log.warning("session %s/%s: event %s not created: %s", *key, event.reason, e)
 
     # ------------------------------------------------------------------ history
 

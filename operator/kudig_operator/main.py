@@ -11,6 +11,13 @@ Identity: the controller names itself after its pod (`KUDIG_POD_NAME` or kopf's 
 the downward API), else `<host>-<pid>`. kopf would otherwise call `getpass.getuser()`, which fails
 for a non-root UID without a passwd entry (the operator image runs as 65532): the documented
 install crash-looped on that.
+
+Leader election (`KUDIG_LEADER_ELECTION=true`, as deploy/operator.yaml sets it; docs/ha.md): the
+process serves /healthz, /readyz and /metrics at once, then waits as a standby — no watch, no
+write — until it holds the `kudig-operator` Lease of its namespace (`leader.py`), and only then
+starts kopf and the controller. It releases the lease after kopf has stopped on SIGTERM, and exits
+non-zero the moment it loses it. Without the variable (the host-process e2e fixture, `kudig`
+developers) it starts at once, alone, as before.
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -30,6 +38,7 @@ from kudig.api import GROUP, SESSIONS, VERSION, WORKFLOWS
 from kudig.cluster.kube import Kube
 from kudig_operator.controller import Controller, Wakeups
 from kudig_operator.health import HealthServer, Watchdog
+from kudig_operator.leader import LEASE_NAME, LeaseElector
 from kudig_operator.podwatch import PodWatch
 
 log = logging.getLogger("kudig.operator")
@@ -42,6 +51,11 @@ class _Runtime:
     wakeups: Wakeups | None = None
     health: HealthServer | None = None
     pods: PodWatch | None = None
+    api: Kube | None = None  # made before kopf starts when leader election needs it
+    elector: LeaseElector | None = None
+    probes: Probes | None = None
+    leader: bool | None = None  # None: no leader election (a lone controller)
+    stopping = threading.Event()  # SIGTERM before kopf took the signals over
 
 
 _rt = _Runtime()
@@ -61,41 +75,132 @@ def controller() -> Controller:
     return _rt.controller
 
 
+# ----- leader election (docs/ha.md)
+
+
+def leader_election_enabled() -> bool:
+    return os.environ.get("KUDIG_LEADER_ELECTION", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+_SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def own_namespace() -> str:
+    """The controller's namespace (downward API), where its Lease lives."""
+    for var in ("KUDIG_LEADER_ELECTION_NAMESPACE", "KUDIG_POD_NAMESPACE", "POD_NAMESPACE"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        return _SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    except OSError:
+        raise SystemExit(
+            "leader election needs the controller's namespace: set KUDIG_POD_NAMESPACE "
+            "(downward API: metadata.namespace)"
+        ) from None
+
+
+class Probes:
+    """/healthz and /readyz of a process that may be a standby: the election loop's own health
+    until this process leads, then the controller's `Watchdog` (a standby is Ready when it can read
+    the lease, so a rolling update can replace it; the leader is Ready once its first resync
+    succeeded, as a lone controller)."""
+
+    def __init__(self, elector: LeaseElector) -> None:
+        self.elector = elector
+        self.watchdog: Watchdog | None = None
+
+    def healthy(self, now: float) -> tuple[bool, str]:
+        if self.watchdog is not None:
+            return self.watchdog.healthy(now)
+        return self.elector.healthy()
+
+    def ready(self, now: float) -> tuple[bool, str]:
+        if self.watchdog is not None:
+            return self.watchdog.ready(now)
+        return self.elector.ready()
+
+
+def report_leadership(leader: bool) -> None:
+    """Called on every leadership change (won, lost, released): the one place that tells
+    /metrics (`kudig_controller_leader`) whether this replica is the active one. `_rt.leader` is
+    None without leader election (a lone controller always leads)."""
+    from kudig_operator.metrics import standby_metrics
+
+    _rt.leader = leader
+    ctl = _rt.controller
+    (ctl.metrics if ctl is not None else standby_metrics(identity(), _rt.api)).set_leader(leader)
+
+
+def _serve_health(probes: Watchdog | Probes) -> HealthServer:
+    address = os.environ.get("KUDIG_HEALTH_ADDRESS", "0.0.0.0:8080")
+    # HealthServer only calls .healthy(now) and .ready(now), which Probes provides
+    health = HealthServer(address, cast(Watchdog, probes), _metrics)
+    health.start()
+    _rt.health = health
+    port_file = os.environ.get("KUDIG_HEALTH_PORT_FILE")
+    if port_file:
+        Path(port_file).write_text(str(health.port))
+    return health
+
+
+def _lost_leadership() -> None:
+    """client-go's rule: a leader that cannot renew stops acting at once — exit, and let the
+    kubelet restart this container as a standby. Never two active controllers."""
+    log.critical("lost the leader lease: exiting so that only one controller acts")
+    logging.shutdown()
+    os._exit(1)
+
+
+def _stand_by() -> bool:
+    """Serve the probes, then wait until this process holds the lease (True) or SIGTERM (False)."""
+    api = _rt.api = Kube.connect()
+    me = identity()
+    elector = LeaseElector(
+        api,
+        namespace=own_namespace(),
+        name=os.environ.get("KUDIG_LEADER_ELECTION_LEASE", LEASE_NAME),
+        identity=me,
+        on_change=report_leadership,
+    )
+    _rt.elector = elector
+    report_leadership(False)
+    probes = _rt.probes = Probes(elector)
+    health = _serve_health(probes)
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("signal %s while waiting for the lease: stopping", signal.Signals(signum).name)
+        _rt.stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info(
+        "kudig controller %s: standby until it holds lease %s (/healthz /readyz /metrics on port %d)",
+        me,
+        elector.where,
+        health.port,
+    )
+    elector.start(on_lost=_lost_leadership)
+    while not _rt.stopping.is_set():
+        if elector.became_leader.wait(0.5):
+            return True
+    elector.release()  # in case it won just now
+    health.stop()
+    return False
+
+
 def _metrics() -> tuple[bytes, str]:
+    """/metrics: the controller's own registry (metrics.py, docs/metrics.md). A standby (leader
+    election, no controller yet) serves kudig_controller_info and kudig_controller_leader 0."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-    from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
+
+    from kudig_operator.metrics import standby_metrics
 
     ctl = _rt.controller
-
-    class Collector:
-        def collect(self) -> Any:
-            requests = CounterMetricFamily(
-                "kudig_kube_requests",
-                "Kubernetes API requests made by the controller",
-                labels=["verb", "resource"],
-            )
-            kept = GaugeMetricFamily(
-                "kudig_controller_cached_objects", "What the controller keeps in memory", labels=["kind"]
-            )
-            stats = CounterMetricFamily(
-                "kudig_controller_operations", "Controller operations", labels=["operation"]
-            )
-            if ctl is not None:
-                api = ctl.api
-                counts = dict(getattr(api, "requests", {}))
-                for (verb, resource), n in sorted(counts.items()):
-                    requests.add_metric([verb, resource], n)
-                for kind, n in ctl.memory().items():
-                    kept.add_metric([kind], n)
-                for op, n in sorted(ctl.stats.items()):
-                    stats.add_metric([op], n)
-            yield requests
-            yield kept
-            yield stats
-
-    registry = CollectorRegistry()
-    registry.register(Collector())
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    metrics = ctl.metrics if ctl is not None else standby_metrics(identity(), getattr(_rt, "api", None))
+    leader = getattr(_rt, "leader", None)  # None: no leader election, this controller acts alone
+    if leader is not None:
+        metrics.set_leader(bool(leader))
+    return generate_latest(metrics.registry), CONTENT_TYPE_LATEST
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -121,8 +226,8 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     workers = int(os.environ.get("KUDIG_WORKERS", "8"))
     settings.execution.max_workers = workers
     _rt.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kudig-reconcile")
-    settings.peering.standalone = True
-    api = Kube.connect()
+    settings.peering.standalone = True  # one active controller: the Lease says which (not kopf's peering)
+    api = _rt.api or Kube.connect()
     ctl = Controller(
         api,
         runner_image=os.environ.get("KUDIG_RUNNER_IMAGE", "kudig-runner:dev"),
@@ -136,6 +241,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     watchdog = Watchdog(ctl, namespace=namespace, period=period)
     executor = _rt.executor
     assert executor is not None
+    ctl.metrics.add_queue(executor._work_queue.qsize)  # reconciles queued for a worker
 
     def pod_event(pod_namespace: str, pod: Any, deleted: bool) -> None:
         key = ctl.note_pod(pod_namespace, pod, deleted)
@@ -148,19 +254,18 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     threading.Thread(target=wakeups.run, daemon=True, name="kudig-wakeups").start()
     threading.Thread(target=pods.run, daemon=True, name="kudig-pods").start()
     threading.Thread(target=watchdog.run, daemon=True, name="kudig-resync").start()
-    address = os.environ.get("KUDIG_HEALTH_ADDRESS", "0.0.0.0:8080")
-    health = HealthServer(address, watchdog, _metrics)
-    health.start()
-    _rt.health = health
+    if _rt.probes is not None:  # leader election: the probes serve since the standby started
+        _rt.probes.watchdog = watchdog
+    health = _rt.health or _serve_health(watchdog)
     log.info(
-        "kudig controller %s started (runner image %s; /healthz /readyz /metrics on port %d)",
+        "kudig controller %s started (runner image %s; /healthz /readyz /metrics on port %d%s)",
         ctl.settings.controller_id,
         ctl.settings.runner_image,
         health.port,
+        "; leader" if _rt.elector is not None else "",
     )
-    port_file = os.environ.get("KUDIG_HEALTH_PORT_FILE")
-    if port_file:
-        Path(port_file).write_text(str(health.port))
+    if _rt.stopping.is_set():  # SIGTERM came between winning the lease and kopf's signal handlers
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _safe_reconcile(ctl: Controller, key: tuple[str, str]) -> None:
@@ -178,6 +283,8 @@ def cleanup(**_: Any) -> None:
         _rt.watchdog.stop()
     if _rt.wakeups is not None:
         _rt.wakeups.stop()
+    if _rt.executor is not None:  # reconciles in flight finish before the lease is released
+        _rt.executor.shutdown(wait=True, cancel_futures=True)
     if _rt.health is not None:
         _rt.health.stop()
 
@@ -227,8 +334,14 @@ def run() -> None:
     logging.getLogger("kudig").setLevel(os.environ.get("KUDIG_LOG_LEVEL", "INFO"))  # kudig's own loggers
     # one line per handled event is noise at our event rate; kudig logs what matters itself
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    kopf.run(
-        clusterwide=namespace is None,
-        namespaces=[namespace] if namespace else [],
-        standalone=True,
-    )
+    if leader_election_enabled() and not _stand_by():
+        return  # stopped as a standby: nothing to hand over
+    try:
+        kopf.run(
+            clusterwide=namespace is None,
+            namespaces=[namespace] if namespace else [],
+            standalone=True,
+        )
+    finally:
+        if _rt.elector is not None:  # kopf and the controller have stopped: hand over at once
+            _rt.elector.release()

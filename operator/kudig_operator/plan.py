@@ -68,8 +68,11 @@ from kudig.engine.core import (
     SessionContext,
     StartTask,
     TaskFailed,
+    TaskFinished,
     TaskLog,
+    TaskSucceeded,
     failed_tasks,
+    parse_retry,
     resumable_results,
     resume_from,
 )
@@ -81,7 +84,9 @@ from kudig.scheduler import ScheduleState, plan_schedule
 from kudig.session_vars import session_params
 from kudig.taskio import output_event
 from kudig.workflow import Workflow
+from kudig_operator import events as ev
 from kudig_operator import require, results
+from kudig_operator.events import SessionEvent
 from kudig_operator.podspec import PodContext, build_task, pod_name
 from kudig_operator.require import is_require, waiting_targets
 
@@ -122,6 +127,7 @@ class PodView:
     pod_reason: str | None = None
     pod_message: str | None = None
     log: str | None = None  # the container log, fetched only when the output points to it
+    seen: float | None = None  # when the controller received this view (a finished one: first seen so)
 
     @property
     def finished(self) -> bool:
@@ -132,7 +138,7 @@ class PodView:
         return not self.finished and not self.deleting
 
 
-def pod_view(pod: Mapping[str, Any]) -> PodView:
+def pod_view(pod: Mapping[str, Any], seen: float | None = None) -> PodView:
     meta = pod.get("metadata") or {}
     status = pod.get("status") or {}
     owner = next(
@@ -166,6 +172,7 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
         init_failure=init_failure,
         pod_reason=status.get("reason") or status.get("message"),
         pod_message=status.get("message"),
+        seen=seen,
     )
 
 
@@ -297,6 +304,7 @@ def set_condition(conditions: list[Condition], new: Condition) -> list[Condition
 class WorkflowPlan:
     status: dict[str, Any] | None = None  # the status to write (None: unchanged)
     create_sessions: list[dict[str, Any]] = field(default_factory=list)  # scheduled sessions due
+    run_times: dict[str, float] = field(default_factory=dict)  # their slots' run times, by Session name
     skipped: list[str] = field(default_factory=list)  # slots skipped, for the log
     wakeup: float | None = None  # the next run time
     needs_active: bool = False  # skip_on_overtime: plan again knowing whether an attempt runs
@@ -403,7 +411,9 @@ def _plan_schedule(
         extra: dict[str, Any] = {"scheduled": True}
         if fire.last_executed is not None:
             extra["lastExecutedSessionTime"] = fire.last_executed.astimezone(wf.tz).isoformat()
-        plan.create_sessions.append(session_manifest(name, fire.session_time.astimezone(wf.tz), **extra))
+        manifest = session_manifest(name, fire.session_time.astimezone(wf.tz), **extra)
+        plan.create_sessions.append(manifest)
+        plan.run_times[str(manifest["metadata"]["name"])] = fire.run_time.timestamp()
     plan.skipped = [f"{k.session_time.astimezone(wf.tz).isoformat()} ({k.reason})" for k in decision.skipped]
     st = decision.state
     new.schedule_key = st.schedule_key
@@ -481,6 +491,26 @@ class SessionPlan:
     create_sessions: list[dict[str, Any]] = field(default_factory=list)  # triggered (before the commit)
     labels: dict[str, str | None] | None = None  # metadata labels to set (None: remove), after the commit
     decoded: Decoded | None = None  # the state the written status holds, to skip decoding it next time
+    # What this plan's status write commits, for metrics and Events (the controller reports them
+    # only once the write succeeded, so a plan dropped on a 409 reports nothing):
+    started_attempt: int | None = None  # a new attempt starts
+    outcome: str | None = None  # the attempt ends: succeeded | failed | killed
+    duration: float | None = None  # of the attempt that ends (seconds from its start)
+    runs: list[TaskRun] = field(default_factory=list)  # work-task tries that reported
+    step_origins: dict[str, float] = field(default_factory=dict)  # pod -> its upstream seen done
+    sla_missed: bool = False  # the `sla:` deadline passed in this plan
+    running: int | None = None  # task pods the committed state runs (None: unknown, unchanged)
+    events: list[SessionEvent] = field(default_factory=list)  # Kubernetes Events to create
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """One try of a work task that reported in a plan (each retry is another run)."""
+
+    operator: str  # the task's operator (sh, py, require, ...): a bounded set
+    outcome: str  # succeeded | failed
+    seconds: float  # from the try's start (its plan) to its result (this plan)
+    retried: bool = False  # the failure is retried by the task's own `_retry`
 
 
 def _generation(rows: list[dict[str, Any]], row: dict[str, Any]) -> str:
@@ -728,6 +758,7 @@ def plan_session(
     if spec.kill and not engine.state.killed and not engine.state.done:
         events.append(KillRequested())
     name = view.name
+    seen_done: dict[int, float] = {}  # task -> when its pod was seen done (for step gaps)
     known_names: dict[tuple[int, int], str] = {}
 
     def pod_of(task: Task) -> str:
@@ -752,11 +783,18 @@ def plan_session(
         pname = pod_of(task)
         if pname not in pods:
             continue  # not observed (the controller always observes running tasks' pods)
-        event = pod_event(task, pods[pname])
+        seen_view = pods[pname]
+        event = pod_event(task, seen_view)
         if event is not None:
             events.append(event)
+            seen_done[task.id] = (
+                seen_view.seen if seen_view is not None and seen_view.seen is not None else now
+            )
     events.extend(steps.events)
+    tries = [_Try.of(engine.state, e) for e in events if not isinstance(e, KillRequested)]
+    sla_before = engine.state.sla_fired
     actions = engine.step(events, now)
+    all_actions = list(actions)
 
     plan = SessionPlan()
     expected: set[str] = set()
@@ -795,6 +833,7 @@ def plan_session(
                 _carry(action, engine, plan, pod_ctx, pod_of)
         if failures:
             pending = engine.step(failures, now)
+            all_actions.extend(pending)
     for task in engine.running():
         if not is_require(task):
             expected.add(pod_of(task))
@@ -826,6 +865,8 @@ def plan_session(
         # (the controller's name alone is no reason to write: two controllers overlapping during
         # a hand-over would otherwise take turns writing it)
         plan.status = new.model_dump(by_alias=True, exclude_none=True)
+    plan.running = len(expected)
+    _report(plan, view, engine, tries, all_actions, seen_done, pod_of, new, new_attempt, sla_before, now)
     wake = engine.next_wakeup()
     plan.wakeup = wake if not engine.state.done else None
     plan.finished = engine.state.done and not plan.create_pods
@@ -847,6 +888,190 @@ def plan_session(
     elif not engine.state.done and LABEL_FINISHED in labels:
         plan.labels = {LABEL_FINISHED: None}  # a new attempt runs: not finished any more
     return plan
+
+
+@dataclass(frozen=True)
+class _Try:
+    """A work task's try as it stood before the step its result is applied in."""
+
+    task: Task
+    succeeded: bool
+    started_at: float | None
+    retry_count: int
+    ancestors: tuple[tuple[Task, int], ...]  # (group, its retry count) from the parent up
+
+    @classmethod
+    def of(cls, state: SessionState, event: Event) -> _Try:
+        assert not isinstance(event, KillRequested)
+        task = state.tasks[event.task_id]
+        chain = []
+        parent = task.parent
+        while parent is not None:
+            chain.append((state.tasks[parent], state.tasks[parent].retry_count))
+            parent = state.tasks[parent].parent
+        return cls(task, isinstance(event, TaskSucceeded), task.started_at, task.retry_count, tuple(chain))
+
+
+def _retry_limit(raw: Any) -> str:
+    try:
+        policy = parse_retry(raw)
+    except (KudigError, ValueError, TypeError):
+        return "?"
+    return str(policy.limit) if policy is not None else "?"
+
+
+def _error_message(task: Task) -> str:
+    return ev.cut(str((task.error or {}).get("message", "")) or "unknown error")
+
+
+def _task_events(
+    state: SessionState, tries: list[_Try], actions: Iterable[Action], now: float
+) -> tuple[list[TaskRun], list[SessionEvent]]:
+    """What the tries that reported in this step did (runs for metrics; failures and retries as
+    Events), and the tasks that failed in the step without a try (`${...}` errors, `fail>`)."""
+    runs: list[TaskRun] = []
+    out: list[SessionEvent] = []
+    retried_groups: set[int] = set()
+    reported: set[int] = set()
+    for t in tries:
+        task = t.task
+        if task.cancel_requested or task.state == TaskState.CANCELED:
+            continue  # stopped by a kill: not a run that finished
+        reported.add(task.id)
+        retried = task.retry_count > t.retry_count
+        ok = (
+            t.succeeded
+            and not retried
+            and task.state in (TaskState.SUCCESS, TaskState.PLANNED)
+            and not task.delayed_error
+        )
+        operator = str(task.config.get("_type") or "unknown")
+        seconds = max(0.0, now - t.started_at) if t.started_at is not None else 0.0
+        runs.append(TaskRun(operator, "succeeded" if ok else "failed", seconds, retried))
+        if ok:
+            continue
+        if retried:
+            limit = _retry_limit(task.state_params.get("_retry"))
+            when = f" in {task.retry_at - now:.0f}s" if task.retry_at is not None else ""
+            out.append(
+                SessionEvent(
+                    ev.WARNING,
+                    ev.RETRYING,
+                    f"{task.name} failed, retry {task.retry_count} of {limit}{when}: {_error_message(task)}",
+                )
+            )
+            continue
+        out.append(SessionEvent(ev.WARNING, ev.TASK_FAILED, f"{task.name} failed: {_error_message(task)}"))
+        for group, count in t.ancestors:
+            if group.retry_count > count and group.id not in retried_groups:
+                retried_groups.add(group.id)
+                limit = _retry_limit(group.config.get("_retry"))
+                out.append(
+                    SessionEvent(
+                        ev.WARNING,
+                        ev.RETRYING,
+                        f"{group.name} is retried ({group.retry_count} of {limit}) after {task.name} failed",
+                    )
+                )
+                break
+    for action in actions:
+        if isinstance(action, TaskFinished) and action.state == TaskState.ERROR:
+            task = state.tasks[action.task_id]
+            if not task.is_group and task.id not in reported and not task.delayed_error:
+                out.append(
+                    SessionEvent(ev.WARNING, ev.TASK_FAILED, f"{task.name} failed: {_error_message(task)}")
+                )
+    if len(out) > ev.MAX_TASK_EVENTS:
+        more = len(out) - ev.MAX_TASK_EVENTS
+        out = out[: ev.MAX_TASK_EVENTS]
+        out.append(SessionEvent(ev.WARNING, ev.TASK_FAILED, f"{more} more task failures or retries"))
+    return runs, out
+
+
+def _step_origins(
+    state: SessionState, actions: Iterable[Action], seen: Mapping[int, float]
+) -> dict[int, float]:
+    """For each work task this step started because a task whose pod was seen done finished (its
+    upstream, an upstream of an ancestor, the last child of an upstream group, through control
+    tasks run inline, or the task that generated it), when that pod was seen done (the latest,
+    if several). Tasks started for another reason (a new attempt, a retry, a timer) have none."""
+    cause = dict(seen)
+    out: dict[int, float] = {}
+    for action in actions:
+        if not isinstance(action, StartTask | TaskFinished):
+            continue
+        task = state.tasks[action.task_id]
+        times = [cause[c] for c in task.children if c in cause]
+        node: Task | None = task
+        while node is not None:
+            if node is not task and node.id in cause:
+                times.append(cause[node.id])
+            times.extend(cause[u] for u in node.upstreams if u in cause)
+            node = state.tasks[node.parent] if node.parent is not None else None
+        if not times:
+            continue
+        cause.setdefault(task.id, max(times))
+        if isinstance(action, StartTask):
+            out[task.id] = max(times)
+    return out
+
+
+_OUTCOMES = {SUCCEEDED: "succeeded", FAILED: "failed", KILLED: "killed"}
+
+
+def _report(
+    plan: SessionPlan,
+    view: SessionView,
+    engine: Engine,
+    tries: list[_Try],
+    actions: list[Action],
+    seen: Mapping[int, float],
+    pod_of: Callable[[Task], str],
+    new: SessionStatus,
+    new_attempt: bool,
+    sla_before: bool,
+    now: float,
+) -> None:
+    """Fill in what the plan's status write commits, for metrics and Events."""
+    state = engine.state
+    attempt = new.attempt or 1
+    old = view.status
+    if new_attempt:
+        plan.started_attempt = attempt
+        spec = view.spec
+        if attempt > 1 and spec is not None and old.engine is not None:
+            how = {
+                "failed": "retry of the failed tasks",
+                "all": "all tasks again",
+                "from": f"retry from {spec.resume_from}",
+            }[spec.retry_mode]
+            plan.events.append(SessionEvent(ev.NORMAL, ev.STARTED, f"Attempt {attempt} started ({how})"))
+        else:
+            plan.events.append(SessionEvent(ev.NORMAL, ev.STARTED, f"Attempt {attempt} started"))
+    if state.sla_fired and not sla_before:
+        plan.sla_missed = True
+        plan.events.append(
+            SessionEvent(ev.WARNING, ev.SLA_MISSED, f"Attempt {attempt} is still running at its SLA deadline")
+        )
+    if tries or actions:
+        plan.runs, task_events = _task_events(state, tries, actions, now)
+        plan.events.extend(task_events)
+    if seen and plan.create_pods:
+        for task_id, at in _step_origins(state, actions, seen).items():
+            plan.step_origins[pod_of(state.tasks[task_id])] = at
+    if new.phase in TERMINAL and (new_attempt or old.phase not in TERMINAL):
+        plan.outcome = _OUTCOMES[new.phase]
+        started = None if new_attempt else _parse_time(new.started_at)
+        plan.duration = max(0.0, now - started.timestamp()) if started is not None else 0.0
+        took = f"{plan.duration:.0f}s"
+        if new.phase == SUCCEEDED:
+            message = f"Attempt {attempt} succeeded: {new.progress} tasks in {took}"
+            plan.events.append(SessionEvent(ev.NORMAL, ev.SUCCEEDED, message))
+        elif new.phase == FAILED:
+            message = f"Attempt {attempt} failed after {took}: {ev.cut(new.message or '', 300)}"
+            plan.events.append(SessionEvent(ev.WARNING, ev.FAILED, message))
+        else:
+            plan.events.append(SessionEvent(ev.NORMAL, ev.KILLED, f"Attempt {attempt} killed after {took}"))
 
 
 def _status(

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kudig_runner.dispatch import operator_secret_keys
 from kudig_runner.durations import timeout_seconds
 from kudig_runner.protocol import INPUT_PART_KEY, split_input
 from kudig_runner.shell import env_value, fits_exec, is_valid_env_key
@@ -196,7 +197,8 @@ def build_task(
     op_type = action.op_type
     image = _docker_image(config) or ctx.defaults.image or ctx.runner_image
     own_runner = image == ctx.runner_image
-    keys = secret_keys(config)
+    # `${secret:...}` in the config, and the secrets the operator reads itself (pg.password...).
+    keys = sorted(set(secret_keys(config)) | set(operator_secret_keys(op_type, config)))
     secret_map = {key: secret_env_name(i) for i, key in enumerate(keys)}
     the_input = task_input(action, secret_map)
     workdir = the_input["workdir"]

@@ -32,17 +32,21 @@ class Host:
     def __init__(self) -> None:
         self._groups: set[int] = set()
         self._lock = threading.Lock()
+        self._signalled: int | None = None  # once signalled, a command starting later gets it too
 
     def signal(self, signum: int) -> None:
         with self._lock:
+            self._signalled = signum
             groups = list(self._groups)
         for pgid in groups:
             with contextlib.suppress(OSError):
                 os.killpg(pgid, signum)
 
-    def _add(self, pgid: int) -> None:
+    def _add(self, pgid: int) -> int | None:
+        """Track a new command group; the signal it missed while starting, if any."""
         with self._lock:
             self._groups.add(pgid)
+            return self._signalled
 
     def _remove(self, pgid: int) -> None:
         with self._lock:
@@ -131,7 +135,10 @@ def run_streaming(
         timer.start()
     host: Host | None = getattr(_local, "host", None)
     if host is not None:
-        host._add(proc.pid)
+        missed = host._add(proc.pid)
+        if missed is not None:  # the host was stopped while this command was starting
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, missed)
     try:
         out = _sink()
         assert proc.stdout is not None

@@ -85,6 +85,12 @@ _SHA256_RE = re.compile(r"[0-9a-f]{64}\Z")
 ErrorDict = TypedDict("ErrorDict", {"message": str, "class": str, "backtrace": str})
 
 
+# `http_call>`: the runner has no YAML parser, so a fetched workflow comes back as the text of a
+# `.dig`, the only key of `subtask_config`; the engine loads it (kudig.taskio.output_event). No
+# valid subtask config has this key (a group's `_` keys are a fixed set).
+WORKFLOW_TEXT_KEY = "_kudig_workflow_text"
+
+
 class TaskInput(TypedDict):
     task_name: str
     type: str

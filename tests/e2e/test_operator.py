@@ -288,6 +288,27 @@ def test_kill_and_retry(kube: Kube, namespace: str, operator: Operator, tmp_path
     ]
     assert len(firsts) == 1
     assert [a["phase"] for a in obj["status"]["attempts"]] == ["Failed", "Killed"]
+    # the Session's Events, as `kubectl describe session` shows them (the API server accepted them)
+    expected = ["Started", "TaskFailed", "Failed", "Started", "Killed"]
+
+    def session_events() -> list[Any]:
+        listed = kube.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+        ours = [e for e in listed.items if e.reporting_component == "kudig.io/controller"]
+        return sorted(ours, key=lambda e: e.metadata.name)  # <session>.<creation nanoseconds, hex>
+
+    wait_for(lambda: len(session_events()) >= len(expected), 30, "the Session's events")
+    events = session_events()
+    assert [e.reason for e in events] == expected
+    assert events[1].type == "Warning" and events[1].message.startswith("+kr+second failed: ")
+    assert events[3].message == "Attempt 2 started (retry of the failed tasks)"
+    assert {(e.involved_object.kind, e.involved_object.uid) for e in events} == {
+        ("Session", obj["metadata"]["uid"])
+    }
+    metrics = operator.probe("metrics")[1]
+    assert f'kudig_sessions_finished_total{{namespace="{namespace}",outcome="killed",workflow="kr"}} 1.0' in (
+        metrics
+    )
+    assert 'kudig_task_runs_total{operator="sh",outcome="failed"}' in metrics
 
 
 def test_secrets_resolved_in_pod_never_written(

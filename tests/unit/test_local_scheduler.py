@@ -89,7 +89,9 @@ def test_one_session_per_slot_with_the_local_executor(tmp_path: Path) -> None:
     fake.settle = sched.join  # each session ends before the clock moves on
     drive(sched, fake)
 
-    ran = re.findall(r"ran (\S+) last=\[(\S*)\] id=(\d+)", out.getvalue())
+    ran = re.findall(
+        r"^ran (\S+) last=\[(\S*)\] id=(\d+)", out.getvalue(), re.M
+    )  # the echo, not its INFO line
     assert ran == [
         ("2024-01-30T10:01:00+00:00", "", "1"),
         ("2024-01-30T10:02:00+00:00", "2024-01-30T10:01:00+00:00", "2"),

@@ -12,6 +12,7 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from functools import cached_property
 from typing import Any
 
 from kudig.api import SESSIONS, WORKFLOWS
@@ -37,6 +38,7 @@ class FakeKube:
         self.watch_events: list[dict[str, Any]] = []
         self.deleted_objects: list[str] = []  # what the next watch_pods stream delivers
         self.watched_from: list[str] = []
+        self.events: list[dict[str, Any]] = []  # every Event created, in order
 
     # ----- test helpers
 
@@ -333,3 +335,47 @@ class FakeKube:
             return "created"
         self.config_maps[(namespace, body["metadata"]["name"])].update(copy.deepcopy(body))
         return "configured"
+
+    # ----- events
+
+    def create_event(self, namespace: str, body: dict[str, Any]) -> None:
+        self._enter("create_event", "create", "events")
+        event = json.loads(json.dumps(body))
+        event.setdefault("metadata", {})["namespace"] = namespace
+        self.events.append(event)
+
+    def event_reasons(self, session: str | None = None) -> list[str]:
+        """The reasons of the Events created (about one Session), in order."""
+        return [e["reason"] for e in self.events if session is None or e["involvedObject"]["name"] == session]
+
+    # ----- leases (leader election)
+
+    @cached_property
+    def leases(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """(namespace, name) -> Lease."""
+        return {}
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._enter("get_lease", "get", "leases")
+        lease = self.leases.get((namespace, name))
+        return copy.deepcopy(lease) if lease is not None else None
+
+    def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._enter("create_lease", "create", "leases")
+        name = body["metadata"]["name"]
+        if (namespace, name) in self.leases:
+            raise AlreadyExists(name)
+        lease = json.loads(json.dumps(body))
+        self._meta(lease, namespace)
+        self.leases[(namespace, name)] = lease
+        return copy.deepcopy(lease)
+
+    def replace_lease(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._enter("replace_lease", "update", "leases")
+        meta = body["metadata"]
+        current = self.leases.get((meta["namespace"], meta["name"]))
+        if current is None or meta.get("resourceVersion") != current["metadata"]["resourceVersion"]:
+            raise Conflict("stale")
+        current["spec"] = json.loads(json.dumps(body.get("spec") or {}))
+        current["metadata"]["resourceVersion"] = str(next(self._rv))
+        return copy.deepcopy(current)

@@ -585,6 +585,8 @@ def test_reconciles_cost_few_requests_and_read_no_config_maps(h: Harness) -> Non
         h.finish(running[0])
         h.watch_session()  # the watch echoes our own status write: no request
     assert h.status()["phase"] == "Succeeded"
+    # two Events per Session (Started, Succeeded), none per task that succeeds
+    assert h.kube.requests.pop(("create", "events")) == 2
     total = sum(h.kube.requests.values())
     assert total / 30 <= 2.1, dict(h.kube.requests)
     assert h.kube.requests[("get", "configmaps")] == 0
