@@ -30,6 +30,7 @@ class Trigger:
 
     workflow: str
     project: str | None = None
+    line: int | None = None  # of `trigger:` in the workflow's file
 
 
 def parse_trigger(definition: YMap, file: str) -> Trigger | None:
@@ -54,7 +55,7 @@ def parse_trigger(definition: YMap, file: str) -> Trigger | None:
     project = config.get("dependent_project_name")
     if project is not None and not isinstance(project, str):
         raise ConfigError("trigger: dependent_project_name must be a string", file, line)
-    return Trigger(name, project)
+    return Trigger(name, project, line)
 
 
 @dataclass(frozen=True)

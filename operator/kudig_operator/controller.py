@@ -547,11 +547,17 @@ class Controller:
         self, namespace: str, name: str, body: dict[str, Any] | None = None, *, recheck: bool = False
     ) -> None:
         key = (namespace, name)
+        before = self.workflows.get(key)
         with self._locks.hold(("workflow", key)), self.metrics.reconcile("workflow"):
             self._reconcile_workflow(key, body, recheck)
         compiled_now = self.workflows.get((namespace, name))
         if compiled_now is not None and compiled_now.ok:
             self.metrics.workflow_known(namespace, name)
+            if before is None or not before.ok:
+                # newly known here: the Workflows whose trigger names it can say so now
+                for dependent in self.workflows.dependents(namespace, compiled_now):
+                    if dependent != name:
+                        self.reconcile_workflow(namespace, dependent)
         if (
             compiled_now is not None
             and compiled_now.reason == "ProjectFilesPending"
@@ -578,10 +584,15 @@ class Controller:
                     return
             compiled = self.workflows.compile(obj, recheck=recheck)
             now = self.clock()
-            plan = plan_workflow(obj, compiled, now)
+            found = self._trigger_found(namespace, compiled)
+            plan = plan_workflow(obj, compiled, now, trigger_found=found)
             if plan.needs_active:
                 plan = plan_workflow(
-                    obj, compiled, now, active_attempt=self._attempt_running(namespace, name)
+                    obj,
+                    compiled,
+                    now,
+                    active_attempt=self._attempt_running(namespace, name),
+                    trigger_found=found,
                 )
             self._create_sessions(namespace, plan.create_sessions, f"scheduled by {name}", plan.run_times)
             for skipped in plan.skipped:
@@ -599,6 +610,14 @@ class Controller:
                 else:
                     self.wakeups.cancel(("schedule", key))
             return
+
+    def _trigger_found(self, namespace: str, compiled: CompiledWorkflow) -> bool | None:
+        """Whether the workflow a `trigger: attempt>:` names exists here (None: no trigger)."""
+        wf = compiled.workflow if compiled.ok else None
+        if wf is None or wf.trigger is None:
+            return None
+        project = wf.trigger.project if wf.trigger.project is not None else compiled.project
+        return self.workflows.find(namespace, wf.trigger.workflow, project) is not None
 
     def _create_sessions(
         self,

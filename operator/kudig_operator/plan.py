@@ -321,7 +321,12 @@ def _parse_time(text: str | None) -> datetime | None:
 
 
 def plan_workflow(
-    obj: Mapping[str, Any], compiled: CompiledWorkflow, now: float, *, active_attempt: bool | None = None
+    obj: Mapping[str, Any],
+    compiled: CompiledWorkflow,
+    now: float,
+    *,
+    active_attempt: bool | None = None,
+    trigger_found: bool | None = None,
 ) -> WorkflowPlan:
     """The Workflow status for `compiled` and, for a scheduled Workflow, the Sessions now due.
 
@@ -370,6 +375,27 @@ def plan_workflow(
             observed_generation=generation,
         )
     new.conditions = set_condition(status.conditions, cond)
+    trigger = compiled.workflow.trigger if compiled.ok and compiled.workflow is not None else None
+    if trigger is not None and trigger_found is not None:
+        assert compiled.workflow is not None
+        where = f"{compiled.workflow.file}:{trigger.line}: " if trigger.line else ""
+        project = f" of project '{trigger.project}'" if trigger.project else ""
+        new.conditions = set_condition(
+            new.conditions,
+            Condition(
+                type="TriggerReady",
+                status="True" if trigger_found else "False",
+                reason="DependentWorkflowFound" if trigger_found else "DependentWorkflowNotFound",
+                message=""
+                if trigger_found
+                else (
+                    f"{where}trigger: workflow '{trigger.workflow}'{project} not found in this namespace; "
+                    "this workflow starts once it exists and one of its sessions succeeds"
+                )[:1000],
+                last_transition_time=iso(now),
+                observed_generation=generation,
+            ),
+        )
     if new != status:
         plan.status = new.model_dump(by_alias=True, exclude_none=True)
     return plan

@@ -804,3 +804,24 @@ def test_a_trigger_starts_the_dependent_workflow_after_success_only(h: Harness) 
     assert h.kube.obj(SESSIONS, NS, down[0])["spec"]["triggeredBy"] == "up-2"
     h.watch_session(down[0])
     assert h.tasks(down[0])["+down+b"]["state_params"]["log"] == "down at 2024-01-31T00:00:00+00:00\n"
+
+
+def test_a_trigger_naming_a_missing_workflow_says_so_until_it_exists(h: Harness) -> None:
+    h.workflow(
+        "timezone: UTC\ntrigger:\n  attempt>:\n  dependent_workflow_name: up\n+t:\n  echo>: after up\n",
+        name="down",
+    )
+
+    def trigger_condition() -> dict[str, Any]:
+        status = h.kube.obj(WORKFLOWS, NS, "down")["status"]
+        return next(c for c in status["conditions"] if c["type"] == "TriggerReady")
+
+    cond = trigger_condition()
+    assert cond["status"] == "False" and cond["reason"] == "DependentWorkflowNotFound"
+    assert cond["message"].startswith("down.dig:2: trigger: workflow 'up' not found in this namespace")
+    compiled = next(
+        c for c in h.kube.obj(WORKFLOWS, NS, "down")["status"]["conditions"] if c["type"] == "Compiled"
+    )
+    assert compiled["status"] == "True", "the workflow itself is fine: it waits for the other one"
+    h.workflow("+u:\n  sh>: echo up\n", name="up")
+    assert trigger_condition()["status"] == "True"
