@@ -7,6 +7,7 @@ Local commands (`run`, `check`) need no cluster. Errors in the user's input prin
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -30,7 +31,7 @@ def resolve_session_time(spec: str, wf: Workflow, status_root: Path | None, now:
         if status_root is not None and status_root.is_dir():
             times = []
             for d in status_root.iterdir():
-                if d.is_dir() and any(d.glob(f"+{wf.name}+*.yml")):  # not another workflow's `+{name}2+...`
+                if d.is_dir() and _has_task_file(d, wf.name):
                     try:
                         times.append(datetime.strptime(d.name, "%Y%m%dT%H%M%S%z"))
                     except ValueError:
@@ -39,6 +40,11 @@ def resolve_session_time(spec: str, wf: Workflow, status_root: Path | None, now:
                 return max(times).astimezone(wf.tz)
         spec = "schedule" if wf.schedule is not None else "daily"
     return local_session_time(spec, timezone=wf.tz, schedule=wf.schedule, now=now)
+
+
+def _has_task_file(directory: Path, workflow: str) -> bool:
+    """digdag's `+<wf>[+^]*.yml`: a task of this workflow, not of one whose name it prefixes."""
+    return any(directory.glob(f"+{workflow}+*.yml")) or any(directory.glob(f"+{workflow}^*.yml"))
 
 
 def _selector(wf: Workflow, args: argparse.Namespace) -> Any:
@@ -182,8 +188,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     for warning in (*wf.warnings, *wf.notices):
         print(f"warning: {warning}", file=sys.stderr)
     if args.show_params:
-        import json
-
         print(json.dumps({**params, **builtins}, indent=2, default=str))
     engine = Engine.new(ctx, wf.tasks)
     run = LocalRun(
@@ -222,12 +226,56 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _local_secrets() -> dict[str, str]:
-    """Local secrets: KUDIG_SECRET_<KEY> environment variables (dots as double underscores)."""
-    out: dict[str, str] = {}
-    for name in os.environ:
-        if name.startswith("KUDIG_SECRET_"):
-            out[name[len("KUDIG_SECRET_") :].replace("__", ".").lower()] = name
-    return out
+    """Local secrets (`kudig secrets --local`, and `KUDIG_SECRET_<KEY>` environment variables with
+    dots as double underscores): secret key -> the environment variable holding its value."""
+    from kudig.local import secrets
+
+    return secrets.export(os.environ)
+
+
+def cmd_secrets(args: argparse.Namespace) -> int:
+    """digdag's `secrets --local`: list the keys, `--set k=v | k=@file | @file.json | k` (value read
+    from standard input), `--delete k`."""
+    from kudig.local import secrets
+
+    if not args.local:
+        raise KudigError(
+            "kudig secrets manages --local secrets (kudig run); on a cluster, put them in the Kubernetes "
+            "Secret the Workflow names (spec.secretName, default kudig-secrets)"
+        )
+    store = secrets.load()
+    for item in args.set or []:
+        if item.startswith("@"):
+            try:
+                data = json.loads(Path(item[1:]).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise KudigError(f"Cannot read secrets from {item[1:]}: {e}") from None
+            if not isinstance(data, dict):
+                raise KudigError(f"{item[1:]}: expected a JSON map of keys to values")
+            pairs = [(str(k), str(v)) for k, v in data.items()]
+        elif "=" in item:
+            key, _, value = item.partition("=")
+            if value.startswith("@"):
+                try:
+                    value = Path(value[1:]).read_text(encoding="utf-8")
+                except OSError as e:
+                    raise KudigError(f"Cannot read {value[1:]}: {e.strerror or e}") from None
+            pairs = [(key, value)]
+        else:
+            pairs = [(item, sys.stdin.readline().rstrip("\n"))]
+        for key, value in pairs:
+            store[secrets.check_key(key)] = value
+            print(f"Secret '{key}' set")
+    for key in args.delete or []:
+        if store.pop(key, None) is None:
+            raise KudigError(f"No local secret '{key}'")
+        print(f"Secret '{key}' deleted")
+    if args.set or args.delete:
+        secrets.save(store)
+    else:
+        for key in sorted(store):
+            print(key)
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -346,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     sched.add_argument("-P", "--params-file", action="append", metavar="FILE.yml")
     sched.add_argument("--max-task-threads", type=int, default=8)
     sched.set_defaults(func=cmd_scheduler)
+
+    sec = sub.add_parser("secrets", help="local secrets for kudig run (digdag's secrets --local)")
+    sec.add_argument("--local", action="store_true", help="the secrets of kudig run on this machine")
+    sec.add_argument("--set", action="append", metavar="KEY=VALUE|KEY=@FILE|@FILE.json|KEY")
+    sec.add_argument("--delete", action="append", metavar="KEY")
+    sec.set_defaults(func=cmd_secrets)
 
     from kudig.cluster.cli import add_commands
 
