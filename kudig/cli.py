@@ -278,6 +278,43 @@ def cmd_secrets(args: argparse.Namespace) -> int:
     return 0
 
 
+INIT_TEMPLATES = {
+    "echo": "+setup:\n  echo>: start ${session_time}\n\n+disp_current_date:\n  echo>: ${moment(session_time).utc().format('YYYY-MM-DD HH:mm:ss Z')}\n\n+repeat:\n  for_each>:\n    order: [first, second, third]\n    animal: [dog, cat]\n  _do:\n    echo>: ${order} ${animal}\n  _parallel: true\n\n+teardown:\n  echo>: finish ${session_time}\n",
+    "sh": '+setup:\n  sh>: echo start ${session_time}\n\n+main:\n  sh>: echo "running ${task_name} at $(date)"\n\n+teardown:\n  sh>: echo finish ${session_time}\n',
+    "python": "+setup:\n  echo>: start ${session_time}\n\n+step1:\n  py>: tasks.MyWorkflow.step1\n\n+step2:\n  py>: tasks.MyWorkflow.step2\n\n+teardown:\n  echo>: finish ${session_time}\n",
+    "postgresql": "_export:\n  pg:\n    host: localhost\n    database: postgres\n    user: postgres\n\n+create:\n  pg>: queries/select.sql\n  create_table: example_result\n",
+}
+INIT_FILES = {
+    "python": {
+        "tasks/__init__.py": "import digdag\n\n\nclass MyWorkflow(object):\n"
+        "    def step1(self):\n        print('step1')\n        digdag.env.store({'my_param': 2})\n\n"
+        "    def step2(self, my_param=None):\n        print('step2: %s' % my_param)\n",
+    },
+    "postgresql": {"queries/select.sql": "select '${session_date}'::text as day, 1 as n\n"},
+}
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """digdag's `init`: a new project directory with a sample workflow."""
+    root = Path(args.directory)
+    name = root.resolve().name
+    dig = root / f"{name}.dig"
+    if dig.exists():
+        raise KudigError(f"{dig} already exists")
+    root.mkdir(parents=True, exist_ok=True)
+    files = {f"{name}.dig": "timezone: UTC\n\n" + INIT_TEMPLATES[args.type], ".gitignore": ".digdag\n"}
+    files.update(INIT_FILES.get(args.type, {}))
+    for rel, text in files.items():
+        path = root / rel
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"  Creating {path}")
+    print(f"Done. Type `cd {root}` and then `kudig run {name}.dig` to run the workflow. Enjoy!")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     wf = load_workflow(Path(args.workflow), Path(args.project) if args.project else None, args.max_tasks)
     if wf.warnings:
@@ -394,6 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
     sched.add_argument("-P", "--params-file", action="append", metavar="FILE.yml")
     sched.add_argument("--max-task-threads", type=int, default=8)
     sched.set_defaults(func=cmd_scheduler)
+
+    init = sub.add_parser("init", help="create a new project with a sample workflow (digdag's init)")
+    init.add_argument("directory", nargs="?", default=".")
+    init.add_argument("-t", "--type", choices=sorted(INIT_TEMPLATES), default="echo")
+    init.set_defaults(func=cmd_init)
 
     sec = sub.add_parser("secrets", help="local secrets for kudig run (digdag's secrets --local)")
     sec.add_argument("--local", action="store_true", help="the secrets of kudig run on this machine")

@@ -141,3 +141,12 @@ def test_unused_keys_on_operator_tasks_warn_with_a_suggestion(tmp_path: Path) ->
     assert "u.dig:1: Parameter '_retyr' is not used at task +u+a. (did you mean [_retry]?)" in proc.stderr
     assert "Parameter 'shel' is not used at task +u+a. (did you mean [shell]?)" in proc.stderr
     assert proc.stderr.count("is not used") == 2, "loop>'s _do is its own"
+
+
+@pytest.mark.parametrize("kind", ["echo", "sh", "python"])
+def test_init_creates_a_project_that_runs(tmp_path: Path, kind: str) -> None:
+    assert _kudig(tmp_path, "init", "proj", "-t", kind).returncode == 0
+    proc = _kudig(tmp_path / "proj", "run", "proj.dig", "--no-save")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    again = _kudig(tmp_path, "init", "proj")
+    assert again.returncode == 1 and "already exists" in again.stderr
