@@ -316,9 +316,34 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    wf = load_workflow(Path(args.workflow), Path(args.project) if args.project else None, args.max_tasks)
+    """One workflow, or with no argument every workflow of the project (digdag's `check`): each
+    error on its own line, exit 1 if any."""
+    if args.workflow is not None:
+        _check_one(Path(args.workflow), args)
+        return 0
+    root = Path(args.project) if args.project else Path.cwd()
+    digs = sorted(root.glob("*.dig"))
+    if not digs:
+        raise KudigError(f"No workflow (.dig file) in {root}")
+    failed = 0
+    for dig in digs:
+        try:
+            _check_one(dig, args)
+        except KudigError as e:
+            failed += 1
+            print(f"error: {e}", file=sys.stderr)
+    print(f"{len(digs) - failed} of {len(digs)} workflows are valid.")
+    return 1 if failed else 0
+
+
+def _check_one(path: Path, args: argparse.Namespace) -> None:
+    wf = load_workflow(path, Path(args.project) if args.project else None, args.max_tasks)
     if wf.warnings:
         raise wf.warnings[0]
+    params: dict[str, Any] = {}
+    for file in args.params_file or []:
+        deep_merge(params, load_params_file(file))
+    deep_merge(params, parse_param_args(args.param or []))
     for notice in wf.notices:
         print(f"warning: {notice}", file=sys.stderr)
     print(f"  workflow: {wf.name}")
@@ -340,8 +365,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         label = f"{op}>: {head}" if op else "(group)"
         after = f"  after: {ups}" if ups else ""
         print(f"  {'  ' * depth}{spec.name.rsplit('+', 1)[-1] or spec.name}  {label}{after}")
+    if params:
+        print(f"  params: {json.dumps(params, default=str)}")
     print("Workflow is valid.")
-    return 0
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
@@ -417,8 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-tasks", type=int, default=1000, help="maximum tasks per session (digdag: 1000)")
     run.set_defaults(func=cmd_run)
 
-    check = sub.add_parser("check", help="validate a workflow and print its plan")
-    check.add_argument("workflow")
+    check = sub.add_parser(
+        "check", help="validate a workflow (default: every one of the project) and print its plan"
+    )
+    check.add_argument("workflow", nargs="?")
+    check.add_argument("-p", "--param", action="append", metavar="KEY=VALUE")
+    check.add_argument("-P", "--params-file", action="append", metavar="FILE.yml")
     check.add_argument("--project")
     check.add_argument("--max-tasks", type=int, default=1000)
     check.set_defaults(func=cmd_check)

@@ -150,3 +150,14 @@ def test_init_creates_a_project_that_runs(tmp_path: Path, kind: str) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     again = _kudig(tmp_path, "init", "proj")
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_check_of_the_whole_project_reports_every_broken_workflow(tmp_path: Path) -> None:
+    (tmp_path / "a.dig").write_text("+t:\n  echo>: a\n")
+    (tmp_path / "b.dig").write_text("+t:\n  shx>: b\n")
+    (tmp_path / "c.dig").write_text("+t:\n  echo>: ${x}\n")
+    proc = _kudig(tmp_path, "check", "-p", "x=1")
+    assert proc.returncode == 1
+    assert re.search(r"^error: b\.dig:2: Unknown operator type 'shx>'", proc.stderr, re.M), proc.stderr
+    assert "2 of 3 workflows are valid." in proc.stdout
+    assert 'params: {"x": "1"}' in proc.stdout
