@@ -109,6 +109,12 @@ class LocalRun:
                         self.log(
                             f"{_stamp()} [INFO] ({action.name}): {command_text(action.op_type, action.config)}"
                         )
+                        image = _docker_image(action.config)
+                        if image is not None:
+                            self.log(
+                                f"{_stamp()} [WARN] ({action.name}): docker image {image} requested, but kudig "
+                                "run has no container engine support yet: the task runs on this host"
+                            )
                         pending[pool.submit(self._run_work, action)] = action.task_id
                     elif isinstance(action, TaskNote):
                         self.log(f"{_stamp()} [INFO] ({action.name}): {action.text}")
@@ -244,6 +250,12 @@ class LocalRun:
         if pending:
             self.log(pending.decode("utf-8", "replace"))
         return output_event(action.task_id, json.loads(encode_output(output).data))
+
+
+def _docker_image(config: Mapping[str, Any]) -> str | None:
+    docker = config.get("docker")
+    image = docker.get("image") if isinstance(docker, Mapping) else None
+    return str(image) if image else None
 
 
 def _stamp() -> str:

@@ -161,3 +161,13 @@ def test_check_of_the_whole_project_reports_every_broken_workflow(tmp_path: Path
     assert re.search(r"^error: b\.dig:2: Unknown operator type 'shx>'", proc.stderr, re.M), proc.stderr
     assert "2 of 3 workflows are valid." in proc.stdout
     assert 'params: {"x": "1"}' in proc.stdout
+
+
+def test_docker_image_in_local_mode_warns_once_per_task(tmp_path: Path) -> None:
+    (tmp_path / "wf.dig").write_text(
+        "+in_image:\n  _export:\n    docker:\n      image: busybox:1.35\n  sh>: echo ran\n+plain:\n  sh>: echo plain\n"
+    )
+    proc = _kudig(tmp_path, "run", "wf.dig", "--no-save")
+    assert proc.returncode == 0
+    warnings = [line for line in proc.stdout.splitlines() if "[WARN]" in line]
+    assert len(warnings) == 1 and "(+wf+in_image): docker image busybox:1.35 requested" in warnings[0]
