@@ -34,6 +34,26 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from kudig_operator.plan import SessionPlan
 
+#: The metrics docs/metrics.md lists and the Grafana dashboard shows (tests check both against this).
+PUBLIC_METRICS = (
+    "kudig_controller_info",
+    "kudig_controller_leader",
+    "kudig_sessions_started_total",
+    "kudig_sessions_finished_total",
+    "kudig_session_duration_seconds",
+    "kudig_task_runs_total",
+    "kudig_task_retries_total",
+    "kudig_task_duration_seconds",
+    "kudig_tasks_running",
+    "kudig_pod_start_latency_seconds",
+    "kudig_step_gap_seconds",
+    "kudig_schedule_lag_seconds",
+    "kudig_sla_misses_total",
+    "kudig_reconcile_duration_seconds",
+    "kudig_reconcile_errors_total",
+    "kudig_work_queue_depth",
+    "kudig_kube_requests_total",
+)
 OUTCOMES = ("succeeded", "failed", "killed")
 RUN_OUTCOMES = ("succeeded", "failed")
 KINDS = ("session", "workflow")

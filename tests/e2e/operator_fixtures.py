@@ -204,3 +204,14 @@ def pod_log_of(kube: Kube, namespace: str, session_name: str, task: str) -> str:
         if (pod.metadata.annotations or {}).get("kudig.io/task") == task:
             logs.append(kube.core.read_namespaced_pod_log(pod.metadata.name, namespace, container="task"))
     return "".join(logs)
+
+
+def kudig_cli(
+    *args: str, namespace: str | None = None, ok: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`kudig ARGS [-n NAMESPACE]` as a user types it, with this environment (KUBECONFIG); asserts
+    that it exits 0 exactly when `ok`."""
+    argv = [sys.executable, "-m", "kudig.cli", *args, *(["-n", namespace] if namespace else [])]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+    assert (proc.returncode == 0) == ok, f"kudig {' '.join(args)}: {proc.stdout}{proc.stderr}"
+    return proc

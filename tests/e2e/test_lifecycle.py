@@ -4,30 +4,20 @@ with `fail: true`, `kill` (no pod left running) and `retry --resume-from` (issue
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from .conftest import Kube, wait_for
-from .operator_fixtures import Operator, push, session, task_pods, tasks_by_name, wait_session
+from .operator_fixtures import Operator, kudig_cli, push, session, task_pods, tasks_by_name, wait_session
 
 pytestmark = pytest.mark.e2e
 
 
 def kudig(namespace: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "kudig.cli", *args, "-n", namespace],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=dict(os.environ),
-    )
-    assert (proc.returncode == 0) == ok, f"kudig {' '.join(args)}: {proc.stdout}{proc.stderr}"
-    return proc
+    return kudig_cli(*args, namespace=namespace, ok=ok)
 
 
 def write(root: Path, files: dict[str, str]) -> Path:

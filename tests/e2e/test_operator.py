@@ -18,6 +18,7 @@ from .operator_fixtures import (
     VERSION,
     Operator,
     engine_state,
+    kudig_cli,
     pod_log_of,
     push,
     session,
@@ -356,15 +357,7 @@ def test_cli_round_trip(kube: Kube, namespace: str, operator: Operator, tmp_path
     import sys
 
     def kudig(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "kudig.cli", *args, "-n", namespace],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=dict(os.environ),
-        )
-        assert (proc.returncode == 0) == ok, proc
-        return proc
+        return kudig_cli(*args, namespace=namespace, ok=ok)
 
     root = project(
         tmp_path, {"cli.dig": '+greet:\n  sh>: echo hello-$who\n+check:\n  sh>: test "$who" = world\n'}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 
 from .conftest import Kube, wait_for
-from .operator_fixtures import GROUP, VERSION, Operator, push, tasks_by_name, wait_session
+from .operator_fixtures import GROUP, VERSION, Operator, kudig_cli, push, tasks_by_name, wait_session
 
 pytestmark = pytest.mark.e2e
 
@@ -32,15 +31,7 @@ def scheduled(kube: Kube, namespace: str) -> list[dict[str, Any]]:
 
 
 def kudig(*args: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "kudig.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=dict(os.environ),
-    )
-    assert proc.returncode == 0, f"kudig {' '.join(args)}: {proc.stdout}{proc.stderr}"
-    return proc.stdout
+    return kudig_cli(*args, timeout=60).stdout
 
 
 def test_one_session_per_minute_across_a_restart_and_disable_enable(

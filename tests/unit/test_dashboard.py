@@ -18,30 +18,13 @@ from typing import Any
 import pytest
 import yaml
 from kudig_operator import dashboard
+from kudig_operator.metrics import PUBLIC_METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "helm" / "kudig" / "dashboards" / "kudig.json"
 
 # The controller's metrics (operator/kudig_operator/metrics.py), as Prometheus stores them.
-METRICS = {
-    "kudig_controller_info",
-    "kudig_controller_leader",
-    "kudig_sessions_started_total",
-    "kudig_sessions_finished_total",
-    "kudig_session_duration_seconds",
-    "kudig_task_runs_total",
-    "kudig_task_retries_total",
-    "kudig_task_duration_seconds",
-    "kudig_tasks_running",
-    "kudig_pod_start_latency_seconds",
-    "kudig_step_gap_seconds",
-    "kudig_schedule_lag_seconds",
-    "kudig_sla_misses_total",
-    "kudig_reconcile_duration_seconds",
-    "kudig_reconcile_errors_total",
-    "kudig_work_queue_depth",
-    "kudig_kube_requests_total",
-}
+METRICS = set(PUBLIC_METRICS)
 HISTOGRAM_SERIES = re.compile(r"_(bucket|count|sum)$")
 
 
@@ -141,3 +124,8 @@ def test_every_expression_is_valid_promql(tmp_path: Path) -> None:
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"SUCCESS: {len(exprs)} rules found" in check.stdout
+
+
+def test_docs_list_every_public_metric() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    assert [m for m in PUBLIC_METRICS if m not in text] == []
