@@ -172,6 +172,57 @@ OPERATOR_KEYS: dict[str, frozenset[str]] = {
     "for_range": frozenset({"from", "to", "step", "slices", "_parallel", "_do"}),
     "if": frozenset({"_do", "_else_do"}),
     "wait": frozenset({"blocking", "poll_interval"}),
+    "td": frozenset(
+        {
+            "query",
+            "database",
+            "engine",
+            "priority",
+            "job_retry",
+            "create_table",
+            "insert_into",
+            "download_file",
+            "store_last_results",
+            "preview",
+            "result_url",
+            "result_connection",
+            "result_settings",
+            "presto_pool_name",
+            "hive_pool_name",
+            "engine_version",
+            "hive_engine_version",
+            "endpoint",
+            "use_ssl",
+            "td",
+        }
+    ),
+    "td_ddl": frozenset(
+        {
+            "database",
+            "endpoint",
+            "use_ssl",
+            "td",
+            "drop_databases",
+            "create_databases",
+            "empty_databases",
+            "drop_tables",
+            "create_tables",
+            "empty_tables",
+            "rename_tables",
+        }
+    ),
+    "s3_wait": frozenset(
+        {
+            "bucket",
+            "key",
+            "version_id",
+            "path_style_access",
+            "endpoint",
+            "region",
+            "continue_on_timeout",
+            "aws",
+        }
+    ),
     "require": frozenset(
         {
             "session_time",

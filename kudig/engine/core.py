@@ -131,7 +131,7 @@ def command_text(op_type: str, config: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- context
 
 # See Engine._work_inputs.
-TEMPLATE_FILE_OPERATORS = frozenset({"pg", "mail"})
+TEMPLATE_FILE_OPERATORS = frozenset({"pg", "mail", "td"})
 LOCAL_KEY_OPERATORS = frozenset({"param_set", "param_get"})
 
 

@@ -30,8 +30,13 @@ from .pg import run_pg
 from .proc import TimedOut
 from .protocol import RunnerError, TaskInput, TaskOutput, error_output
 from .pyop import run_py
+from .rbop import run_rb
+from .s3_wait import SECRET_KEYS as S3_SECRET_KEYS
+from .s3_wait import run_s3_wait
 from .secrets import SecretNotFoundError
 from .shell import run_sh
+from .td import SECRET_KEYS as TD_SECRET_KEYS
+from .td import run_td, run_td_ddl
 
 
 class Operator(Protocol):
@@ -41,12 +46,16 @@ class Operator(Protocol):
 OPERATORS: dict[str, Operator] = {
     "sh": run_sh,
     "py": run_py,
+    "rb": run_rb,
     "pg": run_pg,
     "param_set": run_param_set,
     "param_get": run_param_get,
     "http": run_http,
     "http_call": run_http_call,
     "mail": run_mail,
+    "s3_wait": run_s3_wait,
+    "td": run_td,
+    "td_ddl": run_td_ddl,
 }
 
 # Secrets an operator reads by itself (not through `${secret:...}` in its config): a task pod gets
@@ -75,6 +84,9 @@ OPERATOR_SECRET_KEYS: dict[str, tuple[str, ...]] = {
     "http": HTTP_SECRET_KEYS,
     "http_call": CALL_SECRET_KEYS,
     "mail": MAIL_SECRET_KEYS,
+    "s3_wait": S3_SECRET_KEYS,
+    "td": TD_SECRET_KEYS,
+    "td_ddl": TD_SECRET_KEYS,
 }
 
 

@@ -123,8 +123,7 @@ def test_kudig_run_bad_parameters_fail_the_task_naming_them(
 @pytest.mark.parametrize(
     ("op", "message"),
     [
-        ("td", "bad.dig:4: operator td> is not supported by kudig"),
-        ("s3_wait", "bad.dig:4: operator s3_wait> is not supported by kudig"),
+        ("td_load", "bad.dig:4: operator td_load> is not supported by kudig"),
         ("embulk", "bad.dig:4: operator embulk> is not supported by kudig"),
         (
             "bq",

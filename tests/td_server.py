@@ -1,0 +1,726 @@
+"""A local stand-in for Treasure Data's REST API, for the td> tests (Treasure Data's cloud cannot
+be reached from here). It is NOT Treasure Data: see docs/operators-td.md, "The stand-in server".
+
+* HTTP on the standard library's ThreadingHTTPServer, in this process (a thread); bind 0.0.0.0
+  for a pod on the single-node cluster to reach it through the node's IP.
+* Auth: `Authorization: TD1 <key>` (td-client-python) or the bare key (td-client-java for a key
+  not shaped like a TD key); anything else is a 401 in TD's error shape.
+* The part of the v3 API the td-client operators use: job issue (presto, trino, hive; form fields
+  urlencoded or multipart) with `domain_key` dedupe (409 + `details.conflicts_with`), job status,
+  show (`hive_result_schema` as a JSON string, `num_records`, `debug.cmdout`/`stderr`), result
+  (`msgpack`, `msgpack.gz`, `json`, `csv`, `tsv`; `Range` answered with 206), kill; database
+  list/create/delete; table list/create (log)/delete/rename.
+* The SQL really runs, on DuckDB (in memory, one database for the server's life): a TD database is
+  a DuckDB schema, so tables persist across jobs; a job's database is its default schema. The
+  dialect is DuckDB's, not Presto's or Hive's: `"db"."t"` quoting works, Hive backquotes are
+  turned into double quotes. `INSERT INTO|OVERWRITE [TABLE] t <query>` is run by column name and
+  adds the query's missing columns to `t` (TD's log tables take new columns on write), OVERWRITE
+  deleting the rows first. `TD_TIME_RANGE`, `TD_TIME_ADD`, `TD_TIME_FORMAT`, `TD_TIME_PARSE` (with
+  an optional time zone argument) and `TD_SCHEDULED_TIME()` are provided.
+* Jobs run in a thread, one at a time: `queued` -> `running` -> `success` | `error` | `killed`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import gzip
+import io
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+from zoneinfo import ZoneInfo
+
+import duckdb
+import msgpack
+import pytest
+
+APIKEY = "1/0123456789abcdef0123456789abcdef01234567"  # a test secret: never in logs or status
+
+
+# --------------------------------------------------------------------------- TD_* functions
+
+_ZONES = {"JST": "Asia/Tokyo", "PST": "America/Los_Angeles", "PDT": "America/Los_Angeles", "UTC": "UTC"}
+
+
+def _tz(name: str | None) -> datetime.tzinfo:
+    if not name:
+        return datetime.UTC
+    text = name.strip()
+    m = re.fullmatch(r"([+-])(\d\d):?(\d\d)", text)
+    if m:
+        delta = datetime.timedelta(hours=int(m.group(2)), minutes=int(m.group(3)))
+        return datetime.timezone(-delta if m.group(1) == "-" else delta)
+    return ZoneInfo(_ZONES.get(text.upper(), text))
+
+
+def _parse_time(text: str, tz: str | None) -> int:
+    """TD's time string (`2024-01-30`, `2024-01-30 12:00:00[.fff] [zone]`) or epoch seconds."""
+    value = text.strip()
+    if re.fullmatch(r"-?\d+", value):
+        return int(value)
+    zone = tz
+    m = re.fullmatch(r"(.*?\d)\s*([A-Za-z][A-Za-z_/]*|[+-]\d\d:?\d\d)", value)
+    if m and not re.fullmatch(r".*\d[T ]\d.*", m.group(2)):
+        value, zone = m.group(1), m.group(2)
+    parsed = datetime.datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=_tz(zone))
+    return int(parsed.timestamp())
+
+
+def td_time_range(t: str | None, start: str | None, end: str | None, tz: str | None) -> bool | None:
+    if t is None:
+        return None
+    value = int(float(t))
+    if start is not None and value < _parse_time(start, tz):
+        return False
+    return not (end is not None and value >= _parse_time(end, tz))
+
+
+def td_time_add(t: str | None, duration: str | None, tz: str | None) -> int | None:
+    if t is None or duration is None:
+        return None
+    parts = re.findall(r"(-?\d+)([wdhms])", duration.strip())
+    if not parts or "".join(n + u for n, u in parts) != duration.strip().replace(" ", ""):
+        raise ValueError(f"TD_TIME_ADD: invalid duration '{duration}'")
+    unit = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+    return _parse_time(t, tz) + sum(int(n) * unit[u] for n, u in parts)
+
+
+_JAVA_FORMAT = {
+    "yyyy": "%Y",
+    "yy": "%y",
+    "MMMM": "%B",
+    "MMM": "%b",
+    "MM": "%m",
+    "dd": "%d",
+    "HH": "%H",
+    "hh": "%I",
+    "mm": "%M",
+    "ss": "%S",
+    "a": "%p",
+    "EEEE": "%A",
+    "EEE": "%a",
+    "D": "%j",
+    "z": "%Z",
+    "Z": "%z",
+}
+
+
+def td_time_format(t: str | None, fmt: str | None, tz: str | None) -> str | None:
+    """Java SimpleDateFormat patterns (the common ones: y M d H h m s S a E D z Z, 'quoted')."""
+    if t is None or fmt is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(_parse_time(t, None), _tz(tz))
+    out = []
+    for m in re.finditer(r"'([^']*)'|([A-Za-z])\2*|[^A-Za-z']+", fmt):
+        token = m.group(0)
+        if m.group(1) is not None or token.startswith("'"):
+            out.append(m.group(1) or "'")
+        elif token.startswith("S"):
+            out.append(f"{moment.microsecond // 1000:03d}"[: len(token)])
+        elif token[0].isalpha():
+            spec = _JAVA_FORMAT.get(token) or _JAVA_FORMAT.get(token[0])
+            if spec is None:
+                raise ValueError(f"TD_TIME_FORMAT: unsupported pattern '{token}'")
+            out.append(moment.strftime(spec))
+        else:
+            out.append(token)
+    return "".join(out)
+
+
+def td_time_parse(text: str | None, tz: str | None) -> int | None:
+    return None if text is None else _parse_time(text, tz)
+
+
+def _install_functions(db: duckdb.DuckDBPyConnection) -> None:
+    v = "VARCHAR"
+    db.create_function("_td_time_range", td_time_range, [v, v, v, v], "BOOLEAN", null_handling="special")
+    db.create_function("_td_time_add", td_time_add, [v, v, v], "BIGINT", null_handling="special")
+    db.create_function("_td_time_format", td_time_format, [v, v, v], v, null_handling="special")
+    db.create_function("_td_time_parse", td_time_parse, [v, v], "BIGINT", null_handling="special")
+
+    def c(x: str) -> str:
+        return f"CAST({x} AS VARCHAR)"
+
+    db.execute(
+        f"CREATE MACRO TD_TIME_RANGE(t, s, e) AS _td_time_range({c('t')}, {c('s')}, {c('e')}, NULL), "
+        f"(t, s, e, z) AS _td_time_range({c('t')}, {c('s')}, {c('e')}, {c('z')})"
+    )
+    db.execute(
+        f"CREATE MACRO TD_TIME_ADD(t, d) AS _td_time_add({c('t')}, {c('d')}, NULL), "
+        f"(t, d, z) AS _td_time_add({c('t')}, {c('d')}, {c('z')})"
+    )
+    db.execute(
+        f"CREATE MACRO TD_TIME_FORMAT(t, f) AS _td_time_format({c('t')}, {c('f')}, NULL), "
+        f"(t, f, z) AS _td_time_format({c('t')}, {c('f')}, {c('z')})"
+    )
+    db.execute(
+        f"CREATE MACRO TD_TIME_PARSE(s) AS _td_time_parse({c('s')}, NULL), "
+        f"(s, z) AS _td_time_parse({c('s')}, {c('z')})"
+    )
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _value(v: Any) -> Any:
+    """A DuckDB value as TD's result would carry it."""
+    if v is None or isinstance(v, (bool, int, float, str, bytes)):
+        return v
+    if isinstance(v, decimal.Decimal):
+        return int(v) if v == v.to_integral_value() else float(v)
+    if isinstance(v, datetime.datetime):
+        return v.strftime("%Y-%m-%d %H:%M:%S.") + f"{v.microsecond // 1000:03d}"
+    if isinstance(v, (datetime.date, datetime.time)):
+        return v.isoformat()
+    if isinstance(v, (list, tuple)):
+        return [_value(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _value(x) for k, x in v.items()}
+    return str(v)
+
+
+def _type(t: Any) -> str:
+    name = str(t).lower()
+    return {"hugeint": "bigint", "ubigint": "bigint", "int128": "bigint"}.get(name, name)
+
+
+@dataclass
+class Job:
+    job_id: str
+    type: str
+    database: str
+    query: str
+    params: dict[str, str]
+    status: str = "queued"
+    created_at: str = field(default_factory=_now)
+    start_at: str | None = None
+    end_at: str | None = None
+    columns: list[tuple[str, str]] | None = None
+    rows: list[list[Any]] = field(default_factory=list)
+    num_records: int = 0
+    cmdout: str = ""
+    stderr: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "status": self.status,
+            "type": self.type,
+            "database": self.database,
+            "query": self.query,
+            "created_at": self.created_at,
+            "updated_at": self.end_at or self.start_at or self.created_at,
+            "start_at": self.start_at,
+            "end_at": self.end_at,
+            "num_records": self.num_records,
+            "result_size": len(gzip.compress(b"".join(msgpack.packb(r) for r in self.rows))),
+            "priority": int(self.params.get("priority") or 0),
+            "retry_limit": int(self.params.get("retry_limit") or 0),
+            "hive_result_schema": None if self.columns is None else json.dumps(self.columns),
+            "debug": {"cmdout": self.cmdout, "stderr": self.stderr},
+            "url": f"https://console.example.invalid/jobs/{self.job_id}",
+            "user_name": "kudig-test",
+            "result": self.params.get("result", ""),
+        }
+
+
+_TARGET = re.compile(
+    r'INSERT\s+(INTO|OVERWRITE)\s+(?:TABLE\s+)?((?:"[^"]+"|\w+)(?:\s*\.\s*(?:"[^"]+"|\w+))?)\s+(.*)',
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+_OVERWRITE = "/*kudig:overwrite*/"
+
+
+def _strip_comments(sql: str) -> str:
+    return re.sub(r"\A(?:\s*--[^\n]*\n?)*\s*", "", sql)
+
+
+def _ident(text: str) -> str:
+    return text.strip().strip('"')
+
+
+class Database:
+    """The SQL side: DuckDB, one TD database per schema."""
+
+    def __init__(self) -> None:
+        self.db = duckdb.connect(":memory:")
+        _install_functions(self.db)
+        self.lock = threading.Lock()
+        self.created: dict[str, str] = {}
+
+    def schemas(self) -> list[str]:
+        rows = self.db.execute(
+            "SELECT schema_name FROM information_schema.schemata WHERE catalog_name = current_database() "
+            "AND schema_name NOT IN ('main', 'information_schema', 'pg_catalog')"
+        ).fetchall()
+        return sorted(r[0] for r in rows)
+
+    def tables(self, schema: str) -> list[tuple[str, list[tuple[str, str]], int]]:
+        out = []
+        names = self.db.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = ? ORDER BY 1", [schema]
+        ).fetchall()
+        for (name,) in names:
+            cols = self.db.execute(f'DESCRIBE "{schema}"."{name}"').fetchall()
+            count = self.db.execute(f'SELECT count(*) FROM "{schema}"."{name}"').fetchone()
+            out.append((name, [(c[0], _type(c[1])) for c in cols], int(count[0]) if count else 0))
+        return out
+
+    def run(self, job: Job) -> None:
+        cur = self.db.cursor()
+        try:
+            cur.execute(f"SET schema = '{job.database}'")
+            query = job.query.replace("`", '"')
+            scheduled = job.params.get("scheduled_time") or str(int(time.time()))
+            query = re.sub(r"TD_SCHEDULED_TIME\(\s*\)", str(int(scheduled)), query, flags=re.IGNORECASE)
+            # DuckDB cannot parse Hive's INSERT OVERWRITE / INSERT INTO TABLE: marked, then rewritten.
+            query = re.sub(
+                r"\bINSERT\s+OVERWRITE\s+TABLE\s+", f"INSERT INTO {_OVERWRITE} ", query, flags=re.I
+            )
+            query = re.sub(r"\bINSERT\s+INTO\s+TABLE\s+", "INSERT INTO ", query, flags=re.I)
+            for statement in duckdb.extract_statements(query):
+                text = _strip_comments(statement.query).rstrip().rstrip(";")
+                m = _TARGET.match(text.replace(f"{_OVERWRITE} ", ""))
+                if m:
+                    mode = "OVERWRITE" if _OVERWRITE in text else "INTO"
+                    job.num_records = self._insert(cur, job.database, mode, m.group(2), m.group(3))
+                    job.columns, job.rows = None, []
+                    continue
+                cur.execute(text)
+                if cur.description and statement.type == duckdb.StatementType.SELECT:
+                    job.columns = [(d[0], _type(d[1])) for d in cur.description]
+                    job.rows = [[_value(v) for v in row] for row in cur.fetchall()]
+                    job.num_records = len(job.rows)
+                else:
+                    row = cur.fetchone() if cur.description else None
+                    job.columns, job.rows = None, []
+                    job.num_records = int(row[0]) if row and isinstance(row[0], int) else 0
+        finally:
+            cur.close()
+
+    def _insert(
+        self, cur: duckdb.DuckDBPyConnection, database: str, mode: str, target: str, body: str
+    ) -> int:
+        schema, _, table = target.rpartition(".")
+        schema, table = _ident(schema) or database, _ident(table)
+        name = f'"{schema}"."{table}"'
+        cur.execute(f"CREATE OR REPLACE TEMP TABLE __kudig_src AS {body}")
+        src = cur.execute("DESCRIBE __kudig_src").fetchall()
+        exists = cur.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            [schema, table],
+        ).fetchone()
+        if not exists or not exists[0]:
+            cur.execute(f"CREATE TABLE {name} AS SELECT * FROM __kudig_src")
+        else:
+            have = {c[0] for c in cur.execute(f"DESCRIBE {name}").fetchall()}
+            for col, typ, *_ in src:
+                if col not in have:
+                    cur.execute(f'ALTER TABLE {name} ADD COLUMN "{col}" {typ}')
+            if mode.upper() == "OVERWRITE":
+                cur.execute(f"DELETE FROM {name}")
+            cur.execute(f"INSERT INTO {name} BY NAME SELECT * FROM __kudig_src")
+        count = cur.execute("SELECT count(*) FROM __kudig_src").fetchone()
+        cur.execute("DROP TABLE __kudig_src")
+        return int(count[0]) if count else 0
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, text: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(text)
+        self.status = status
+        self.body: dict[str, Any] = {"error": error, "text": text, "severity": "error"}
+        if details is not None:
+            self.body["details"] = details
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    authorization: str | None
+
+
+@dataclass
+class TdServer:
+    apikey: str = APIKEY
+    host: str = "0.0.0.0"
+    jobs: dict[str, Job] = field(default_factory=dict)
+    domain_keys: dict[str, str] = field(default_factory=dict)
+    requests: list[Request] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+    sql: Database = field(default_factory=Database)
+    job_delay: float = 0.2  # seconds a job stays queued: the client sees it running first
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.server_address[1])
+
+    def endpoint(self, host: str = "127.0.0.1") -> str:
+        return f"{host}:{self.port}"
+
+    def start(self) -> TdServer:
+        td = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self._handle("GET")
+
+            def do_POST(self) -> None:
+                self._handle("POST")
+
+            def _handle(self, method: str) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                td.requests.append(Request(method, self.path, self.headers.get("Authorization")))
+                try:
+                    status, payload, headers = td.dispatch(method, self.path, dict(self.headers), body)
+                except ApiError as e:
+                    status, payload, headers = e.status, json.dumps(e.body).encode(), {}
+                except Exception as e:  # a bug of the stand-in: a 500 the test will show
+                    status, payload, headers = 500, json.dumps({"error": repr(e)}).encode(), {}
+                self.send_response(status)
+                headers.setdefault("Content-Type", "application/json; charset=utf-8")
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer((self.host, 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    # ---------------------------------------------------------------- requests
+
+    def dispatch(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        auth = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
+        if auth not in (f"TD1 {self.apikey}", self.apikey):
+            raise ApiError(401, "Unauthorized", "Authentication failed: invalid API key")
+        url = urlsplit(raw_path)
+        parts = [unquote(p) for p in url.path.strip("/").split("/")]
+        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        form = _form(headers, body) if method == "POST" else {}
+        route = "/".join(parts[:3])
+        if method == "POST" and route == "v3/job/issue" and len(parts) == 5:
+            return self._json(self.issue(parts[3], parts[4], {**query, **form}))
+        if method == "GET" and route == "v3/job/status" and len(parts) == 4:
+            job = self._job(parts[3])
+            s = job.summary()
+            return self._json(
+                {
+                    k: s[k]
+                    for k in (
+                        "job_id",
+                        "status",
+                        "created_at",
+                        "start_at",
+                        "end_at",
+                        "num_records",
+                        "result_size",
+                    )
+                }
+            )
+        if method == "GET" and route == "v3/job/show" and len(parts) == 4:
+            return self._json(self._job(parts[3]).summary())
+        if method == "GET" and route == "v3/job/result" and len(parts) == 4:
+            return self.result(self._job(parts[3]), query.get("format", "tsv"), headers)
+        if method == "POST" and route == "v3/job/kill" and len(parts) == 4:
+            job = self._job(parts[3])
+            former = job.status
+            if former in ("queued", "booting", "running"):
+                job.status = "killed"
+                job.end_at = _now()
+            return self._json({"job_id": job.job_id, "former_status": former})
+        with self.sql.lock:
+            return self._json(self.catalog(method, parts))
+
+    def _json(self, obj: Any) -> tuple[int, bytes, dict[str, str]]:
+        return 200, json.dumps(obj).encode(), {}
+
+    def _job(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise ApiError(404, "Resource not found", f"Job {job_id} not found")
+        return job
+
+    def issue(self, engine: str, database: str, params: dict[str, str]) -> dict[str, Any]:
+        if engine not in ("presto", "trino", "hive"):
+            raise ApiError(422, "Unprocessable Entity", f"Unsupported job type: {engine}")
+        with self.sql.lock:
+            if database not in self.sql.schemas():
+                raise ApiError(404, "Resource not found", f"Database '{database}' does not exist")
+            key = params.get("domain_key")
+            if key and key in self.domain_keys:
+                existing = self.domain_keys[key]
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f"Domain key '{key}' is already used by job {existing}",
+                    {"conflicts_with": existing},
+                )
+            job_id = str(len(self.jobs) + 1000)
+            job = Job(job_id, engine, database, params.get("query", ""), params)
+            self.jobs[job_id] = job
+            if key:
+                self.domain_keys[key] = job_id
+        threading.Thread(target=self._run, args=(job,), daemon=True).start()
+        return {"job_id": job_id, "job": job_id, "database": database}
+
+    def _run(self, job: Job) -> None:
+        time.sleep(self.job_delay)
+        with self.sql.lock:
+            if job.status == "killed":
+                return
+            job.status, job.start_at = "running", _now()
+            job.cmdout = f"started at {job.start_at}\nexecuting query on the kudig TD stand-in (DuckDB)\n"
+            try:
+                self.sql.run(job)
+                job.status = "success"
+                job.cmdout += f"finished: {job.num_records} records\n"
+            except duckdb.Error as e:
+                job.status = "error"
+                job.stderr = f"Query {job.job_id} failed: {e}"
+            except Exception as e:
+                job.status = "error"
+                job.stderr = f"Query {job.job_id} failed: {type(e).__name__}: {e}"
+            job.end_at = _now()
+
+    def result(self, job: Job, fmt: str, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        if job.status != "success":
+            raise ApiError(404, "Resource not found", f"Job {job.job_id} has no result (status {job.status})")
+        rows = job.rows
+        names = [c[0] for c in job.columns or []]
+        if fmt in ("msgpack", "msgpack.gz"):
+            data = b"".join(msgpack.packb(r, use_bin_type=True) for r in rows)
+            if fmt == "msgpack.gz":
+                data = gzip.compress(data)
+        elif fmt == "json":
+            data = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+        elif fmt in ("csv", "tsv"):
+            import csv
+
+            buf = io.StringIO()
+            writer = csv.writer(buf, delimiter="," if fmt == "csv" else "\t", lineterminator="\n")
+            writer.writerows([names, *rows] if fmt == "csv" else rows)
+            data = buf.getvalue().encode()
+        else:
+            raise ApiError(422, "Unprocessable Entity", f"Unsupported result format: {fmt}")
+        range_header = {k.lower(): v for k, v in headers.items()}.get("range")
+        m = re.fullmatch(r"bytes=(\d+)-(\d*)", range_header or "")
+        if m:
+            start = int(m.group(1))
+            end = min(int(m.group(2)) if m.group(2) else len(data) - 1, len(data) - 1)
+            return (
+                206,
+                data[start : end + 1],
+                {
+                    "Content-Range": f"bytes {start}-{end}/{len(data)}",
+                    "Content-Type": "application/octet-stream",
+                },
+            )
+        return 200, data, {"Content-Type": "application/octet-stream"}
+
+    def catalog(self, method: str, parts: list[str]) -> dict[str, Any]:
+        sql = self.sql
+        route = "/".join(parts[:3])
+        if method == "GET" and route == "v3/database/list":
+            return {
+                "databases": [
+                    {"name": s, "count": len(sql.tables(s)), "created_at": _now(), "updated_at": _now(),
+                     "permission": "administrator"}
+                    for s in sql.schemas()
+                ]
+            }  # fmt: skip
+        if method == "POST" and route == "v3/database/create" and len(parts) == 4:
+            if parts[3] in sql.schemas():
+                raise ApiError(409, "Conflict", f"Database '{parts[3]}' already exists")
+            sql.db.execute(f'CREATE SCHEMA "{parts[3]}"')
+            return {"database": parts[3]}
+        if method == "POST" and route == "v3/database/delete" and len(parts) == 4:
+            self._schema(parts[3])
+            sql.db.execute(f'DROP SCHEMA "{parts[3]}" CASCADE')
+            return {"database": parts[3]}
+        if method == "GET" and route == "v3/table/list" and len(parts) == 4:
+            self._schema(parts[3])
+            return {
+                "database": parts[3],
+                "tables": [
+                    {"id": i + 1, "name": n, "type": "log", "count": count,
+                     "schema": json.dumps([[c, t] for c, t in cols if c != "time"]),
+                     "estimated_storage_size": 0, "created_at": _now(), "updated_at": _now(),
+                     "expire_days": None, "last_log_timestamp": None}
+                    for i, (n, cols, count) in enumerate(sql.tables(parts[3]))
+                ],
+            }  # fmt: skip
+        if method == "POST" and route == "v3/table/create" and len(parts) in (5, 6):
+            db, table = parts[3], parts[4]
+            self._schema(db)
+            if table in [t[0] for t in sql.tables(db)]:
+                raise ApiError(409, "Conflict", f"Table '{table}' already exists")
+            sql.db.execute(f'CREATE TABLE "{db}"."{table}" ("time" BIGINT)')
+            return {"database": db, "table": table, "type": "log"}
+        if method == "POST" and route == "v3/table/delete" and len(parts) == 5:
+            self._table(parts[3], parts[4])
+            sql.db.execute(f'DROP TABLE "{parts[3]}"."{parts[4]}"')
+            return {"database": parts[3], "table": parts[4], "type": "log"}
+        if method == "POST" and route == "v3/table/rename" and len(parts) == 6:
+            db, old, new = parts[3], parts[4], parts[5]
+            self._table(db, old)
+            sql.db.execute(f'DROP TABLE IF EXISTS "{db}"."{new}"')
+            sql.db.execute(f'ALTER TABLE "{db}"."{old}" RENAME TO "{new}"')
+            return {"database": db, "table": new, "type": "log"}
+        raise ApiError(
+            404, "Resource not found", f"{method} /{'/'.join(parts)} is not served by the stand-in"
+        )
+
+    def _schema(self, db: str) -> None:
+        if db not in self.sql.schemas():
+            raise ApiError(404, "Resource not found", f"Database '{db}' does not exist")
+
+    def _table(self, db: str, table: str) -> None:
+        self._schema(db)
+        if table not in [t[0] for t in self.sql.tables(db)]:
+            raise ApiError(404, "Resource not found", f"Table '{db}.{table}' does not exist")
+
+    # ---------------------------------------------------------------- for the tests
+
+    def create_database(self, name: str) -> None:
+        with self.sql.lock:
+            if name not in self.sql.schemas():
+                self.sql.db.execute(f'CREATE SCHEMA "{name}"')
+
+    def tables(self, database: str) -> list[str]:
+        with self.sql.lock:
+            return [t[0] for t in self.sql.tables(database)]
+
+    def databases(self) -> list[str]:
+        with self.sql.lock:
+            return self.sql.schemas()
+
+    def query(self, text: str) -> list[tuple[Any, ...]]:
+        with self.sql.lock:
+            return self.sql.db.execute(text).fetchall()
+
+
+def _form(headers: dict[str, str], body: bytes) -> dict[str, str]:
+    ctype = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        msg = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + body)
+        out = {}
+        for part in msg.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True)
+            if isinstance(name, str) and isinstance(payload, bytes):
+                out[name] = payload.decode("utf-8")
+        return out
+    return {k: v[-1] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True).items()}
+
+
+@pytest.fixture(scope="session")
+def td_server() -> Iterator[TdServer]:
+    server = TdServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def td_project(root: Path, endpoint: str, database: str, table: str) -> Path:
+    """A project exercising td>: create_table from a `.sql` file with `${...}` rendered,
+    insert_into, engine hive, download_file, store_last_results used in an if>; and td_ddl>. The API key is
+    the secret `td.apikey`, never in the files."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "queries").mkdir(exist_ok=True)
+    (root / "queries" / "create.sql").write_text(
+        "-- rendered by kudig as digdag does: ${table} on ${session_date}\n"
+        "SELECT TD_TIME_PARSE('${session_date}') + g AS time, g AS id, 'item-' || CAST(g AS VARCHAR) AS name,\n"
+        "  g * ${price} AS amount, TD_TIME_FORMAT(TD_TIME_PARSE('${session_date}'), 'yyyy-MM-dd') AS day\n"
+        "FROM range(1, 4) t(g)\n"
+    )
+    (root / "td.dig").write_text(
+        f"""_export:
+  td:
+    database: {database}
+    endpoint: "{endpoint}"
+    use_ssl: false
+  table: {table}
+  price: 10
+
++create:
+  td>: queries/create.sql
+  create_table: ${{table}}
+
++insert:
+  td>:
+  query: "SELECT TD_TIME_PARSE('${{session_date}} 12:00:00') AS time, 4 AS id, 'four, \\"quoted\\"' AS name, CAST(NULL AS INTEGER) AS amount"
+  insert_into: ${{table}}
+
++hive:
+  td>:
+  query: SELECT count(DISTINCT day) AS days FROM `${{table}}`
+  engine: hive
+  store_last_results: true
+
++download:
+  td>:
+  query: SELECT id, name, amount FROM ${{table}} ORDER BY id
+  download_file: out/${{table}}.csv
+
++count:
+  td>:
+  query: >-
+    SELECT count(*) AS cnt, sum(amount) AS total FROM ${{table}}
+    WHERE TD_TIME_RANGE(time, '${{session_date}}', TD_TIME_ADD('${{session_date}}', '1d'))
+  store_last_results: true
+
++check_count:
+  if>: ${{td.last_results.cnt == 4 && td.last_results.total == 60 && td.last_job.num_records == 1}}
+  _do:
+    sh>: echo "td-count-ok cnt=${{td.last_results.cnt}} job=${{td.last_job_id}}"
+
++ddl_create:
+  td_ddl>:
+  create_databases: ["${{td.database}}_extra"]
+  create_tables: ["old_${{table}}", "staging_${{table}}"]
+
++ddl_rename:
+  td_ddl>:
+  drop_tables: ["staging_${{table}}"]
+  rename_tables: [{{from: "old_${{table}}", to: "archived_${{table}}"}}]
+"""
+    )
+    return root
