@@ -20,6 +20,8 @@ from typing import Any
 from kudig.engine.core import Engine, SessionContext, failed_tasks
 from kudig.engine.state import Task
 from kudig.errors import ConfigError, KudigError
+from kudig.local.console import Console, make_dir
+from kudig.local.sysconfig import SystemConfig
 from kudig.params import deep_merge, load_params_file, parse_param_args
 from kudig.workflow import Workflow, load_workflow, session_dir_name
 
@@ -134,7 +136,16 @@ def _selector(wf: Workflow, args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    console, config = _local_setup(args)
+    try:
+        return _run(args, console, config)
+    finally:
+        console.close()
+
+
+def _run(args: argparse.Namespace, console: Console, config: SystemConfig) -> int:
     from kudig.expr import TemplateEngine
+    from kudig.local.console import RunSink, TaskLogDir
     from kudig.local.executor import LocalRun, load_resume
     from kudig.local.signals import until_signalled
     from kudig.session_vars import session_params
@@ -144,13 +155,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{a} and --{b} can't be used together")
     path = Path(args.workflow)
     project = Path(args.project) if args.project else None
-    wf = load_workflow(path, project, args.max_tasks)
-    params: dict[str, Any] = {}
-    for file in args.params_file or []:
-        deep_merge(params, load_params_file(file))
-    deep_merge(params, parse_param_args(args.param or []))
-    if args.max_task_threads < 0:
-        raise ConfigError(f"--max-task-threads must be 0 (no limit) or more, got {args.max_task_threads}")
+    max_tasks = _max_tasks(args, config)
+    threads = _max_task_threads(args, config)
+    task_log_root = config.task_log_dir(args.task_log)
+    wf = load_workflow(path, project, max_tasks)
+    params = _session_params(args, config)
     status_root = None if args.no_save else wf.project_dir / args.save
     now = datetime.now(wf.tz)
     session_time = resolve_session_time(args.session, wf, status_root, now)
@@ -179,22 +188,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         attempt_params=params,
         evaluator=TemplateEngine(),
         project_dir=wf.project_dir,
-        max_tasks=args.max_tasks,
+        max_tasks=max_tasks,
         resume=resume,
         selector=_selector(wf, args),
         dry_run=args.dry_run,
+        show_params=args.show_params,
         sla=wf.sla,
     )
     for warning in (*wf.warnings, *wf.notices):
-        print(f"warning: {warning}", file=sys.stderr)
-    if args.show_params:
-        print(json.dumps({**params, **builtins}, indent=2, default=str))
+        console.warning(str(warning))
     engine = Engine.new(ctx, wf.tasks)
+    task_logs = (
+        TaskLogDir(task_log_root, wf.name, session_dir_name(session_time))
+        if task_log_root is not None
+        else None
+    )
+    sink = RunSink(console, task_logs)
     run = LocalRun(
         engine,
         None if args.dry_run else status_dir,
-        max_workers=args.max_task_threads or 64,  # digdag: 0 means no limit
-        secrets=_local_secrets(),
+        max_workers=threads or 64,  # 0 means no limit
+        secrets=_local_secrets(config),
+        sink=sink,
     )
 
     def on_signal(signum: int, count: int) -> None:
@@ -204,7 +219,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             run.log("Interrupted again: killing the running tasks now")
         run.stop(hard=count > 1)
 
-    ok, signum = until_signalled(run.run, on_signal, "kudig-run")
+    try:
+        ok, signum = until_signalled(run.run, on_signal, "kudig-run")
+    finally:
+        sink.close()
+    if console.verbose:
+        _debug_tasks(console, engine)
     where = f"Task state is saved at {status_dir} directory." if status_dir is not None else ""
     if signum is not None:
         print(f"error: stopped by {signal.Signals(signum).name}. {where}".rstrip(), file=sys.stderr)
@@ -225,12 +245,74 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1
 
 
-def _local_secrets() -> dict[str, str]:
+def _local_secrets(config: SystemConfig | None = None) -> dict[str, str]:
     """Local secrets (`kudig secrets --local`, and `KUDIG_SECRET_<KEY>` environment variables with
-    dots as double underscores): secret key -> the environment variable holding its value."""
+    dots as double underscores), then the system config's `secrets.*` (digdag looks there last):
+    secret key -> the environment variable holding its value."""
     from kudig.local import secrets
 
-    return secrets.export(os.environ)
+    found = secrets.export(os.environ)
+    for key, value in (config.secrets() if config is not None else {}).items():
+        if key not in found:
+            name = secrets.env_name(secrets.check_key(key))
+            os.environ.setdefault(name, value)
+            found[key] = name
+    return found
+
+
+def _local_setup(args: argparse.Namespace) -> tuple[Console, SystemConfig]:
+    """The options every local command shares (digdag's Command): -l, -L, -c, -X."""
+    console = Console(args.log_level, args.log)
+    try:
+        config = SystemConfig.load(args.config, args.X or [])
+    except BaseException:
+        console.close()
+        raise
+    for source in config.sources:
+        console.log("DEBUG", f"Read system config from {source}")
+    return console, config
+
+
+def _session_params(args: argparse.Namespace, config: SystemConfig) -> dict[str, Any]:
+    """digdag's order, lowest first: the config's `params.*`, the -P files, the -p options."""
+    params = config.params()
+    for file in args.params_file or []:
+        deep_merge(params, load_params_file(file))
+    deep_merge(params, parse_param_args(args.param or []))
+    return params
+
+
+def _max_tasks(args: argparse.Namespace, config: SystemConfig) -> int:
+    value = args.max_tasks if args.max_tasks is not None else config.integer("executor.task_max_run", 1)
+    if value is not None and value < 1:
+        raise ConfigError(f"--max-tasks must be 1 or more, got {value}")
+    return 1000 if value is None else value
+
+
+def _max_task_threads(args: argparse.Namespace, config: SystemConfig) -> int:
+    value = args.max_task_threads
+    if value is None:
+        value = config.integer("agent.max-task-threads")
+    if value is not None and value < 0:
+        raise ConfigError(f"--max-task-threads must be 0 (no limit) or more, got {value}")
+    return 8 if value is None else value
+
+
+def _debug_tasks(console: Console, engine: Engine) -> None:
+    """`-l debug`: every task's final row, as digdag's `run` logs them."""
+    for task in engine.state.tasks:
+        parent = str(task.parent) if task.parent is not None else "(root)"
+        for line in (
+            f"  Task[{task.id}]: {task.name}",
+            f"    parent: {parent}",
+            f"    upstreams: {','.join(str(u) for u in task.upstreams)}",
+            f"    state: {task.state.name.lower()}",
+            f"    retry_count: {task.retry_count}",
+            f"    exported: {json.dumps(task.export_params, default=str)}",
+            f"    stored: {json.dumps(task.store_params, default=str)}",
+            f"    error: {json.dumps(task.error, default=str) if task.error else ''}",
+        ):
+            console.log("DEBUG", line)
 
 
 def cmd_secrets(args: argparse.Namespace) -> int:
@@ -318,34 +400,35 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """One workflow, or with no argument every workflow of the project (digdag's `check`): each
     error on its own line, exit 1 if any."""
-    if args.workflow is not None:
-        _check_one(Path(args.workflow), args)
-        return 0
-    root = Path(args.project) if args.project else Path.cwd()
-    digs = sorted(root.glob("*.dig"))
-    if not digs:
-        raise KudigError(f"No workflow (.dig file) in {root}")
-    failed = 0
-    for dig in digs:
-        try:
-            _check_one(dig, args)
-        except KudigError as e:
-            failed += 1
-            print(f"error: {e}", file=sys.stderr)
-    print(f"{len(digs) - failed} of {len(digs)} workflows are valid.")
-    return 1 if failed else 0
+    console, config = _local_setup(args)
+    try:
+        if args.workflow is not None:
+            _check_one(Path(args.workflow), args, console, config)
+            return 0
+        root = Path(args.project) if args.project else Path.cwd()
+        digs = sorted(root.glob("*.dig"))
+        if not digs:
+            raise KudigError(f"No workflow (.dig file) in {root}")
+        failed = 0
+        for dig in digs:
+            try:
+                _check_one(dig, args, console, config)
+            except KudigError as e:
+                failed += 1
+                print(f"error: {e}", file=sys.stderr)
+        print(f"{len(digs) - failed} of {len(digs)} workflows are valid.")
+        return 1 if failed else 0
+    finally:
+        console.close()
 
 
-def _check_one(path: Path, args: argparse.Namespace) -> None:
-    wf = load_workflow(path, Path(args.project) if args.project else None, args.max_tasks)
+def _check_one(path: Path, args: argparse.Namespace, console: Console, config: SystemConfig) -> None:
+    wf = load_workflow(path, Path(args.project) if args.project else None, _max_tasks(args, config))
     if wf.warnings:
         raise wf.warnings[0]
-    params: dict[str, Any] = {}
-    for file in args.params_file or []:
-        deep_merge(params, load_params_file(file))
-    deep_merge(params, parse_param_args(args.param or []))
+    params = _session_params(args, config)
     for notice in wf.notices:
-        print(f"warning: {notice}", file=sys.stderr)
+        console.warning(str(notice))
     print(f"  workflow: {wf.name}")
     print(f"  timezone: {wf.timezone_name}")
     if wf.schedule is not None:
@@ -374,18 +457,29 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     """digdag's `scheduler`: run the project's scheduled workflows here until SIGINT/SIGTERM."""
     from kudig.local.scheduler import LocalScheduler, load_project, serve
 
-    params: dict[str, Any] = {}
-    for file in args.params_file or []:
-        deep_merge(params, load_params_file(file))
-    deep_merge(params, parse_param_args(args.param or []))
-    workflows = load_project(Path(args.project or "."))
-    for wf in workflows:
-        for warning in wf.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-    scheduler = LocalScheduler(
-        workflows, params=params, max_task_threads=args.max_task_threads, secrets=_local_secrets()
-    )
-    return serve(scheduler)
+    console, config = _local_setup(args)
+    try:
+        params = _session_params(args, config)
+        threads = _max_task_threads(args, config)
+        secrets = _local_secrets(config)
+        task_log_root = config.task_log_dir(args.task_log)
+        if task_log_root is not None:
+            make_dir(task_log_root, f"Cannot write task logs in {task_log_root}")
+        workflows = load_project(Path(args.project or "."))
+        for wf in workflows:
+            for warning in wf.warnings:
+                console.warning(str(warning))
+        scheduler = LocalScheduler(
+            workflows,
+            params=params,
+            max_task_threads=threads or 64,
+            secrets=secrets,
+            console=console,
+            task_log_root=task_log_root,
+        )
+        return serve(scheduler)
+    finally:
+        console.close()
 
 
 def _version() -> str:
@@ -420,7 +514,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a workflow on this machine (digdag's local mode)")
+    # digdag's options of every command (Command.java); values are checked by the command, so that
+    # a bad one is a one-line error
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-c", "--config", metavar="PATH", help="system config file (default: $KUDIG_CONFIG_DIR/config)"
+    )
+    common.add_argument(
+        "-X",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a system config key, over the default config file (repeatable)",
+    )
+    common.add_argument(
+        "-l",
+        "--log-level",
+        default="info",
+        metavar="LEVEL",
+        help="error, warn, info (default), debug or trace",
+    )
+    common.add_argument(
+        "-L", "--log", metavar="PATH", help="write log lines to this file (default: -, the terminal)"
+    )
+
+    run = sub.add_parser("run", parents=[common], help="run a workflow on this machine (digdag's local mode)")
     run.add_argument("workflow", help="the .dig file")
     run.add_argument("task", nargs="?", help="run only this task (+name) and its children")
     run.add_argument("-p", "--param", action="append", metavar="KEY=VALUE")
@@ -433,33 +550,51 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-g", "--goal", metavar="+TASK")
     run.add_argument("-e", "--end", metavar="+TASK")
     run.add_argument("-d", "--dry-run", action="store_true")
-    run.add_argument("-E", "--show-params", action="store_true")
+    run.add_argument(
+        "-E",
+        "--show-params",
+        action="store_true",
+        help="show the parameters given to each task before it runs",
+    )
     run.add_argument(
         "-o", "--save", default=".digdag/status", help="status directory (relative to the project)"
     )
     run.add_argument("--no-save", action="store_true")
     run.add_argument("--project", help="project directory (default: the .dig file's directory)")
-    run.add_argument("--max-task-threads", type=int, default=8, help="tasks at once (0: no limit)")
-    run.add_argument("--max-tasks", type=int, default=1000, help="maximum tasks per session (digdag: 1000)")
+    run.add_argument(
+        "--max-task-threads",
+        type=int,
+        help="tasks at once (0: no limit; default: agent.max-task-threads or 8)",
+    )
+    run.add_argument(
+        "--max-tasks", type=int, help="maximum tasks per session (default: executor.task_max_run or 1000)"
+    )
+    run.add_argument("-O", "--task-log", metavar="DIR", help="store each task's log in this directory")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser(
-        "check", help="validate a workflow (default: every one of the project) and print its plan"
+        "check",
+        parents=[common],
+        help="validate a workflow (default: every one of the project) and print its plan",
     )
     check.add_argument("workflow", nargs="?")
     check.add_argument("-p", "--param", action="append", metavar="KEY=VALUE")
     check.add_argument("-P", "--params-file", action="append", metavar="FILE.yml")
     check.add_argument("--project")
-    check.add_argument("--max-tasks", type=int, default=1000)
+    check.add_argument("--max-tasks", type=int)
     check.set_defaults(func=cmd_check)
 
     sched = sub.add_parser(
-        "scheduler", aliases=["sched"], help="run the project's scheduled workflows on this machine"
+        "scheduler",
+        aliases=["sched"],
+        parents=[common],
+        help="run the project's scheduled workflows on this machine",
     )
     sched.add_argument("--project", help="project directory (default: the current directory)")
     sched.add_argument("-p", "--param", action="append", metavar="KEY=VALUE")
     sched.add_argument("-P", "--params-file", action="append", metavar="FILE.yml")
-    sched.add_argument("--max-task-threads", type=int, default=8)
+    sched.add_argument("--max-task-threads", type=int)
+    sched.add_argument("-O", "--task-log", metavar="DIR", help="store each task's log in this directory")
     sched.set_defaults(func=cmd_scheduler)
 
     init = sub.add_parser("init", help="create a new project with a sample workflow (digdag's init)")
@@ -490,6 +625,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KudigError as e:
         print(f"error: {e}", file=sys.stderr)
+        if str(getattr(args, "log_level", "info")).lower() in ("debug", "trace"):  # digdag's verbose mode
+            import traceback
+
+            traceback.print_exc()
         return 1
     except Exception as e:
         if type(e).__name__ == "ApiException":  # the API server said no: show its reason, not a traceback

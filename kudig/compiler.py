@@ -11,6 +11,7 @@ that operators generate at run time.
 from __future__ import annotations
 
 import difflib
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -152,12 +153,17 @@ def normalize_operator(config: dict[str, Any], where: YMap | None) -> dict[str, 
     keys = operator_keys(config)
     if len(keys) > 1:
         raise _err(where, "A task can't have more than one operator", keys[1])
-    out = {k: v for k, v in config.items() if k not in keys}
-    if keys:
-        if "_type" in config:
-            raise _err(where, "A task can't have more than one operator", "_type")
-        out["_type"] = keys[0][:-1]
-        out["_command"] = config[keys[0]]
+    if keys and "_type" in config:
+        raise _err(where, "A task can't have more than one operator", "_type")
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        if k in keys:
+            # in the operator key's place: digdag evaluates `${}` in key order (a key sees only the
+            # task's keys written before it), and the operator key is one of them
+            out["_type"] = k[:-1]
+            out["_command"] = v
+        else:
+            out[k] = v
     return out
 
 
@@ -409,3 +415,31 @@ def compile_subtree(
 ) -> list[TaskSpec]:
     """Compile an operator-generated subtree (`^sub`, `^error`, `^check`) rooted at `name`."""
     return Compiler(max_tasks).compile(name, config)
+
+
+def call_target(workdir: str, target: str) -> str:
+    """The project path of a `call>` target, as digdag's Workspace.getPath finds it.
+
+    The name (`.dig` appended when missing) is resolved against the calling task's `_workdir` and
+    normalized; a `../` is fine while the result stays inside the project (`call>: ../lib/x` from
+    a workflow in `sub/`), anything leaving it is refused.
+    """
+    name = target if target.endswith(".dig") else target + ".dig"
+    normal = posixpath.normpath(posixpath.join(workdir, name))
+    if posixpath.isabs(normal) or normal == ".." or normal.startswith("../"):
+        raise ConfigError(f"File name must not be outside of project path: {target}")
+    return normal
+
+
+def base_workdir(resource: str, own: Any) -> str | None:
+    """The `_workdir` digdag gives a workflow file loaded from `resource` (a project path).
+
+    WorkflowFile.setBaseWorkdir: a file in a sub-directory gets that directory, with its own
+    top-level `_export: {_workdir: w}` appended (`sub/w`); a file at the project root keeps its own
+    `_workdir` or none at all — its tasks then inherit the caller's (`call>` of `../x.dig` from
+    `sub/` still runs in `sub/`). None means "not set".
+    """
+    base = posixpath.dirname(posixpath.normpath(resource))
+    if base in ("", "."):
+        return None if own is None else str(own)
+    return base if own is None else f"{base}/{own}"

@@ -14,6 +14,7 @@ from typing import Any
 
 import quickjs
 
+from kudig.compiler import base_workdir, call_target
 from kudig.errors import ConfigError
 from kudig.yamlload import YMap, load_dig
 
@@ -123,23 +124,34 @@ def _call_targets(value: Any, where: YMap | None) -> Iterator[tuple[str, YMap | 
             yield from _call_targets(v, where)
 
 
-def check_calls(definition: YMap, project_dir: Path, file: str, stack: tuple[str, ...] = ()) -> None:
-    """Follow literal `call>` targets: a missing file or a cycle is an error at the call's line."""
-    here = PurePosixPath(file).parent
+def check_calls(
+    definition: YMap, project_dir: Path, file: str, stack: tuple[str, ...] = (), workdir: str | None = None
+) -> None:
+    """Follow literal `call>` targets: a missing file, a cycle or a path leaving the project is an
+    error at the call's line. Targets resolve against the `_workdir` digdag gives each file
+    (`compiler.call_target`, `compiler.base_workdir`); the top level's is in its `_export`."""
+    if workdir is None:
+        export = definition.get("_export")
+        workdir = str(export.get("_workdir") or "") if isinstance(export, dict) else ""
+    if "$" in workdir:
+        return  # known at run time only
     stack = (*stack, str(PurePosixPath(file)))
     for target, where in _call_targets(definition, definition):
-        rel = here / (target if target.endswith(".dig") else target + ".dig")
-        key = str(rel)
         line = where.line_of("call>") if where is not None else None
         source = where.file if where is not None else file
-        if ".." in rel.parts:
-            raise ConfigError(f"call> file must stay inside the project: {target}", source, line)
+        try:
+            key = call_target(workdir, target)
+        except ConfigError as e:
+            raise ConfigError(e.message, source, line) from None
         if key in stack:
             raise ConfigError("call> cycle: " + " -> ".join([*stack, key]), source, line)
-        path = project_dir / rel
+        path = project_dir / key
         if not path.is_file():
             raise ConfigError(f"call> workflow file not found: {key}", source, line)
-        check_calls(load_dig(path, project_dir), project_dir, key, stack)
+        called = load_dig(path, project_dir)
+        own = called.get("_export")
+        inner = base_workdir(key, own.get("_workdir") if isinstance(own, dict) else None)
+        check_calls(called, project_dir, key, stack, workdir if inner is None else inner)
 
 
 # Keys every operator task may have (digdag's TaskConfig and the engine read them), and the keys each
@@ -209,6 +221,47 @@ OPERATOR_KEYS: dict[str, frozenset[str]] = {
             "create_tables",
             "empty_tables",
             "rename_tables",
+        }
+    ),
+    "td_run": frozenset(
+        {"database", "endpoint", "use_ssl", "td", "download_file", "store_last_results", "preview"}
+    ),
+    "td_wait": frozenset(
+        {
+            "query",
+            "database",
+            "endpoint",
+            "use_ssl",
+            "td",
+            "engine",
+            "priority",
+            "job_retry",
+            "presto_pool_name",
+            "hive_pool_name",
+            "engine_version",
+            "hive_engine_version",
+            "interval",
+        }
+    ),
+    "td_wait_table": frozenset(
+        {"database", "endpoint", "use_ssl", "td", "rows", "engine", "priority", "job_retry", "interval"}
+    ),
+    "td_for_each": frozenset(
+        {
+            "query",
+            "database",
+            "endpoint",
+            "use_ssl",
+            "td",
+            "engine",
+            "priority",
+            "job_retry",
+            "presto_pool_name",
+            "hive_pool_name",
+            "engine_version",
+            "hive_engine_version",
+            "_do",
+            "_parallel",
         }
     ),
     "s3_wait": frozenset(

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from kudig.compiler import TOP_LEVEL_KEYS, parse_parallel, suggest
+from kudig.compiler import TOP_LEVEL_KEYS, base_workdir, call_target, parse_parallel, suggest
 from kudig.errors import KudigError
 from kudig.yamlload import YMap, load_dig, plain
 
@@ -29,6 +29,7 @@ CONTROL_TYPES = frozenset(
 # digdag's BaseOperator subclasses honour `_retry` on their own failure; the rest never retry.
 SELF_RETRYING = frozenset(
     {"sh", "py", "rb", "call", "require", "http", "http_call", "mail", "pg", "td", "param_get", "param_set"}
+    | {"td_run", "td_wait", "td_wait_table", "td_for_each"}
 )
 
 
@@ -160,7 +161,9 @@ def _op_if(ctx: OpContext) -> OpResult:
 def _generator(ctx: OpContext, op: str, count: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Shared by loop/for_each/for_range: the task limit, the `_do` block, `_parallel` copied."""
     if count > ctx.max_tasks:
-        raise TaskFailure(f"Too many {op} subtasks. Limit: {ctx.max_tasks}", retryable=False)
+        # digdag's words: for_range names the count, loop and for_each do not
+        size = f" ({count})" if op == "for_range" else ""
+        raise TaskFailure(f"Too many {op} subtasks{size}. Limit: {ctx.max_tasks}", retryable=False)
     block = _do_block(ctx)
     if block is None:
         raise TaskFailure(f"{op}> requires _do", retryable=False)
@@ -213,16 +216,21 @@ def _op_for_range(ctx: OpContext) -> OpResult:
     start = _as_int(spec.get("from"), "for_range> from")
     end = _as_int(spec.get("to"), "for_range> to")
     has_step, has_slices = spec.get("step") is not None, spec.get("slices") is not None
-    if has_step == has_slices:
-        raise TaskFailure("for_range> requires either step or slices (not both)", retryable=False)
+    # digdag's own words (ForRangeOperatorFactory)
+    if has_step and has_slices:
+        raise TaskFailure("Setting both step and slices options to for_range is invalid", retryable=False)
+    if not has_step and not has_slices:
+        raise TaskFailure("step or slices option is required for for_range", retryable=False)
     if has_step:
         step = _as_int(spec["step"], "for_range> step")
         if step < 1:
-            raise TaskFailure("for_range> step must be >= 1", retryable=False)
+            raise TaskFailure(f"step option must be same or greater than 1 but got {step}", retryable=False)
     else:
         slices = _as_int(spec["slices"], "for_range> slices")
         if slices < 1:
-            raise TaskFailure("for_range> slices must be >= 1", retryable=False)
+            raise TaskFailure(
+                f"slices option must be same or greater than 1 but got {slices}", retryable=False
+            )
         step = max(1, math.ceil((end - start) / slices))
     bounds = list(range(start, end, step))
     block, config = _generator(ctx, "for_range", len(bounds))
@@ -240,15 +248,14 @@ def _op_call(ctx: OpContext) -> OpResult:
         raise TaskFailure("call> expects a workflow file name", retryable=False)
     if ctx.project_dir is None:
         raise TaskFailure("call> needs the project files", retryable=False)
-    workdir = str(ctx.config.get("_workdir") or "")
-    rel = PurePosixPath(workdir) / (target if target.endswith(".dig") else target + ".dig")
-    if ".." in rel.parts or rel.is_absolute():
-        raise TaskFailure(f"call> file must stay inside the project: {target}", retryable=False)
-    key = str(rel)
+    try:
+        key = call_target(str(ctx.config.get("_workdir") or ""), target)
+    except KudigError as e:
+        raise TaskFailure(e.message, retryable=False) from None
     if key in ctx.call_stack:
         chain = " -> ".join([*ctx.call_stack, key])
         raise TaskFailure(f"Recursive call> detected: {chain}", retryable=False)
-    path = ctx.project_dir / rel
+    path = ctx.project_dir / key
     if not path.is_file():
         raise TaskFailure(f"call> workflow file not found: {key}", retryable=False)
     try:
@@ -258,7 +265,7 @@ def _op_call(ctx: OpContext) -> OpResult:
     unknown = [k for k in definition if not k.startswith("+") and k not in TOP_LEVEL_KEYS]
     if unknown:
         raise TaskFailure(
-            f"{key}: Workflow '{rel.stem}' includes unknown keys: "
+            f"{key}: Workflow '{PurePosixPath(key).stem}' includes unknown keys: "
             + ", ".join(suggest(k, TOP_LEVEL_KEYS) for k in unknown),
             retryable=False,
         )
@@ -267,10 +274,11 @@ def _op_call(ctx: OpContext) -> OpResult:
     for k, v in definition.items():
         if k not in ("timezone", "schedule", "sla"):
             config[k] = v
-    subdir = str(rel.parent)
-    if subdir not in ("", "."):
-        export = dict(config.get("_export") or {})
-        export["_workdir"] = subdir
+    own = config.get("_export")
+    workdir = base_workdir(key, own.get("_workdir") if isinstance(own, Mapping) else None)
+    if workdir is not None:
+        export = dict(own) if isinstance(own, Mapping) else {}
+        export["_workdir"] = workdir
         config["_export"] = export
     return OpResult(subtask_config=config, state_params={"called": key})
 

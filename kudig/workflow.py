@@ -12,7 +12,7 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from kudig.compiler import DEFAULT_MAX_TASKS, TaskSpec, compile_workflow
+from kudig.compiler import DEFAULT_MAX_TASKS, TaskSpec, base_workdir, compile_workflow
 from kudig.errors import ConfigError, KudigError
 from kudig.lint import check_calls, template_problems, unused_keys
 from kudig.schedule import Schedule, parse_schedule
@@ -107,11 +107,12 @@ def from_definition(
             schedule = parse_schedule(sched, tz, file=file, line=definition.line_of("schedule"))
         except KudigError as e:
             raise e.at(file, definition.line_of("schedule")) from None
-    subdir = str(Path(file).parent)
-    if subdir not in ("", "."):
-        # digdag runs a workflow of a sub-directory there: its tasks get _workdir
-        export = dict(definition.get("_export") or {})
-        export.setdefault("_workdir", subdir)
+    own = definition.get("_export")
+    if str(Path(file).parent) not in ("", ".") and (own is None or isinstance(own, Mapping)):
+        # digdag runs a workflow of a sub-directory there: its tasks get _workdir, its own
+        # `_workdir` taken relative to that directory (WorkflowFile.setBaseWorkdir)
+        export = dict(own or {})
+        export["_workdir"] = base_workdir(file, export.get("_workdir"))
         definition["_export"] = export
     trigger = parse_trigger(definition, file)
     sla = parse_sla(definition, file)

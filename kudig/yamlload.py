@@ -4,12 +4,14 @@ digdag reads `.dig` files with a strict SnakeYAML setup, and users' files depend
 `07:00:00` and `2016-01-01` stay strings (no sexagesimal ints, no timestamps), only
 `true/True/false/False` are booleans (`on`, `yes` stay strings), floats never start with `0`,
 duplicate keys are errors, and `!include : 'file'` as a *key* deep-merges another file into the
-enclosing map. A stock YAML 1.1 loader gets every one of those wrong, so we compose the node
-graph with libyaml (PyYAML's C composer: fast, keeps line marks) and resolve scalars ourselves.
+enclosing map (a key written after it replaces the included key, maps included). A stock YAML 1.1
+loader gets every one of those wrong, so we compose the node graph with libyaml (PyYAML's C
+composer: fast, keeps line marks) and resolve scalars ourselves.
 """
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -180,19 +182,19 @@ class Loader:
             if key in seen:
                 raise ConfigError(f"Duplicate key '{key}' (first defined at line {seen[key]})", name, line)
             seen[key] = line
-            value = self._convert(value_node, name, base_dir)
-            if isinstance(result.get(key), dict) and isinstance(value, dict):
-                deep_merge(result[key], value)
-            else:
-                result[key] = value
+            # A written key replaces whatever an earlier `!include` put there, maps included (digdag's
+            # ParameterizeContext sets it); only an `!include` merges into what is already there.
+            result[key] = self._convert(value_node, name, base_dir)
             result.key_lines[key] = line
         return result
 
     def _include(self, file: str, name: str, line: int, base_dir: Path) -> YMap:
-        parts = PurePosixPath(file).parts
-        if ".." in parts or file.startswith("/"):
-            raise ConfigError(f"File name must not include ..: {file}", name, line)
-        path = (base_dir / file).resolve()
+        # digdag normalizes the path and refuses it only when it leaves the including file's
+        # directory: `sub/../x.dig` is fine, `../x.dig` and `/x.dig` are not.
+        normal = posixpath.normpath(posixpath.join(base_dir.as_posix(), file))
+        if not PurePosixPath(normal).is_relative_to(base_dir.as_posix()):
+            raise ConfigError(f"file name must not include ..: {file}", name, line)
+        path = Path(normal).resolve()
         if path in self._stack:
             raise ConfigError(f"Recursive !include of {file}", name, line)
         if not path.is_file():

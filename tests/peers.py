@@ -1,5 +1,6 @@
 """Real peers for the tests of http>, http_call> and mail>: an HTTP server and an SMTP server,
-started in this process (threads), recording what they receive.
+started in this process (threads), recording what they receive; and what the other peers' helpers
+(tests/postgres.py, tests/td_server.py) share: `free_port`, `serve_http`/`stop_http`, `required`.
 
 * `HttpPeer`: the standard library's ThreadingHTTPServer. Each request is recorded (method, path,
   headers, body) and answered by path:
@@ -7,8 +8,15 @@ started in this process (threads), recording what they receive.
   each key, then 200 JSON `{"ok": true}`; `/rate/<key>` 429 once, then 200; `/missing` 404 with a text body; `/redirect` a 302 to
   `/json`; `/status/<n>` an empty answer with status n; `/wf.json` and `/wf.yaml` a workflow
   (application/json, application/x-yaml); `/text` a JSON workflow served as text/plain.
-* `SmtpPeer`: aiosmtpd's threaded Controller, AUTH LOGIN/PLAIN without TLS accepted for
-  `SMTP_USER`/`SMTP_PASSWORD` only; each message is recorded with its envelope.
+* `SmtpPeer`: aiosmtpd's threaded Controller, AUTH LOGIN/PLAIN accepted for
+  `SMTP_USER`/`SMTP_PASSWORD` only; each message is recorded with its envelope (and in `tls`,
+  whether it came over TLS).
+* TLS: `make_tls` makes a CA and a server certificate for 127.0.0.1/localhost with Debian's
+  `openssl` CLI (the `tls` and `other_tls` fixtures: two CAs, one run each). `HttpPeer(tls=...)`
+  serves HTTPS; `SmtpPeer(tls=..., mode="starttls")` requires STARTTLS before MAIL and AUTH,
+  `mode="ssl"` is TLS from the first byte (SMTPS). Clients trust the CA with `SSL_CERT_FILE`.
+* Fixtures `http`, `smtp` (plain, on 127.0.0.1), `tls`, `other_tls`: import their functions into
+  a test module (`from tests.peers import http_fixture  # noqa: F401`).
 
 Bind to `0.0.0.0` for a pod on the single-node cluster to reach them through the node's IP.
 """
@@ -16,14 +24,23 @@ Bind to `0.0.0.0` for a pod on the single-node cluster to reach them through the
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import socket
+import ssl
+import subprocess
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
+import pytest
+
+T = TypeVar("T")
 WORKFLOW = {
     "+first": {"sh>": "echo fetched-first ${greeting}"},
     "+second": {"echo>": "fetched-second"},
@@ -32,6 +49,120 @@ WORKFLOW_YAML = "+first:\n  sh>: echo fetched-yaml ${greeting}\n+second:\n  echo
 _LOCK = threading.Lock()
 SMTP_USER = "mailer"
 SMTP_PASSWORD = "smtp-pass-4f9a1c"  # a test secret: never in logs, status or events
+
+
+def required() -> bool:
+    """Whether a peer that cannot be set up fails the test rather than skipping it (CI, e2e)."""
+    return os.environ.get("CI") == "true" or os.environ.get("KUDIG_E2E") == "1"
+
+
+def start_or_skip(start: Callable[[], T], what: str) -> T:
+    """`start()`, a peer that needs something from this machine (a Debian package, PyPI); when it
+    cannot (RuntimeError, OSError), the test is skipped as `what: <error>`, or fails under
+    `required()`."""
+    try:
+        return start()
+    except (RuntimeError, OSError) as e:
+        if required():
+            raise
+        pytest.skip(f"{what}: {e}")
+
+
+def free_port(host: str = "") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+# ----------------------------------------------------------------------------------------- TLS
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A CA (`ca`, what clients trust) and a server certificate it signed, with its key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+
+def make_tls(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TlsFiles:
+    """A new CA and a server certificate for `hosts` (IP addresses or DNS names), valid two days,
+    made with the `openssl` CLI (P-256 keys)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = directory / "ca.pem", directory / "ca.key"
+    cert, key, csr, ext = (
+        directory / "server.pem",
+        directory / "server.key",
+        directory / "server.csr",
+        directory / "server.ext",
+    )
+    names = ",".join(f"IP:{h}" if h.replace(".", "").isdigit() or ":" in h else f"DNS:{h}" for h in hosts)
+    ext.write_text(
+        f"subjectAltName={names}\nbasicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+    )
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    tag = secrets.token_hex(4)
+    for argv in (
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", f"/CN=kudig test CA {tag}",
+         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ["req", *ec, "-keyout", key, "-out", csr, "-subj", f"/CN={hosts[0]}"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-set_serial", str(int(tag, 16)),
+         "-days", "2", "-out", cert, "-extfile", ext],
+    ):  # fmt: skip
+        proc = subprocess.run(["openssl", *map(str, argv)], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"openssl {argv[0]} failed: {proc.stderr}")
+    return TlsFiles(ca, cert, key)
+
+
+@pytest.fixture(scope="session", name="tls")
+def tls_fixture(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A CA the tests trust (SSL_CERT_FILE) and a server certificate for 127.0.0.1."""
+    return make_tls(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session", name="other_tls")
+def other_tls_fixture(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """Another CA and server certificate: what a client trusting only `tls.ca` refuses."""
+    return make_tls(tmp_path_factory.mktemp("other-tls"))
+
+
+# ---------------------------------------------------------------------------------------- HTTP
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client refusing the certificate, or hanging up: the test sees it client-side
+
+
+def serve_http(
+    host: str, handler: type[BaseHTTPRequestHandler], tls: TlsFiles | None = None
+) -> ThreadingHTTPServer:
+    """A ThreadingHTTPServer for `handler` on `host` and a free port, serving in a daemon thread;
+    HTTPS with `tls` (the handshake happens in the request's thread). Stop it with `stop_http`."""
+    server = _QuietServer((host, 0), handler)
+    if tls is not None:
+        server.socket = tls.server_context().wrap_socket(
+            server.socket, server_side=True, do_handshake_on_connect=False
+        )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def stop_http(server: ThreadingHTTPServer | None) -> None:
+    if server is not None:
+        server.shutdown()
+        server.server_close()
 
 
 @dataclass
@@ -45,6 +176,7 @@ class Recorded:
 @dataclass
 class HttpPeer:
     host: str = "127.0.0.1"
+    tls: TlsFiles | None = None
     requests: list[Recorded] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     server: ThreadingHTTPServer | None = None
@@ -55,7 +187,7 @@ class HttpPeer:
         return int(self.server.server_address[1])
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}{path}"
 
     def start(self) -> HttpPeer:
         peer = self
@@ -117,31 +249,24 @@ class HttpPeer:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _handle
 
-        self.server = ThreadingHTTPServer((self.host, 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_http(self.host, Handler, self.tls)
         return self
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        stop_http(self.server)
 
     def on(self, path: str) -> list[Recorded]:
         return [r for r in self.requests if r.path.split("?")[0] == path]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
 class SmtpPeer:
     host: str = "127.0.0.1"
     port: int = 0
+    tls: TlsFiles | None = None
+    mode: str = "plain"  # with `tls`: "starttls" (required before MAIL and AUTH) or "ssl" (SMTPS)
     messages: list[tuple[str, list[str], EmailMessage]] = field(default_factory=list)
+    encrypted: list[bool] = field(default_factory=list)  # per message: did it come over TLS
     logins: list[str] = field(default_factory=list)
     controller: Any = None
 
@@ -156,6 +281,7 @@ class SmtpPeer:
                 msg = message_from_bytes(envelope.original_content or envelope.content, policy=policy.default)
                 assert isinstance(msg, EmailMessage)
                 peer.messages.append((envelope.mail_from, list(envelope.rcpt_tos), msg))
+                peer.encrypted.append(server.transport.get_extra_info("ssl_object") is not None)
                 return "250 OK"
 
         def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
@@ -167,13 +293,24 @@ class SmtpPeer:
             return AuthResult(success=False, handled=False)
 
         self.port = self.port or free_port(self.host)
+        tls: dict[str, Any] = {"auth_require_tls": False}
+        if self.mode == "starttls":
+            assert self.tls is not None
+            tls = {
+                "tls_context": self.tls.server_context(),
+                "require_starttls": True,
+                "auth_require_tls": True,
+            }
+        elif self.mode == "ssl":
+            assert self.tls is not None
+            tls = {"ssl_context": self.tls.server_context(), "auth_require_tls": False}
         self.controller = Controller(
             Handler(),
             hostname=self.host,
             port=self.port,
             authenticator=authenticator,
-            auth_require_tls=False,
             auth_required=False,
+            **tls,
         )
         self.controller.start()
         return self
@@ -181,6 +318,28 @@ class SmtpPeer:
     def stop(self) -> None:
         if self.controller is not None:
             self.controller.stop()
+
+
+@pytest.fixture(name="http")
+def http_fixture() -> Iterator[HttpPeer]:
+    peer = HttpPeer().start()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(name="smtp")
+def smtp_fixture() -> Iterator[SmtpPeer]:
+    peer = SmtpPeer().start()
+    yield peer
+    peer.stop()
+
+
+def write_files(root: Path, files: dict[str, str]) -> Path:
+    """Writes `files` (relative path: text) under `root`, making directories."""
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
 
 
 # Secrets the project below uses (local: KUDIG_SECRET_<KEY>; cluster: the kudig-secrets Secret).

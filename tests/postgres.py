@@ -22,7 +22,6 @@ import atexit
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -32,14 +31,10 @@ from typing import Any
 
 import pytest
 
+from tests.peers import free_port, start_or_skip
+
 ROOT = Path(__file__).resolve().parent.parent
 HACK_POSTGRES = ROOT / "hack" / "postgres"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -95,7 +90,7 @@ def start_postgres() -> PgServer:
         shutil.chown(datadir, "postgres", "postgres")
         shutil.chown(sockdir, "postgres", "postgres")
     password = secrets.token_hex(12)
-    server = PgServer(bindir, datadir, sockdir, _free_port(), "kudig", password, "kudig", as_postgres)
+    server = PgServer(bindir, datadir, sockdir, free_port(), "kudig", password, "kudig", as_postgres)
     pwfile = top / "pw"
     pwfile.write_text(password + "\n")
     if as_postgres:
@@ -149,18 +144,9 @@ def server_create_db(server: PgServer) -> None:
         conn.execute(f"CREATE DATABASE {server.database}".encode())
 
 
-def _required() -> bool:
-    return os.environ.get("CI") == "true" or os.environ.get("KUDIG_E2E") == "1"
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PgServer]:
-    try:
-        server = start_postgres()
-    except (RuntimeError, OSError) as e:
-        if _required():
-            raise
-        pytest.skip(f"no PostgreSQL: {e}")
+    server = start_or_skip(start_postgres, "no PostgreSQL")
     try:
         yield server
     finally:

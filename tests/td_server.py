@@ -9,7 +9,9 @@ be reached from here). It is NOT Treasure Data: see docs/operators-td.md, "The s
   urlencoded or multipart) with `domain_key` dedupe (409 + `details.conflicts_with`), job status,
   show (`hive_result_schema` as a JSON string, `num_records`, `debug.cmdout`/`stderr`), result
   (`msgpack`, `msgpack.gz`, `json`, `csv`, `tsv`; `Range` answered with 206), kill; database
-  list/create/delete; table list/create (log)/delete/rename.
+  list/create/delete; table list/create (log)/delete/rename; saved queries run by name
+  (`/v3/schedule/run/{name}/{time}`, form `domain_key`) or id (`/v4/queries/{id}/jobs`, JSON
+  `scheduled_time` + `domain_key`), created by the tests (`create_saved_query`).
 * The SQL really runs, on DuckDB (in memory, one database for the server's life): a TD database is
   a DuckDB schema, so tables persist across jobs; a job's database is its default schema. The
   dialect is DuckDB's, not Presto's or Hive's: `"db"."t"` quoting works, Hive backquotes are
@@ -43,6 +45,8 @@ from zoneinfo import ZoneInfo
 import duckdb
 import msgpack
 import pytest
+
+from tests.peers import serve_http, stop_http
 
 APIKEY = "1/0123456789abcdef0123456789abcdef01234567"  # a test secret: never in logs or status
 
@@ -363,6 +367,15 @@ class Request:
 
 
 @dataclass
+class SavedQuery:
+    id: int
+    name: str
+    type: str
+    database: str
+    query: str
+
+
+@dataclass
 class TdServer:
     apikey: str = APIKEY
     host: str = "0.0.0.0"
@@ -372,6 +385,7 @@ class TdServer:
     server: ThreadingHTTPServer | None = None
     sql: Database = field(default_factory=Database)
     job_delay: float = 0.2  # seconds a job stays queued: the client sees it running first
+    saved_queries: dict[str, SavedQuery] = field(default_factory=dict)
 
     @property
     def port(self) -> int:
@@ -412,15 +426,11 @@ class TdServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self.server = ThreadingHTTPServer((self.host, 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_http(self.host, Handler)
         return self
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        stop_http(self.server)
 
     # ---------------------------------------------------------------- requests
 
@@ -458,6 +468,20 @@ class TdServer:
             return self._json(self._job(parts[3]).summary())
         if method == "GET" and route == "v3/job/result" and len(parts) == 4:
             return self.result(self._job(parts[3]), query.get("format", "tsv"), headers)
+        if method == "POST" and route == "v3/schedule/run" and len(parts) == 5:
+            saved = self._saved(name=parts[3])
+            job = self._start(saved, {**query, **form}, parts[4])
+            return self._json({"jobs": [{"job_id": job.job_id, "type": job.type, "scheduled_at": _now()}]})
+        if method == "POST" and route.startswith("v4/queries/") and len(parts) == 4 and parts[3] == "jobs":
+            try:
+                doc = json.loads(body or b"{}")
+                when = datetime.datetime.strptime(doc["scheduled_time"], "%Y-%m-%dT%H:%M:%SZ")
+            except (ValueError, KeyError, TypeError) as e:
+                raise ApiError(400, "Bad Request", f"Invalid request body: {e}") from None
+            saved = self._saved(id=parts[2])
+            stamp = str(int(when.replace(tzinfo=datetime.UTC).timestamp()))
+            job = self._start(saved, {"domain_key": str(doc.get("domain_key") or "")}, stamp)
+            return self._json({"id": job.job_id})
         if method == "POST" and route == "v3/job/kill" and len(parts) == 4:
             job = self._job(parts[3])
             former = job.status
@@ -476,6 +500,20 @@ class TdServer:
         if job is None:
             raise ApiError(404, "Resource not found", f"Job {job_id} not found")
         return job
+
+    def _saved(self, name: str | None = None, id: str | None = None) -> SavedQuery:
+        for saved in self.saved_queries.values():
+            if saved.name == name or str(saved.id) == id:
+                return saved
+        raise ApiError(404, "Resource not found", f"Saved query '{name or id}' does not exist")
+
+    def _start(self, saved: SavedQuery, params: dict[str, str], scheduled_time: str) -> Job:
+        """A job of a saved query: its engine, database and SQL, run at `scheduled_time`."""
+        if not re.fullmatch(r"-?\d+", scheduled_time):
+            raise ApiError(400, "Bad Request", f"Invalid time: {scheduled_time}")
+        fields = {"domain_key": params.get("domain_key", ""), "scheduled_time": scheduled_time}
+        issued = self.issue(saved.type, saved.database, {"query": saved.query, **fields})
+        return self.jobs[issued["job_id"]]
 
     def issue(self, engine: str, database: str, params: dict[str, str]) -> dict[str, Any]:
         if engine not in ("presto", "trino", "hive"):
@@ -635,6 +673,12 @@ class TdServer:
         with self.sql.lock:
             return self.sql.db.execute(text).fetchall()
 
+    def create_saved_query(self, name: str, database: str, query: str, type: str = "presto") -> int:
+        """A saved query (TD's console or `td sched:create`; not in this API): its id."""
+        saved = SavedQuery(len(self.saved_queries) + 1, name, type, database, query)
+        self.saved_queries[name] = saved
+        return saved.id
+
 
 def _form(headers: dict[str, str], body: bytes) -> dict[str, str]:
     ctype = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
@@ -659,10 +703,12 @@ def td_server() -> Iterator[TdServer]:
         server.stop()
 
 
-def td_project(root: Path, endpoint: str, database: str, table: str) -> Path:
+def td_project(root: Path, endpoint: str, database: str, table: str, saved_query: str | None = None) -> Path:
     """A project exercising td>: create_table from a `.sql` file with `${...}` rendered,
     insert_into, engine hive, download_file, store_last_results used in an if>; and td_ddl>. The API key is
-    the secret `td.apikey`, never in the files."""
+    the secret `td.apikey`, never in the files. With `saved_query` (a name `create_saved_query` made
+    with `FAMILY_SAVED_QUERY`), also td_run>, td_wait_table>, td_wait> and td_for_each> on the table,
+    each checked by an if> (`family-ok` at the end)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "queries").mkdir(exist_ok=True)
     (root / "queries" / "create.sql").write_text(
@@ -671,6 +717,8 @@ def td_project(root: Path, endpoint: str, database: str, table: str) -> Path:
         "  g * ${price} AS amount, TD_TIME_FORMAT(TD_TIME_PARSE('${session_date}'), 'yyyy-MM-dd') AS day\n"
         "FROM range(1, 4) t(g)\n"
     )
+    # td_wait>'s query is a file too, `${...}` rendered by the engine
+    (root / "queries" / "ready.sql").write_text("SELECT count(*) >= 4 FROM ${table}\n")
     (root / "td.dig").write_text(
         f"""_export:
   td:
@@ -722,5 +770,43 @@ def td_project(root: Path, endpoint: str, database: str, table: str) -> Path:
   drop_tables: ["staging_${{table}}"]
   rename_tables: [{{from: "old_${{table}}", to: "archived_${{table}}"}}]
 """
+        + ("" if saved_query is None else FAMILY_TASKS.replace("SAVED_QUERY", saved_query))
     )
     return root
+
+
+# The saved query td_project's td_run> runs (in the project's database, on its table `events`).
+FAMILY_SAVED_QUERY = "SELECT count(*) AS cnt, TD_SCHEDULED_TIME() AS t FROM events"
+
+FAMILY_TASKS = """
++family_run:
+  td_run>: SAVED_QUERY
+  store_last_results: true
+
++family_run_check:
+  if>: ${td.last_results.cnt == 4 && td.last_results.t == 1706572800 && td.last_job_id == td.last_job.id}
+  _else_do:
+    fail>: "td_run> result: ${td.last_results}"
+
++family_wait_table:
+  td_wait_table>: ${table}
+  rows: 4
+  interval: 1s
+
++family_wait:
+  td_wait>: queries/ready.sql
+  interval: 1s
+
++family_each:
+  td_for_each>:
+  query: SELECT id, name FROM ${table} WHERE id <= 3 ORDER BY id
+  _parallel: true
+  _do:
+    +row:
+      if>: ${td.each.name == 'item-' + td.each.id}
+      _else_do:
+        fail>: "td_for_each> row: ${td.each}"
+
++family_done:
+  echo>: family-ok ${td.last_job.num_records}
+"""

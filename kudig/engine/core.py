@@ -116,7 +116,17 @@ class TaskNote:
     text: str
 
 
-Action = StartTask | TaskLog | TaskFinished | TaskNote
+@dataclass(frozen=True, slots=True)
+class TaskParams:
+    """`kudig run --show-params` (digdag's `-E`): the evaluated parameters a task is given,
+    before it runs (or, with `--dry-run`, instead of running)."""
+
+    task_id: int
+    name: str
+    params: dict[str, Any]
+
+
+Action = StartTask | TaskLog | TaskFinished | TaskNote | TaskParams
 
 
 def command_text(op_type: str, config: Mapping[str, Any]) -> str:
@@ -131,7 +141,7 @@ def command_text(op_type: str, config: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- context
 
 # See Engine._work_inputs.
-TEMPLATE_FILE_OPERATORS = frozenset({"pg", "mail", "td"})
+TEMPLATE_FILE_OPERATORS = frozenset({"pg", "mail", "td", "td_wait", "td_for_each"})
 LOCAL_KEY_OPERATORS = frozenset({"param_set", "param_get"})
 
 
@@ -159,6 +169,8 @@ class SessionContext:
     # Decides per task: "skip" (succeed without running), "force" (ignore resume) or None.
     selector: Callable[[Task], str | None] | None = None
     dry_run: bool = False
+    # `--show-params`: a TaskParams action before each task with an operator runs.
+    show_params: bool = False
     # The workflow's `sla:`: its deadline counts from the attempt's first step.
     sla: Sla | None = None
 
@@ -459,6 +471,9 @@ class Engine:
             return
         op_type = str(op_type)
         task.state_params["_retry"] = config.get("_retry")
+        if self.ctx.show_params:
+            shown = {k: v for k, v in config.items() if k not in ("_command_text", "_local_keys")}
+            self._actions.append(TaskParams(task.id, task.name, shown))
         if self.ctx.dry_run:
             self._actions.append(TaskNote(task.id, task.name, command_text(op_type, config) + "  (dry run)"))
             self._succeed(task, TaskResult())
@@ -474,8 +489,15 @@ class Engine:
         full["task_name"] = task.name
         full.pop("_env", None)  # only the task's own _env counts (digdag ignores _env in _export)
         local = {k: v for k, v in task.config.items() if k != "_export"}
+        # digdag's OperatorManager.evalConfig: `${}` sees the params *before* the task's own keys
+        # are merged in; a key of the task is visible only to the keys after it (ConfigEvalEngine
+        # overlays the keys evaluated so far). So `${k}` written above `k:` does not see it.
+        scope = dict(full)
+        for key, value in local.items():
+            if isinstance(full.get(key), dict) and isinstance(value, Mapping):
+                full[key] = copy.deepcopy(full[key])  # deep_merge below must not change `scope`
         deep_merge(full, local)
-        return self.ctx.evaluator.eval_config(full, full, self.ctx.timezone)
+        return self.ctx.evaluator.eval_config(full, scope, self.ctx.timezone)
 
     def _work_inputs(self, task: Task, config: dict[str, Any]) -> dict[str, Any]:
         """What some work operators need from the engine besides their evaluated config.
@@ -613,8 +635,7 @@ class Engine:
         if retryable and not self.state.killed:
             policy = self._retry_policy(task)
             if policy is not None and task.retry_count < policy.limit and op_type in SELF_RETRYING:
-                task.retry_at = self._now + policy.delay(task.retry_count)
-                task.retry_count += 1
+                self._schedule_retry(task, policy)
                 self._set_state(task, TaskState.RETRY_WAITING)
                 return
         if isinstance(task.config.get("_error"), Mapping) and not self.state.killed:
@@ -647,8 +668,7 @@ class Engine:
             return
         policy = self._retry_policy(task)
         if policy is not None and task.retry_count < policy.limit:
-            task.retry_at = self._now + policy.delay(task.retry_count)
-            task.retry_count += 1
+            self._schedule_retry(task, policy)
             self._set_state(task, TaskState.GROUP_RETRY_WAITING)
             return
         if isinstance(task.config.get("_error"), Mapping):
@@ -668,6 +688,16 @@ class Engine:
         self._set_state(task, TaskState.GROUP_ERROR)
 
     # ----- retries
+
+    def _schedule_retry(self, task: Task, policy: RetryPolicy) -> None:
+        delay = policy.delay(task.retry_count)
+        task.retry_at = self._now + delay
+        task.retry_count += 1
+        self._actions.append(
+            TaskNote(
+                task.id, task.name, f"Retrying in {delay:g} s (retry {task.retry_count} of {policy.limit})"
+            )
+        )
 
     def _wake(self, task: Task) -> None:
         if task.retry_at is None or task.retry_at > self._now:

@@ -35,10 +35,13 @@ from kudig.engine.core import (
     TaskFinished,
     TaskLog,
     TaskNote,
+    TaskParams,
     TaskResult,
     command_text,
 )
 from kudig.engine.state import Task, TaskState
+from kudig.local import containers
+from kudig.local.console import stamp
 from kudig.taskio import output_event, task_input
 
 RUNNER_DIR = Path(__file__).resolve().parents[2] / "runner"
@@ -56,15 +59,24 @@ class LocalRun:
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     secrets: Mapping[str, str] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
+    # -l/-L/-O (kudig.local.console.RunSink): `write(text, task)`; None: every line to `out`.
+    sink: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _procs: set[subprocess.Popen[bytes]] = field(default_factory=set)
     _stopped: threading.Event = field(default_factory=threading.Event)
     _host: proc.Host = field(default_factory=proc.Host)
     # Each run is a new attempt for operators that keep per-attempt state outside (pg>'s query id).
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # `docker:` tasks (kudig.local.containers): the engine is looked for at the first such task.
+    _containers: containers.Containers | None = None
+    _engine_looked_up: bool = False
 
-    def log(self, text: str) -> None:
+    def log(self, text: str, task: str | None = None) -> None:
+        """A log line (`[LEVEL] (+task): ...`), or with `task` a line that task printed."""
         with self._lock:
+            if self.sink is not None:
+                self.sink.write(text, task)
+                return
             self.out.write(text if text.endswith("\n") else text + "\n")
             self.out.flush()
 
@@ -77,6 +89,8 @@ class LocalRun:
         their command's group at once, and any runner still there a second later is killed.
         """
         self._stopped.set()
+        if self._containers is not None:
+            self._containers.stop(hard)
         self._host.signal(signal.SIGKILL if hard else signal.SIGTERM)
         with self._lock:
             procs = list(self._procs)
@@ -107,19 +121,23 @@ class LocalRun:
                 for action in actions:
                     if isinstance(action, StartTask):
                         self.log(
-                            f"{_stamp()} [INFO] ({action.name}): {command_text(action.op_type, action.config)}"
+                            f"{stamp()} [INFO] ({action.name}): {command_text(action.op_type, action.config)}"
                         )
                         image = _docker_image(action.config)
-                        if image is not None:
+                        if image is not None and self._container_runner() is None:
                             self.log(
-                                f"{_stamp()} [WARN] ({action.name}): docker image {image} requested, but kudig "
-                                "run has no container engine support yet: the task runs on this host"
+                                f"{stamp()} [WARN] ({action.name}): docker image {image} requested, but no "
+                                "container engine (docker or podman) was found: the task runs on this host"
                             )
                         pending[pool.submit(self._run_work, action)] = action.task_id
                     elif isinstance(action, TaskNote):
-                        self.log(f"{_stamp()} [INFO] ({action.name}): {action.text}")
+                        self.log(f"{stamp()} [INFO] ({action.name}): {action.text}")
+                    elif isinstance(action, TaskParams):
+                        self.log(
+                            f"{stamp()} [WARN] ({action.name}): Given parameters:\n{_params_yaml(action.params)}"
+                        )
                     elif isinstance(action, TaskLog):
-                        self.log(action.text)
+                        self.log(action.text, action.name)
                     elif isinstance(action, TaskFinished):
                         self._finished(engine.state.tasks[action.task_id])
                 if engine.state.done or self._stopped.is_set():
@@ -150,7 +168,7 @@ class LocalRun:
         if task.state == TaskState.SUCCESS and task.is_group and task.subtask_config is None:
             return
         if task.state in (TaskState.ERROR,) and task.error:
-            self.log(f"{_stamp()} [ERROR] ({task.name}): {task.error.get('message', '')}")
+            self.log(f"{stamp()} [ERROR] ({task.name}): {task.error.get('message', '')}")
 
     def _save(self, task: Task) -> None:
         assert self.status_dir is not None
@@ -176,6 +194,9 @@ class LocalRun:
                 retryable=False,
             )
         task = task_input(action, self.secrets)
+        docker = containers.docker_config(action.config)
+        if docker is not None and self._containers is not None:
+            return self._run_in_container(action, task, docker)
         if action.op_type in IN_PROCESS:
             return self._run_here(action, task)
         project_dir = self.engine.ctx.project_dir or Path.cwd()
@@ -215,7 +236,7 @@ class LocalRun:
             try:
                 assert runner.stdout is not None
                 for raw in runner.stdout:
-                    self.log(raw.decode("utf-8", "replace").rstrip("\n"))
+                    self.log(raw.decode("utf-8", "replace").rstrip("\n"), action.name)
                 code = runner.wait()
             finally:
                 with self._lock:
@@ -242,14 +263,48 @@ class LocalRun:
             *lines, rest = bytes(pending).split(b"\n")
             pending[:] = rest
             for line in lines:
-                self.log(line.decode("utf-8", "replace"))
+                self.log(line.decode("utf-8", "replace"), action.name)
 
         project_dir = self.engine.ctx.project_dir or Path.cwd()
         with proc.hosted(self._host, sink):
             output = run_task(task, str(project_dir))
         if pending:
-            self.log(pending.decode("utf-8", "replace"))
+            self.log(pending.decode("utf-8", "replace"), action.name)
         return output_event(action.task_id, json.loads(encode_output(output).data))
+
+    def _container_runner(self) -> containers.Containers | None:
+        """The run's container engine for `docker:` tasks, looked up once (None: there is none)."""
+        if not self._engine_looked_up:
+            self._engine_looked_up = True
+            engine = containers.find_engine(self.env)
+            if engine is not None:
+                self._containers = containers.Containers(
+                    engine, self.env, self.run_id, lambda text: self.log(f"{stamp()} [INFO] {text}")
+                )
+                if self._stopped.is_set():
+                    self._containers.stop()
+        return self._containers
+
+    def _run_in_container(self, action: StartTask, task: Any, docker: Mapping[str, Any]) -> Event:
+        """The task's runner in a container of its `docker.image` (kudig.local.containers)."""
+        assert self._containers is not None
+        if self._stopped.is_set():
+            return TaskFailed(action.task_id, "Killed: the run was stopped", retryable=False)
+        try:
+            code, output = self._containers.run_task(
+                task_id=action.task_id,
+                task_name=action.name,
+                docker=docker,
+                task_input=task,
+                project_dir=self.engine.ctx.project_dir or Path.cwd(),
+                env_names=sorted(set(self.secrets.values())),
+                output=lambda line: self.log(line, action.name),
+            )
+        except containers.ContainerError as e:
+            return TaskFailed(action.task_id, str(e), retryable=False)
+        if output is None:
+            return TaskFailed(action.task_id, containers.missing_result(code, str(docker["image"])))
+        return output_event(action.task_id, output)
 
 
 def _docker_image(config: Mapping[str, Any]) -> str | None:
@@ -258,12 +313,15 @@ def _docker_image(config: Mapping[str, Any]) -> str | None:
     return str(image) if image else None
 
 
-def _stamp() -> str:
-    """digdag's log time: `2024-01-30 12:34:56.789 +0000`."""
-    now = time.time()
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + (
-        f".{int(now % 1 * 1000):03d} " + time.strftime("%z", time.localtime(now))
+def _params_yaml(params: Mapping[str, Any]) -> str:
+    """A task's parameters as digdag's `--show-params` prints them: YAML, indented two spaces."""
+    text = yaml.safe_dump(
+        json.loads(json.dumps(params, default=str)),
+        default_flow_style=False,
+        sort_keys=False,
+        allow_unicode=True,
     )
+    return "".join(f"  {line}\n" for line in text.splitlines())
 
 
 def load_resume(status_dir: Path) -> dict[str, TaskResult]:

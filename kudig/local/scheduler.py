@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kudig.errors import ConfigError
+from kudig.local.console import Console, RunSink, TaskLogDir
 from kudig.local.executor import LocalRun
 from kudig.local.signals import until_signalled
 from kudig.schedule import ScheduleTime
@@ -106,6 +107,8 @@ class LocalScheduler:
         clock: Callable[[], datetime] = _utc_now,
         wait: Callable[[float], object] | None = None,
         run_session: Callable[[ScheduledSession], bool] | None = None,
+        console: Console | None = None,
+        task_log_root: Path | None = None,
     ) -> None:
         self._entries = [
             _Entry(wf, f"{wf.timezone_name}|{json.dumps(wf.schedule_config)}")
@@ -117,6 +120,8 @@ class LocalScheduler:
         self.secrets = dict(secrets or {})
         self.status_dir = status_dir
         self.out = out if out is not None else sys.stdout
+        self.console = console  # -l/-L: what is shown, and where (None: every line to `out`)
+        self.task_log_root = task_log_root  # -O: each session's task logs under it
         self.clock = clock
         self._stop = threading.Event()
         self._wait = wait if wait is not None else self._stop.wait
@@ -293,12 +298,21 @@ class LocalScheduler:
             if self.status_dir
             else None
         )
+        sink = None
+        if self.console is not None or self.task_log_root is not None:
+            task_logs = (
+                TaskLogDir(self.task_log_root, wf.name, session_dir_name(session.session_time))
+                if self.task_log_root is not None
+                else None
+            )
+            sink = RunSink(self.console or Console(out=self.out), task_logs)
         run = LocalRun(
             engine,
             status,
             out=self.out,
             max_workers=self.max_task_threads,
             secrets=self.secrets,
+            sink=sink,
             _lock=self._lock,  # one lock for every line written to `out`: lines never interleave
         )
         with self._lock:
@@ -310,6 +324,8 @@ class LocalScheduler:
         finally:
             with self._lock:
                 self._runs.remove(run)
+                if sink is not None:
+                    sink.close()
 
     # ------------------------------------------------------------------ log
 
@@ -320,6 +336,9 @@ class LocalScheduler:
     def _write(self, level: str, message: str) -> None:
         """A log line, in the format of `kudig run`'s; the caller holds the lock."""
         stamp = self.clock().astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+        if self.console is not None:
+            self.console.log_line(f"{stamp} [{level}] (scheduler): {message}", level)
+            return
         self.out.write(f"{stamp} [{level}] (scheduler): {message}\n")
         self.out.flush()
 

@@ -245,10 +245,10 @@ def pod_event(task: Task, view: PodView | None) -> Event | None:
             code, message = view.init_failure
             return TaskFailed(task.id, f"Workspace preparation failed (exit code {code}): {message}".strip())
         if view.exit_code is not None:
-            text = f"Command failed with code {view.exit_code}"
-            if view.reason and view.reason not in ("Error", "Completed"):
-                text += f" ({view.reason})"
-            return TaskFailed(task.id, text)
+            # digdag's sh> text ("(runtime)": the exception kind it appends); a pod-level reason
+            # such as OOMKilled says more and takes its place
+            reason = view.reason if view.reason and view.reason not in ("Error", "Completed") else "runtime"
+            return TaskFailed(task.id, f"Command failed with code {view.exit_code} ({reason})")
         return TaskFailed(task.id, f"Task pod failed: {view.pod_reason or 'unknown reason'}")
     if view.waiting is not None:
         reason, message = view.waiting

@@ -5,7 +5,8 @@ Request (both operators; the params are the task's with the `http:` map as defau
 * URI: the command (`http>: https://...`), `${secret:key}` substituted; for `http>` the secret
   `http.uri` replaces it. The log shows the URI as written (a secret URI as `scheme://***`).
 * `method` (GET), `timeout` (30 s per request), `follow_redirects` (true, at most 8),
-  `insecure` (false: true skips TLS verification).
+  `insecure` (false: true skips TLS verification). HTTPS certificates are verified against the
+  system's CA certificates or the bundle `SSL_CERT_FILE` names (tlscheck.py).
 * `headers`: a list of single-key maps (anything else: "Invalid header"), names and values
   `${secret:}`-substituted; `query`: a map or an urlencoded string, appended to the URI.
 * Auth: the secret `http.authorization` is sent as the `Authorization` header; else the secrets
@@ -18,6 +19,8 @@ Response and retry (digdag's `execute`): 2xx (and 3xx when redirects are not fol
 errors without a response (DNS, connect, timeout) are retried when `retry` is true (the default
 for GET, HEAD, OPTIONS, TRACE), waiting 1, 2, 4, 8, 16, 30, 30... seconds, with no limit but
 the task's own (`_retry` does not apply to these; the pod or `kudig run` goes on until success).
+A TLS certificate that fails verification is never retried: it fails at once, naming why (a
+difference from digdag, whose retry of a GET would never end).
 
 `http>` stores `http.last_status` and, with `store_content: true`, `http.last_content` (the body
 as a string, at most 65536 characters), both reset first. `http_call>` turns the body into the
@@ -44,6 +47,7 @@ from typing import Any, NamedTuple
 from .durations import timeout_seconds
 from .protocol import WORKFLOW_TEXT_KEY, RunnerError, TaskInput, TaskOutput, empty_output, merged_params
 from .secrets import SecretNotFoundError, get_secret, substitute_secrets
+from .tlscheck import TRUST_HINT, untrusted_certificate
 
 SECRET_KEYS = ("http.authorization", "http.user", "http.password", "http.uri")
 CALL_SECRET_KEYS = ("http.authorization", "http.user", "http.password")
@@ -290,6 +294,13 @@ def execute(request: Request, log: Callable[[str], None] = print) -> Response:
         try:
             response = send(request)
         except (OSError, ValueError) as e:
+            untrusted = untrusted_certificate(e)
+            if untrusted is not None:
+                raise RunnerError(
+                    f"HTTP request failed: {request.method} {request.shown}: {untrusted}: {TRUST_HINT}; "
+                    "insecure: true skips the check",
+                    "HttpError",
+                ) from None
             reason = getattr(e, "reason", None) or e
             message = f"HTTP request failed: {request.method} {request.shown}: {reason}"
             if not request.retry:

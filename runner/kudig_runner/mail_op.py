@@ -10,14 +10,18 @@ The params are the task's with the `mail:` map as defaults (`_export: {mail: {ho
 * `attach_files`: a list of `{path, filename?, content_type?}` (path relative to the task's
   working directory, content type `application/octet-stream` by default): the message is then
   multipart/mixed, the body first.
-* SMTP: `host`, `port`, `tls` (true: STARTTLS when the server offers it), `ssl` (false: true
-  connects with TLS from the start), `username`, each from the secret `mail.<name>` first, then the
-  param; the password only from the secret `mail.password` (a `password` param is ignored, as in
-  digdag). Connection and command timeout: 60 s. No internal retry, nothing stored.
+* SMTP: `host`, `port`, `tls` (true: STARTTLS when the server offers it, as digdag's
+  `mail.smtp.starttls.enable`; a server that does not offer it gets the mail in clear, and the log
+  says so), `ssl` (false: true connects with TLS from the start, SMTPS), `username`, each from the
+  secret `mail.<name>` first, then the param; the password only from the secret `mail.password` (a
+  `password` param is ignored, as in digdag). The server's certificate and host name are verified
+  (the system's CA certificates or the bundle `SSL_CERT_FILE` names: tlscheck.py). Connection and
+  command timeout: 60 s. No internal retry, nothing stored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import os
 import smtplib
@@ -30,6 +34,7 @@ from typing import Any
 from .protocol import RunnerError, TaskInput, TaskOutput, empty_output, merged_params
 from .secrets import SecretNotFoundError, get_secret
 from .shell import task_cwd
+from .tlscheck import TRUST_HINT, untrusted_certificate
 
 SECRET_KEYS = ("mail.host", "mail.port", "mail.tls", "mail.ssl", "mail.username", "mail.password")
 SMTP_TIMEOUT = 60.0
@@ -205,32 +210,42 @@ def run_mail(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskOutput:
         f"Sending mail {msg['Subject']!r} to {len(recipients)} recipient(s) via {config.host}:{config.port}",
         flush=True,
     )
+    where = f"{config.host}:{config.port}"
+    client: smtplib.SMTP | None = None
     try:
-        client: smtplib.SMTP
         if config.ssl:
             client = smtplib.SMTP_SSL(
                 config.host, config.port, timeout=SMTP_TIMEOUT, context=ssl.create_default_context()
             )
         else:
             client = smtplib.SMTP(config.host, config.port, timeout=SMTP_TIMEOUT)
-        with client:
-            client.ehlo()
-            if config.tls and not config.ssl and client.has_extn("starttls"):
+        client.ehlo()
+        if config.tls and not config.ssl:
+            if client.has_extn("starttls"):
                 client.starttls(context=ssl.create_default_context())
                 client.ehlo()
-            if config.username:
-                client.login(config.username, config.password or "")
-            client.send_message(
-                msg, from_addr=email.utils.parseaddr(str(msg["From"]))[1], to_addrs=recipients
-            )
+            else:
+                print(f"{where} offers no STARTTLS: sending without TLS", flush=True)
+        if config.username:
+            client.login(config.username, config.password or "")
+        client.send_message(msg, from_addr=email.utils.parseaddr(str(msg["From"]))[1], to_addrs=recipients)
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            client.quit()  # the message was accepted: a failed goodbye changes nothing
     except smtplib.SMTPAuthenticationError as e:
         raise RunnerError(
             f"Failed to send mail: SMTP authentication failed ({e.smtp_code})", "MessagingException"
         ) from None
     except (smtplib.SMTPException, OSError) as e:
+        untrusted = untrusted_certificate(e)
+        if untrusted is not None:
+            raise RunnerError(
+                f"Failed to send mail via {where}: {untrusted}: {TRUST_HINT}", "MessagingException"
+            ) from None
         raise RunnerError(
-            f"Failed to send mail via {config.host}:{config.port}: {type(e).__name__}: {e}",
-            "MessagingException",
+            f"Failed to send mail via {where}: {type(e).__name__}: {e}", "MessagingException"
         ) from None
+    finally:
+        if client is not None:
+            client.close()  # no QUIT after a failure: the connection may be half-open (a TLS handshake)
     print("Mail sent", flush=True)
     return empty_output()

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .durations import duration_seconds, timeout_seconds
-from .protocol import RunnerError, TaskInput, TaskOutput, empty_output, merged_params
+from .protocol import RunnerError, TaskInput, TaskOutput, empty_output, merged_params, query_text
 from .secrets import SecretNotFoundError, get_secret
 from .shell import task_cwd
 
@@ -209,24 +209,6 @@ def _sqlstate(e: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------- the query
-
-
-def _query(params: Mapping[str, Any]) -> str:
-    """digdag's `Workspace.templateCommand(..., "query")`."""
-    if "_command_text" in params:
-        return str(params["_command_text"])
-    command = params.get("_command")
-    if isinstance(command, Mapping):
-        return str(command.get("data") or "")
-    if isinstance(command, str) and command:
-        raise RunnerError(
-            f"pg> query file {command!r} was not read: the task input lacks its rendered text (_command_text)",
-            "ConfigError",
-        )
-    query = params.get("query")
-    if query is None or query == "":
-        raise RunnerError("Parameter 'query' is required but not set", "ConfigError")
-    return str(query)
 
 
 def _table(name: Any, option: str) -> Any:
@@ -458,7 +440,7 @@ def _strict(
 
 def run_pg(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskOutput:
     params = merged_params(task_input, "pg")
-    query = _query(params)
+    query = query_text(params, "pg")
     create_table = params.get("create_table")
     insert_into = params.get("insert_into")
     download_file = params.get("download_file")

@@ -62,7 +62,7 @@ import re
 import select
 import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, TypedDict
 
 MIN_OUTPUT_BYTES = 256  # room for any error output (the class name is cut to 80 characters)
@@ -515,3 +515,24 @@ def merged_params(task_input: TaskInput, nested: str | None = None) -> dict[str,
             for key, value in defaults.items():
                 merged.setdefault(key, value)
     return merged
+
+
+def query_text(params: Mapping[str, Any], op: str) -> str:
+    """An SQL operator's query, as digdag's `Workspace.templateCommand(..., "query")` (td> family,
+    pg>): the rendered text of the `_command` file (`_command_text`: the engine reads and renders
+    it, as the runner has no template engine), a `_command: {data: ...}` map's `data`, or the
+    `query` parameter verbatim."""
+    if "_command_text" in params:
+        return str(params["_command_text"])
+    command = params.get("_command")
+    if isinstance(command, Mapping):
+        return str(command.get("data") or "")
+    if isinstance(command, str) and command:
+        raise RunnerError(
+            f"{op}> query file {command!r} was not read: the task input lacks its rendered text (_command_text)",
+            "ConfigError",
+        )
+    query = params.get("query")
+    if query is None or query == "":
+        raise RunnerError("Parameter 'query' is required but not set", "ConfigError")
+    return str(query)

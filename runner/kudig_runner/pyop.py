@@ -51,6 +51,29 @@ def python_argv(value: object) -> list[str]:
     raise RunnerError("py> option 'python' must be a string or a list of strings", "ConfigError")
 
 
+def collect_output(raw: bytes | None, code: int, language: str) -> TaskOutput:
+    """The task's output from a script runner's output file (`raw`, None when it wrote none) and
+    exit status, for py> and rb> (`language`: "Python", "Ruby"), as digdag words it:
+    `<language> command failed with code N`, plus `Error messages from <language>: <message>
+    (<class>)` with the script's own error class and backtrace when it reported one."""
+    output: TaskOutput | None = None
+    if raw:
+        try:
+            output = normalize_output(json.loads(raw.decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            output = error_output(f"{language} output file is not valid JSON: {e}", "ProtocolError")
+    if code != 0:
+        message = f"{language} command failed with code {code}"
+        if output is not None and output["error"] is not None:
+            err = output["error"]
+            message += f"\nError messages from {language.lower()}: {err['message']} ({err['class']})"
+            return error_output(message, err["class"], err["backtrace"])
+        return error_output(message, "CommandFailed")
+    if output is None:
+        return error_output(f"{language} command wrote no output file", "ProtocolError")
+    return output
+
+
 def run_py(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskOutput:
     params = merged_params(task_input, "py")
     command = params.get("_command")
@@ -93,19 +116,4 @@ def run_py(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskOutput:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    output: TaskOutput | None = None
-    if raw:
-        try:
-            output = normalize_output(json.loads(raw.decode("utf-8")))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            output = error_output(f"Python output file is not valid JSON: {e}", "ProtocolError")
-    if code != 0:
-        message = f"Python command failed with code {code}"
-        if output is not None and output["error"] is not None:
-            err = output["error"]
-            message += f"\nError messages from python: {err['message']} ({err['class']})"
-            return error_output(message, err["class"], err["backtrace"])
-        return error_output(message, "CommandFailed")
-    if output is None:
-        return error_output("Python command wrote no output file", "ProtocolError")
-    return output
+    return collect_output(raw, code, "Python")

@@ -15,8 +15,10 @@ in the workspace plus `workdir`, and turns its output into a TaskOutput.
 * Errors: `Ruby command failed with code N` and, when the script reported one,
   `Error messages from ruby: <message> (<class>)` on the next line, with Ruby's backtrace.
 
-The kudig runner image has no Ruby: in a pod, rb> fails with a message saying so unless the task
-runs in an image that has one (see docs/operators.md).
+The kudig runner image has Debian's Ruby (its base is hack/cluster/images' python-ruby image), so
+rb> runs in pods as it does locally. Where there is no Ruby (a machine without it, or a task in a
+user's image, `docker: image:`, that lacks it) the task fails at once with a one-line message
+saying so (docs/operators.md).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import tempfile
 from pathlib import Path
 
 from .proc import run_streaming, task_timeout
-from .protocol import RunnerError, TaskInput, TaskOutput, error_output, merged_params, normalize_output
+from .protocol import RunnerError, TaskInput, TaskOutput, merged_params
+from .pyop import collect_output
 from .shell import base_environment, task_cwd, task_env
 
 RB_RUNNER = Path(__file__).with_name("rb_runner.rb")
@@ -73,9 +76,9 @@ def run_rb(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskOutput:
             )
         except FileNotFoundError:
             raise RunnerError(
-                f"rb> needs Ruby, and {ruby[0]!r} was not found here. The kudig runner image has no "
-                "Ruby: run rb> tasks with `kudig run` on a machine with Ruby (hack/ruby installs "
-                "Debian's), or set `ruby:` to an interpreter that exists",
+                f"rb> needs Ruby, and {ruby[0]!r} was not found here: "
+                "install Ruby (Debian: apt-get install ruby), run the task in an image that has it "
+                "(the kudig runner image does), or set `ruby:` to an interpreter that exists",
                 "ConfigError",
             ) from None
         except OSError as e:
@@ -84,19 +87,4 @@ def run_rb(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskOutput:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    output: TaskOutput | None = None
-    if raw:
-        try:
-            output = normalize_output(json.loads(raw.decode("utf-8")))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            output = error_output(f"Ruby output file is not valid JSON: {e}", "ProtocolError")
-    if code != 0:
-        message = f"Ruby command failed with code {code}"
-        if output is not None and output["error"] is not None:
-            err = output["error"]
-            message += f"\nError messages from ruby: {err['message']} ({err['class']})"
-            return error_output(message, err["class"], err["backtrace"])
-        return error_output(message, "CommandFailed")
-    if output is None:
-        return error_output("Ruby command wrote no output file", "ProtocolError")
-    return output
+    return collect_output(raw, code, "Ruby")

@@ -149,5 +149,7 @@ def run_sh(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskOutput:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if code != 0:
-        raise RunnerError(f"Command failed with code {code}", "CommandFailed")
+        # digdag's ShOperator throws RuntimeException("Command failed with code N"); the task's error
+        # message gets the exception kind appended (TaskExecutionException.buildExceptionErrorConfig)
+        raise RunnerError(f"Command failed with code {code} (runtime)", "CommandFailed")
     return empty_output()

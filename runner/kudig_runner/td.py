@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from .protocol import RunnerError, TaskInput, TaskOutput, empty_output, merged_params
+from .protocol import RunnerError, TaskInput, TaskOutput, empty_output, merged_params, query_text
 from .secrets import SecretNotFoundError, get_secret, substitute_secrets
 from .shell import task_cwd
 
@@ -190,24 +190,6 @@ def call(
 # --------------------------------------------------------------------------- the query
 
 
-def query_text(params: Mapping[str, Any], op: str = "td") -> str:
-    """digdag's `Workspace.templateCommand(..., "query")`."""
-    if "_command_text" in params:
-        return str(params["_command_text"])
-    command = params.get("_command")
-    if isinstance(command, Mapping):
-        return str(command.get("data") or "")
-    if isinstance(command, str) and command:
-        raise RunnerError(
-            f"{op}> query file {command!r} was not read: the task input lacks its rendered text (_command_text)",
-            "ConfigError",
-        )
-    query = params.get("query")
-    if query is None or query == "":
-        raise RunnerError("Parameter 'query' is required but not set", "ConfigError")
-    return str(query)
-
-
 def _split_table(name: Any, option: str) -> tuple[str | None, str]:
     text = str(name or "").strip()
     if not text:
@@ -294,14 +276,17 @@ def run_job(
     params: Mapping[str, Any],
     submit: Callable[[str], str],
     sleep: Callable[[float], None] = time.sleep,
+    op: str = "td",
+    fresh_key: bool = False,
 ) -> dict[str, Any]:
-    """Submit (idempotently, by domain key), wait for the job, fail on error; its `show_job`."""
+    """Submit (idempotently, by domain key), wait for the job, fail on error; its `show_job`.
+    `fresh_key`: a random domain key (a polling operator's new job per check, as digdag's)."""
     job_id: str | None = None
     for n in range(MAX_DOMAIN_KEY_TRIES):
-        key = _domain_key(task_input, params, n)
+        key = str(uuid.uuid4()) if fresh_key else _domain_key(task_input, params, n)
         try:
             job_id = call(client, "Submitting the job", functools.partial(submit, key), sleep)
-            print(f"td>: started job {job_id}", flush=True)
+            print(f"{op}>: started job {job_id}", flush=True)
             break
         except _Conflict as c:
             held = c.job_id
@@ -309,10 +294,10 @@ def run_job(
                 client, "Getting the job status", functools.partial(client.api.job_status, held), sleep
             )
             if status in ("error", "killed"):
-                print(f"td>: job {held} of an earlier try {status}; submitting again", flush=True)
+                print(f"{op}>: job {held} of an earlier try {status}; submitting again", flush=True)
                 continue
             job_id = held
-            print(f"td>: job {job_id} was already submitted by an earlier try; waiting for it", flush=True)
+            print(f"{op}>: job {job_id} was already submitted by an earlier try; waiting for it", flush=True)
             break
     if job_id is None:
         raise TdError(f"Gave up submitting: {MAX_DOMAIN_KEY_TRIES} earlier tries of this task failed")
@@ -364,6 +349,7 @@ def job_outputs(
     download_file: Any,
     store_last_results: bool,
     output: TaskOutput,
+    op: str = "td",
 ) -> None:
     """digdag's processJobResult plus the td.last_job keys."""
     import tdclient.errors
@@ -383,7 +369,7 @@ def job_outputs(
             n = call(client, f"Failed to download result of job '{job_id}'", download)
         except TdError as e:
             raise TdError(e.message.replace(" failed: ", ": ", 1)) from None
-        print(f"td>: wrote {n} rows to {download_file}", flush=True)
+        print(f"{op}>: wrote {n} rows to {download_file}", flush=True)
     td: dict[str, Any] = {}
     if store_last_results:
 
@@ -412,7 +398,7 @@ ENGINES = ("presto", "hive")
 
 def run_td(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskOutput:
     params = merged_params(task_input, "td")
-    query = query_text(params)
+    query = query_text(params, "td")
     engine = str(params.get("engine") or "presto").strip()
     create_table = params.get("create_table")
     insert_into = params.get("insert_into")
@@ -430,21 +416,40 @@ def run_td(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskOutput:
         raise RunnerError("result_settings is valid only if result_connection is set", "ConfigError")
     if params.get("result_connection"):
         raise RunnerError("result_connection is not supported by kudig's td> (use result_url)", "ConfigError")
-    priority = _int(params.get("priority", 0), "priority")
-    if priority < -2 or priority > 2:
-        priority = 0  # digdag's Priority.fromInt
-    job_retry = _int(params.get("job_retry", 0), "job_retry")
+    options = job_options(params, engine, scheduled=True)
     _require_tdclient()
     workdir = task_cwd(task_input, cwd)
     client = Client(params, task_input)
     try:
         return _run_td(
             client, task_input, params, query, engine, create_table, insert_into,
-            download_file, store, priority, job_retry, workdir,
+            download_file, store, options, workdir,
         )  # fmt: skip
     except RunnerError as e:
         e.message = client.scrub(e.message)
         raise
+
+
+def job_options(params: Mapping[str, Any], engine: str, scheduled: bool) -> dict[str, Any]:
+    """A query job's options, as digdag's td operators send them: priority (out of -2..2: 0, as
+    Priority.fromInt), job_retry, the engine's pool and version, and — when `scheduled` — the
+    session time."""
+    priority = _int(params.get("priority", 0), "priority")
+    kwargs: dict[str, Any] = {
+        "priority": priority if -2 <= priority <= 2 else 0,
+        "retry_limit": _int(params.get("job_retry", 0), "job_retry"),
+    }
+    when = _scheduled_time(params) if scheduled else None
+    if when is not None:
+        kwargs["scheduled_time"] = when
+    pool = params.get("presto_pool_name" if engine == "presto" else "hive_pool_name")
+    if pool:
+        kwargs["pool_name"] = str(pool)
+    version = params.get("hive_engine_version") if engine == "hive" else None
+    version = version or params.get("engine_version")
+    if version:
+        kwargs["engine_version"] = str(version)
+    return kwargs
 
 
 def _run_td(
@@ -457,8 +462,7 @@ def _run_td(
     insert_into: Any,
     download_file: Any,
     store: bool,
-    priority: int,
-    job_retry: int,
+    options: Mapping[str, Any],
     workdir: Path,
 ) -> TaskOutput:
     import tdclient.errors
@@ -486,17 +490,7 @@ def _run_td(
             call(client, f"Creating table {db or database}.{table}", ensure)
         query = insert_command(query, command)
     query = header_comment(params, task_input["task_name"]) + query
-    kwargs: dict[str, Any] = {"priority": priority, "retry_limit": job_retry}
-    scheduled = _scheduled_time(params)
-    if scheduled is not None:
-        kwargs["scheduled_time"] = scheduled
-    pool = params.get("presto_pool_name" if engine == "presto" else "hive_pool_name")
-    if pool:
-        kwargs["pool_name"] = str(pool)
-    version = params.get("hive_engine_version") if engine == "hive" else None
-    version = version or params.get("engine_version")
-    if version:
-        kwargs["engine_version"] = str(version)
+    kwargs = dict(options)
     if params.get("result_url"):
         kwargs["result_url"] = substitute_secrets(str(params["result_url"]), task_input["secrets"])
 

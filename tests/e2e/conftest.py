@@ -234,6 +234,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if E2E_DIR in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.e2e)
+    # the schedule clock's test reads what the whole suite's minutes made (operator_fixtures): last
+    from .operator_fixtures import CLOCK_TEST
+
+    items.sort(key=lambda item: item.nodeid.endswith(CLOCK_TEST))
 
 
 @pytest.fixture
@@ -279,4 +283,4 @@ def images() -> Images:
 # The `operator` fixture (a controller process on this machine) is registered here, once: a
 # session-scoped fixture imported into several test modules is a separate fixture per module, and
 # two controllers then run side by side (one of them doing work a test thought stopped).
-from .operator_fixtures import operator_fixture  # noqa: E402, F401
+from .operator_fixtures import operator_fixture, schedule_clock  # noqa: E402, F401

@@ -6,12 +6,16 @@ operator image runs), so a test can kill it with SIGKILL and start it again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +219,52 @@ def kudig_cli(
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
     assert (proc.returncode == 0) == ok, f"kudig {' '.join(args)}: {proc.stdout}{proc.stderr}"
     return proc
+
+
+#: The test that reads the minute-by-minute schedule the `schedule_clock` fixture starts.
+CLOCK_TEST = "test_schedules.py::test_one_session_per_minute_through_the_whole_suite"
+
+
+@dataclass(frozen=True)
+class ScheduleClock:
+    """Two `minutes_interval>: 1` workflows pushed when the e2e session starts, in their own
+    namespace: `tick` runs every minute while every other test runs (controller kills, restarts
+    and hand-overs to the in-cluster controllers included); `tock` is suspended from its first
+    moment. The clock test, ordered last, reads what a whole suite's minutes made of them."""
+
+    namespace: str
+    pushed_at: datetime
+
+
+@pytest.fixture(scope="session", autouse=True)
+def schedule_clock(request: pytest.FixtureRequest) -> Iterator[ScheduleClock | None]:
+    """Started only when the clock test is among the collected tests (waiting for minute
+    boundaries is then shared with the rest of the suite instead of adding to it)."""
+    if not any(item.nodeid.endswith(CLOCK_TEST) for item in request.session.items):
+        yield None
+        return
+    kube: Kube = request.getfixturevalue("kube")
+    request.getfixturevalue("operator")
+    from kudig.cluster.project import build_objects
+
+    namespace = f"e2e-schedule-clock-{uuid.uuid4().hex[:6]}"
+    kube.core.create_namespace({"metadata": {"name": namespace, "labels": {"kudig.io/e2e": "true"}}})
+    root = Path(str(request.config.cache.mkdir("schedule-clock"))) / namespace
+    root.mkdir(parents=True)
+    (root / "tick.dig").write_text(
+        "schedule:\n  minutes_interval>: 1\n+t:\n  echo>: ${session_time} after '${last_executed_session_time}'\n"
+    )
+    (root / "tock.dig").write_text("schedule:\n  minutes_interval>: 1\n+t:\n  echo>: ${session_time}\n")
+    pushed_at = datetime.now(UTC)
+    for obj in build_objects(root, "clock", namespace):
+        if obj["kind"] == "ConfigMap":
+            kube.core.create_namespaced_config_map(namespace, obj)
+        else:
+            if obj["metadata"]["name"] == "tock":
+                obj["spec"]["suspend"] = True  # `kudig disable` before its first slot
+            kube.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "workflows", obj)
+    try:
+        yield ScheduleClock(namespace, pushed_at)
+    finally:
+        with contextlib.suppress(Exception):
+            kube.core.delete_namespace(namespace, propagation_policy="Background", grace_period_seconds=0)

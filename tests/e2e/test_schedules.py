@@ -1,6 +1,7 @@
 """Sessions that start themselves: a `minutes_interval>: 1` Workflow on the cluster creates one
-Session per minute — none missed and none twice across a controller restart — and `kudig
-disable` / `enable` stop and resume it without a flood of the missed minutes."""
+Session per minute — none missed and none twice through a whole suite's controller restarts and
+hand-overs — and `kudig disable` / `enable` stop and resume one without a flood of the missed
+minutes; `backfill`, `reschedule` and triggers."""
 
 from __future__ import annotations
 
@@ -9,14 +10,23 @@ import json
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .conftest import Kube, wait_for
-from .operator_fixtures import GROUP, VERSION, Operator, kudig_cli, push, tasks_by_name, wait_session
+from .operator_fixtures import (
+    GROUP,
+    VERSION,
+    Operator,
+    ScheduleClock,
+    kudig_cli,
+    push,
+    tasks_by_name,
+    wait_session,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -34,52 +44,67 @@ def kudig(*args: str) -> str:
     return kudig_cli(*args, timeout=60).stdout
 
 
-def test_one_session_per_minute_across_a_restart_and_disable_enable(
-    kube: Kube, namespace: str, operator: Operator, tmp_path: Path
+def test_one_session_per_minute_through_the_whole_suite(
+    kube: Kube, operator: Operator, schedule_clock: ScheduleClock | None
 ) -> None:
-    root = tmp_path / "tick"
-    root.mkdir()
-    (root / "tick.dig").write_text(
-        "schedule:\n  minutes_interval>: 1\n+t:\n  echo>: ${session_time} after '${last_executed_session_time}'\n"
-    )
-    push(kube, namespace, root)
-    first = wait_for(lambda: scheduled(kube, namespace), 90, "the first scheduled session")[0]
-    start = datetime.fromisoformat(first["spec"]["sessionTime"])
-    # the controller is down across a slot: that minute's session comes when it is back, once
-    wait_for(lambda: len(scheduled(kube, namespace)) >= 2, 90, "the second scheduled session")
+    """`tick` has run once a minute since the suite started (operator_fixtures.schedule_clock),
+    through every controller kill, restart and hand-over the other tests made: one Session per
+    minute, none missed, none twice, each chained to the one before. Then, with the controller
+    down across a minute boundary, that minute comes once when it is back, and a workflow enabled
+    after the whole suite suspended starts from now, not with a flood of the missed minutes."""
+    assert schedule_clock is not None, "the schedule_clock fixture starts with the suite"
+    namespace = schedule_clock.namespace
+
+    def of(workflow: str) -> list[dict[str, Any]]:
+        return [s for s in scheduled(kube, namespace) if s["spec"]["workflow"] == workflow]
+
+    def at(s: dict[str, Any]) -> datetime:
+        return datetime.fromisoformat(s["spec"]["sessionTime"])
+
+    wait_for(lambda: len(of("tick")) >= 2, 150, "two scheduled sessions of tick")
+    assert of("tock") == [], "a suspended workflow started a session"
+
+    enabled_at = datetime.now(UTC)
+    kudig("enable", "tock", "-n", namespace)
     operator.kill()
-    boundary = start + timedelta(minutes=2)
-    while datetime.now(boundary.tzinfo) < boundary + timedelta(seconds=5):
+    killed_at = datetime.now(UTC)
+    boundary = killed_at.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    while datetime.now(UTC) < boundary + timedelta(seconds=5):
         time.sleep(0.5)
     operator.start()
-    sessions = wait_for(
-        lambda: (s := scheduled(kube, namespace)) and len(s) >= 3 and s, 90, "the third session"
-    )
-    times = [datetime.fromisoformat(s["spec"]["sessionTime"]) for s in sessions]
-    assert times[:3] == [start + timedelta(minutes=i) for i in range(3)], times
-    for s in sessions[:3]:
-        assert (
-            wait_session(kube, operator, namespace, s["metadata"]["name"])["status"]["phase"] == "Succeeded"
-        )
-    third = sessions[2]
-    assert third["spec"]["lastExecutedSessionTime"] == sessions[1]["spec"]["sessionTime"]
+
+    # tick: one session per minute from its first to the boundary, whoever ran the controller
+    def contiguous() -> list[dict[str, Any]]:
+        ticks = of("tick")
+        return ticks if ticks and at(ticks[-1]) >= boundary else []
+
+    ticks = wait_for(contiguous, 90, f"tick's session at {boundary}")
+    times = [at(s) for s in ticks]
+    first = times[0]
+    assert first >= schedule_clock.pushed_at - timedelta(minutes=1), (first, schedule_clock.pushed_at)
+    assert times == [first + timedelta(minutes=i) for i in range(len(times))], f"missed or twice: {times}"
+    assert len(times) >= 3
+    for earlier, later in itertools.pairwise(ticks):
+        assert later["spec"].get("lastExecutedSessionTime") == earlier["spec"]["sessionTime"]
+    for s in ticks:
+        done = wait_session(kube, operator, namespace, s["metadata"]["name"])
+        assert done["status"]["phase"] == "Succeeded", done["metadata"]["name"]
+        expected = f"{s['spec']['sessionTime']} after '{s['spec'].get('lastExecutedSessionTime') or ''}'\n"
+        assert tasks_by_name(done)["+tick+t"]["state_params"]["log"] == expected
+
+    # tock: enabled just before the controller went down: the boundary's session, once, and none
+    # of the minutes it spent suspended
+    tocks = wait_for(lambda: of("tock"), 90, "a session of tock after enable")
+    assert [at(s) for s in tocks] == [boundary], f"enable ran missed minutes ({enabled_at}): {tocks}"
 
     listed = json.loads(kudig("schedules", "-n", namespace, "-o", "json"))
-    assert [r["workflow"] for r in listed] == ["tick"] and listed[0]["nextRunTime"]
-    kudig("disable", "tick", "-n", namespace)
-    disabled_at = datetime.now(start.tzinfo)
-    count = len(scheduled(kube, namespace))
-    # a whole slot passes while disabled: nothing starts
-    time.sleep(max(0.0, 65 - (datetime.now(start.tzinfo) - disabled_at).total_seconds()))
-    assert len(scheduled(kube, namespace)) == count
-    enabled_at = datetime.now(start.tzinfo)
-    kudig("enable", "tick", "-n", namespace)
-    after = wait_for(
-        lambda: (s := scheduled(kube, namespace)) and len(s) > count and s, 90, "a session after enable"
-    )
-    new = [datetime.fromisoformat(s["spec"]["sessionTime"]) for s in after[count:]]
-    assert all(t >= enabled_at - timedelta(seconds=1) for t in new), f"missed minutes were run: {new}"
-    assert len(new) == 1
+    assert sorted(r["workflow"] for r in listed) == ["tick", "tock"]
+    assert all(r["nextRunTime"] for r in listed)
+    kudig("disable", "tock", "-n", namespace)
+    assert [r["disabled"] for r in json.loads(kudig("schedules", "-n", namespace, "-o", "json"))] == [
+        False,
+        True,
+    ]
 
     # reschedule: skip the next two sessions; a time already past is refused
     def status() -> dict[str, Any]:

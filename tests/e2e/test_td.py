@@ -1,4 +1,4 @@
-"""td> and td_ddl> in pods: the runner image's td-client reaches the local TD-API stand-in (tests/td_server.py,
+"""td>, td_ddl>, td_run>, td_wait_table>, td_wait> and td_for_each> in pods: the runner image's td-client reaches the local TD-API stand-in (tests/td_server.py,
 the SQL run on DuckDB) on this machine over the pod network through the node's IP (the host is the
 cluster's only node). The API key comes from the namespace's Secret and is nowhere else."""
 
@@ -8,10 +8,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.td_server import APIKEY, TdServer, td_project, td_server  # noqa: F401  (the fixture)
+from tests.td_server import (
+    APIKEY,
+    FAMILY_SAVED_QUERY,
+    TdServer,
+    td_project,
+    td_server,  # noqa: F401  (the fixture)
+)
 
 from .conftest import Kube
-from .operator_fixtures import Operator, engine_state, pod_log_of, push, start, task_pods, wait_session
+from .operator_fixtures import (
+    Operator,
+    engine_state,
+    pod_log_of,
+    push,
+    start,
+    task_pods,
+    tasks_by_name,
+    wait_session,
+)
 from .test_pg import node_ip
 
 pytestmark = pytest.mark.e2e
@@ -29,7 +44,9 @@ def test_td_workflow_in_pods(
     )
     database = f"db_{namespace.replace('-', '_')}"
     td_server.create_database(database)
-    root = td_project(tmp_path / "tdwf", td_server.endpoint(node_ip(kube)), database, "events")
+    td_server.create_saved_query(f"daily_{database}", database, FAMILY_SAVED_QUERY)
+    endpoint = td_server.endpoint(node_ip(kube))
+    root = td_project(tmp_path / "tdwf", endpoint, database, "events", f"daily_{database}")
     push(kube, namespace, root, "tdwf")
     name = start(kube, namespace, "td", "2024-01-30T00:00:00+00:00")
     obj = wait_session(kube, operator, namespace, name, timeout=300)
@@ -44,6 +61,20 @@ def test_td_workflow_in_pods(
     assert any(j.database == database and j.type == "hive" for j in td_server.jobs.values())
     assert td_server.tables(database) == ["archived_events", "events"]  # td_ddl>
     assert f"{database}_extra" in td_server.databases()
+    # td_run>, td_wait_table>, td_wait>: each in its pod, checked by the if>s of the workflow.
+    assert "td_run>: starting saved query name=daily_" in pod_log_of(kube, namespace, name, "+td+family_run")
+    assert "has 4 rows (at least 4)" in pod_log_of(kube, namespace, name, "+td+family_wait_table")
+    assert "the condition is true" in pod_log_of(kube, namespace, name, "+td+family_wait")
+    # td_for_each>: its pod's result generated three subtasks, each with its row.
+    tasks = tasks_by_name(obj, kube)
+    rows = [tasks[f"+td+family_each^sub+td-for-each-{i}"] for i in range(3)]
+    assert [t["config"]["_export"]["td"]["each"] for t in rows] == [
+        {"id": 1, "name": "item-1"},
+        {"id": 2, "name": "item-2"},
+        {"id": 3, "name": "item-3"},
+    ]
+    assert all(tasks[f"+td+family_each^sub+td-for-each-{i}+row"]["state"] == "success" for i in range(3))
+    assert "+td+family_each^sub+td-for-each-3" not in tasks
     # The API key: not in the pod specs, the pods' logs, the Session, its engine state, events.
     for pod in task_pods(kube, namespace, name):
         assert APIKEY not in str(kube.api.sanitize_for_serialization(pod))

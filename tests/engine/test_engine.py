@@ -245,6 +245,36 @@ def test_call_subdirectory_sets_workdir(tmp_path: Path) -> None:
     assert run.logs == ["wd=sub"]
 
 
+def test_call_with_dotdot_inside_the_project_and_workdir_rules(tmp_path: Path) -> None:
+    # Workspace.getPath: the name is normalized against _workdir and may use ../ inside the
+    # project; WorkflowFile.setBaseWorkdir: a called file in a directory runs there (its own
+    # `_workdir` appended), one at the root keeps the caller's _workdir
+    for d in ("jobs", "lib"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "jobs" / "run.dig").write_text(
+        "+lib:\n  call>: ../lib/common\n+root:\n  call>: ../helper\n+out:\n  call>: ../../x\n"
+    )
+    (tmp_path / "lib" / "common.dig").write_text(
+        "_export:\n  _workdir: deeper\n+c:\n  echo>: common=${_workdir}\n"
+    )
+    (tmp_path / "helper.dig").write_text("+h:\n  echo>: helper=${_workdir}\n")
+    run = drive("+x:\n  call>: jobs/run\n", project_dir=tmp_path)
+    assert run.logs == ["common=lib/deeper", "helper=jobs"]
+    failed = {t.name: (t.error or {}).get("message") for t in run.engine.state.tasks if t.error}
+    assert failed["+wf+x^sub+out"] == "File name must not be outside of project path: ../../x"
+
+
+def test_task_keys_are_evaluated_in_order() -> None:
+    # OperatorManager.evalConfig + ConfigEvalEngine: a task's new key is visible only to the keys
+    # after it; a key it also inherits keeps the inherited place, before every new key
+    run = drive(
+        "_export:\n  g: exported\n"
+        "+a:\n  b: \"${typeof c == 'undefined' ? 'none' : c}\"\n  c: own-c\n  d: ${b}/${c}\n  echo>: ${d}\n"
+        "+b:\n  echo>: g=${g}\n  g: own\n"
+    )
+    assert run.logs == ["none/own-c", "g=own"]
+
+
 def test_kill_cancels_blocked_and_running() -> None:
     text = "+a:\n  sh>: a\n+b:\n  sh>: b\n"
     from kudig.compiler import compile_workflow

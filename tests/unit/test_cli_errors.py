@@ -22,7 +22,11 @@ CASES = {
             "c2.dig": "+b:\n  echo>: hi\n+c:\n  call>: sub/c3\n",
             "sub/c3.dig": "+d:\n  call>: ../wf\n",
         },
-        r"sub/c3.dig:2: call> file must stay inside the project",
+        r"sub/c3.dig:2: call> cycle: wf\.dig -> c2\.dig -> sub/c3\.dig -> wf\.dig$",
+    ),
+    "call_outside_project": (
+        {"wf.dig": "+a:\n  call>: sub/c3\n", "sub/c3.dig": "+d:\n  call>: ../../wf\n"},
+        r"sub/c3.dig:2: File name must not be outside of project path: \.\./\.\./wf$",
     ),
     "call_cycle_same_dir": (
         {"wf.dig": "+a:\n  call>: c2\n", "c2.dig": "+b:\n  echo>: hi\n+c:\n  call>: wf\n"},
@@ -163,7 +167,12 @@ def test_check_of_the_whole_project_reports_every_broken_workflow(tmp_path: Path
     assert 'params: {"x": "1"}' in proc.stdout
 
 
-def test_docker_image_in_local_mode_warns_once_per_task(tmp_path: Path) -> None:
+def test_docker_image_in_local_mode_warns_once_per_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No container engine (the one machine may have podman: KUDIG_CONTAINER_ENGINE=none says none;
+    # tests/unit/test_local_docker.py runs such tasks in containers).
+    monkeypatch.setenv("KUDIG_CONTAINER_ENGINE", "none")
     (tmp_path / "wf.dig").write_text(
         "+in_image:\n  _export:\n    docker:\n      image: busybox:1.35\n  sh>: echo ran\n+plain:\n  sh>: echo plain\n"
     )
@@ -171,3 +180,4 @@ def test_docker_image_in_local_mode_warns_once_per_task(tmp_path: Path) -> None:
     assert proc.returncode == 0
     warnings = [line for line in proc.stdout.splitlines() if "[WARN]" in line]
     assert len(warnings) == 1 and "(+wf+in_image): docker image busybox:1.35 requested" in warnings[0]
+    assert "no container engine (docker or podman) was found: the task runs on this host" in warnings[0]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kudig.compiler import compile_workflow
+from kudig.compiler import base_workdir, call_target, compile_workflow
 from kudig.errors import ConfigError
 from kudig.yamlload import load_dig_text
 
@@ -33,6 +33,26 @@ def test_names_and_sequential_upstreams() -> None:
 def test_operator_sugar() -> None:
     tasks = compile_text("+a:\n  sh>: echo hi\n  _retry: 2\n")
     assert tasks[1].config == {"_type": "sh", "_command": "echo hi", "_retry": 2}
+    # the operator key keeps its place among the task's keys (they are evaluated in order)
+    tasks = compile_text("+a:\n  x: 1\n  echo>: hi\n  y: 2\n")
+    assert list(tasks[1].config) == ["x", "_type", "_command", "y"]
+
+
+def test_call_target_normalizes_inside_the_project() -> None:
+    assert call_target("", "child") == "child.dig"
+    assert call_target("jobs", "../lib/common") == "lib/common.dig"
+    assert call_target("jobs", "../jobs/./leaf.dig") == "jobs/leaf.dig"
+    assert call_target("a/b", "../../top") == "top.dig"
+    for workdir, target in (("", "../x"), ("jobs", "../../x"), ("", "/etc/x"), ("jobs", "lib/../../../x")):
+        with pytest.raises(ConfigError, match="File name must not be outside of project path: "):
+            call_target(workdir, target)
+
+
+def test_base_workdir_is_digdags_set_base_workdir() -> None:
+    assert base_workdir("sub/x.dig", None) == "sub"
+    assert base_workdir("sub/deeper/x.dig", "w") == "sub/deeper/w"
+    assert base_workdir("x.dig", None) is None
+    assert base_workdir("x.dig", "w") == "w"
 
 
 def test_after_in_parallel_group() -> None:

@@ -1,6 +1,7 @@
 """http>, http_call> and mail> through `kudig run` (a subprocess, as a user runs it), against a
-real HTTP server and a real SMTP server (tests/peers.py); and `kudig check` rejecting the digdag
-operators kudig does not implement."""
+real HTTP server and a real SMTP server (tests/peers.py), plain and over TLS (HTTPS, SMTPS, with
+the test's CA trusted through SSL_CERT_FILE); and `kudig check` rejecting the digdag operators
+kudig does not implement."""
 
 from __future__ import annotations
 
@@ -8,40 +9,25 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.peers import (
+from tests.peers import (  # noqa: F401  (the fixtures http, smtp, tls, other_tls)
     PROJECT_SECRETS,
     SMTP_USER,
     HttpPeer,
     SmtpPeer,
+    TlsFiles,
+    http_fixture,
     local_secret_env,
+    other_tls_fixture,
     project_files,
+    smtp_fixture,
+    tls_fixture,
 )
-
-
-@pytest.fixture
-def http() -> Iterator[HttpPeer]:
-    peer = HttpPeer().start()
-    yield peer
-    peer.stop()
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpPeer]:
-    peer = SmtpPeer().start()
-    yield peer
-    peer.stop()
-
-
-def write(root: Path, files: dict[str, str]) -> None:
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
+from tests.peers import write_files as write
 
 
 def kudig(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -89,6 +75,53 @@ def test_kudig_run_http_http_call_and_mail(http: HttpPeer, smtp: SmtpPeer, tmp_p
     saved = "".join(p.read_text() for p in (tmp_path / ".digdag").rglob("*") if p.is_file())
     for value in PROJECT_SECRETS.values():
         assert value not in logs and value not in saved
+
+
+def test_kudig_run_https_and_smtps_trusting_the_ca_by_env(
+    tls: TlsFiles, other_tls: TlsFiles, tmp_path: Path
+) -> None:
+    https, smtps = HttpPeer(tls=tls).start(), SmtpPeer(tls=tls, mode="ssl").start()
+    untrusted = HttpPeer(tls=other_tls).start()
+    try:
+        write(
+            tmp_path,
+            {
+                "tls.dig": f"""+get:
+  http>: https://localhost:{https.port}/json
+  store_content: true
++mail:
+  mail>: {{data: "got ${{JSON.parse(http.last_content).name}}"}}
+  subject: over tls
+  from: kudig@example.com
+  to: ops@example.com
+  host: 127.0.0.1
+  port: {smtps.port}
+  ssl: true
+  username: {SMTP_USER}
+""",
+                "bad.dig": f"+get:\n  http>: {untrusted.url('/json')}\n+after:\n  echo>: never-here\n",
+            },
+        )
+        env = {**local_secret_env(), "SSL_CERT_FILE": str(tls.ca)}
+        proc = kudig(tmp_path, "run", "tls.dig", "--no-save", env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert [r.path for r in https.requests] == ["/json"]
+        ((_, rcpts, msg),) = smtps.messages
+        assert smtps.encrypted == [True] and smtps.logins == [SMTP_USER]
+        assert rcpts == ["ops@example.com"] and msg.get_content().strip() == "got kudig"
+        # another CA's certificate: the task fails at once (GET is not retried for it)
+        proc = kudig(tmp_path, "run", "bad.dig", "--no-save", env=env)
+        logs = proc.stdout + proc.stderr
+        assert proc.returncode == 1
+        assert (
+            f"HTTP request failed: GET {untrusted.url('/json')}: the server's TLS certificate is not trusted"
+            in logs
+        )
+        assert "retrying" not in logs and "never-here" not in proc.stdout
+    finally:
+        https.stop()
+        smtps.stop()
+        untrusted.stop()
 
 
 @pytest.mark.parametrize(

@@ -58,11 +58,37 @@ def test_include_deep_merges_relative_to_including_file(tmp_path: Path) -> None:
 
 def test_include_refuses_parent_paths_and_missing_files(tmp_path: Path) -> None:
     (tmp_path / "wf.dig").write_text("a: 1\n!include : '../secret.dig'\n")
-    with pytest.raises(ConfigError, match=r"wf.dig:2: File name must not include \.\."):
+    with pytest.raises(ConfigError, match=r"wf.dig:2: file name must not include \.\.: \.\./secret.dig"):
+        load_dig(tmp_path / "wf.dig")
+    (tmp_path / "wf.dig").write_text("a: 1\n!include : '/etc/passwd'\n")
+    with pytest.raises(ConfigError, match=r"wf.dig:2: file name must not include \.\.: /etc/passwd"):
         load_dig(tmp_path / "wf.dig")
     (tmp_path / "wf.dig").write_text("a: 1\n!include : 'nope.dig'\n")
     with pytest.raises(ConfigError, match=r"wf.dig:2: Included file not found: nope.dig"):
         load_dig(tmp_path / "wf.dig")
+
+
+def test_include_may_use_dotdot_that_stays_in_the_including_dir(tmp_path: Path) -> None:
+    # digdag normalizes the name and refuses only a path that leaves the including file's directory
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "x.dig").write_text("x: 1\n")
+    (tmp_path / "sub" / "inner.dig").write_text("!include : '../x.dig'\n")
+    (tmp_path / "wf.dig").write_text("!include : 'sub/../x.dig'\n")
+    assert load_dig(tmp_path / "wf.dig") == {"x": 1}
+    (tmp_path / "wf2.dig").write_text("!include : 'sub/inner.dig'\n")
+    with pytest.raises(ConfigError, match=r"sub/inner.dig:1: file name must not include \.\.: \.\./x.dig"):
+        load_dig(tmp_path / "wf2.dig")
+
+
+def test_key_after_include_replaces_included_key(tmp_path: Path) -> None:
+    # YamlConfigLoader.ParameterizeContext: an !include deep-merges into the keys before it; a key
+    # written after it is set, replacing the included value whole (maps too), in its position
+    (tmp_path / "inc.dig").write_text("a: 1\nm:\n  x: 1\n  y: 2\nn:\n  x: 1\nz: 9\n")
+    (tmp_path / "wf.dig").write_text("n:\n  w: 0\n!include : 'inc.dig'\nm:\n  y: 3\na: 2\n")
+    data = load_dig(tmp_path / "wf.dig")
+    assert data == {"n": {"w": 0, "x": 1}, "a": 2, "m": {"y": 3}, "z": 9}
+    assert list(data) == ["n", "a", "m", "z"]
+    assert data.line_of("m") == 4 and data.line_of("a") == 6
 
 
 def test_recursive_include_is_an_error(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def test_success_with_termination_message() -> None:
 
 def test_failures() -> None:
     event = pod_event(task(), view("Failed", exit_code=3))
-    assert isinstance(event, TaskFailed) and event.message == "Command failed with code 3"
+    assert isinstance(event, TaskFailed) and event.message == "Command failed with code 3 (runtime)"
     out = {"error": {"message": "Python command failed with code 1", "class": "X", "backtrace": ""}}
     event = pod_event(task(), view("Failed", json.dumps(out), 1))
     assert isinstance(event, TaskFailed) and event.message.startswith("Python command failed")

@@ -1,4 +1,6 @@
-"""http>, http_call> and mail> in the runner, against real servers (tests/peers.py)."""
+"""http>, http_call> and mail> in the runner, against real servers (tests/peers.py): plain, and
+over TLS (HTTPS, SMTP with STARTTLS, SMTPS) with a CA made for the test, trusted through
+SSL_CERT_FILE; a certificate from another CA fails at once, in one line."""
 
 from __future__ import annotations
 
@@ -13,7 +15,17 @@ from kudig_runner import http_op
 from kudig_runner.dispatch import run_task
 from kudig_runner.protocol import WORKFLOW_TEXT_KEY, TaskInput
 
-from tests.peers import SMTP_PASSWORD, SMTP_USER, HttpPeer, SmtpPeer
+from tests.peers import (  # noqa: F401  (the fixtures http, smtp, tls, other_tls)
+    SMTP_PASSWORD,
+    SMTP_USER,
+    HttpPeer,
+    SmtpPeer,
+    TlsFiles,
+    http_fixture,
+    other_tls_fixture,
+    smtp_fixture,
+    tls_fixture,
+)
 
 SECRETS = {
     "http.user": "alice",
@@ -21,20 +33,6 @@ SECRETS = {
     "api.token": "tok-93ab51",
     "mail.password": SMTP_PASSWORD,
 }
-
-
-@pytest.fixture
-def http() -> Iterator[HttpPeer]:
-    peer = HttpPeer().start()
-    yield peer
-    peer.stop()
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpPeer]:
-    peer = SmtpPeer().start()
-    yield peer
-    peer.stop()
 
 
 @pytest.fixture
@@ -320,3 +318,126 @@ def test_mail_wrong_password_and_unreachable_server(
     out = run_task(task("mail", _mail_config(smtp, mail={"host": "127.0.0.1", "port": 9})), tmp_path)
     assert out["error"] is not None
     assert out["error"]["message"].startswith("Failed to send mail via 127.0.0.1:9: ConnectionRefusedError")
+
+
+# ------------------------------------------------------------------------------------------ TLS
+
+
+@pytest.fixture
+def trust(monkeypatch: pytest.MonkeyPatch, tls: TlsFiles) -> TlsFiles:
+    """The runner trusts the test CA (and nothing else): OpenSSL's SSL_CERT_FILE."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    return tls
+
+
+@pytest.fixture
+def https(trust: TlsFiles) -> Iterator[HttpPeer]:
+    peer = HttpPeer(tls=trust).start()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+def https_untrusted(trust: TlsFiles, other_tls: TlsFiles) -> Iterator[HttpPeer]:
+    peer = HttpPeer(tls=other_tls).start()
+    yield peer
+    peer.stop()
+
+
+def test_https_with_a_trusted_ca(https: HttpPeer, tmp_path: Path) -> None:
+    assert https.url("/json").startswith("https://127.0.0.1:")
+    out = run_task(task("http", {"_command": https.url("/json"), "store_content": True}), tmp_path)
+    assert out["error"] is None, out["error"]
+    assert out["store_params"]["http"]["last_content"] == '{"name": "kudig", "count": 3}'
+    out = run_task(task("http_call", {"_command": https.url("/wf.json")}), tmp_path)
+    assert out["error"] is None, out["error"]
+    assert [r.path for r in https.requests] == ["/json", "/wf.json"]
+
+
+def test_https_untrusted_certificate_fails_at_once_in_one_line(
+    https_untrusted: HttpPeer, tmp_path: Path, waits: list[float]
+) -> None:
+    url = https_untrusted.url("/json")
+    out = run_task(task("http", {"_command": url}), tmp_path)  # GET: retried on errors, not on this
+    assert out["error"] is not None
+    message = out["error"]["message"]
+    assert message.startswith(
+        f"HTTP request failed: GET {url}: the server's TLS certificate is not trusted (unable to get local issuer certificate)"
+    ), message
+    assert "SSL_CERT_FILE" in message and "insecure: true" in message and "\n" not in message
+    assert waits == [] and https_untrusted.requests == []
+    # insecure: true skips the check, as in digdag
+    out = run_task(task("http", {"_command": url, "insecure": True}), tmp_path)
+    assert out["error"] is None, out["error"]
+    assert out["store_params"]["http"]["last_status"] == 200
+
+
+def test_https_host_name_is_verified(https: HttpPeer, tmp_path: Path, waits: list[float]) -> None:
+    # the certificate is for 127.0.0.1 and localhost: 127.0.0.2 reaches the same server, not its name
+    https.stop()
+    https.host = "0.0.0.0"
+    https.start()
+    url = f"https://127.0.0.2:{https.port}/json"
+    out = run_task(task("http", {"_command": url}), tmp_path)
+    assert out["error"] is not None
+    assert (
+        "is not trusted (IP address mismatch, certificate is not valid for '127.0.0.2'"
+        in out["error"]["message"]
+    )
+    out = run_task(task("http", {"_command": f"https://localhost:{https.port}/json"}), tmp_path)
+    assert out["error"] is None, out["error"]
+
+
+@pytest.mark.parametrize("mode", ["starttls", "ssl"])
+def test_mail_over_tls_with_a_trusted_ca(trust: TlsFiles, tmp_path: Path, mode: str) -> None:
+    peer = SmtpPeer(tls=trust, mode=mode).start()
+    try:
+        settings = {"host": "127.0.0.1", "port": peer.port, "username": SMTP_USER}
+        if mode == "ssl":
+            settings["ssl"] = True  # tls: true (the default) is then moot
+        config = {**_mail_config(peer), "mail": settings}
+        out = run_task(task("mail", config, ("mail.password",)), tmp_path)
+        assert out["error"] is None, out["error"]
+        assert peer.encrypted == [True] and peer.logins == [SMTP_USER]
+        ((_, rcpts, msg),) = peer.messages
+        assert msg["Subject"] == "Report ✓" and len(rcpts) == 4
+    finally:
+        peer.stop()
+
+
+@pytest.mark.parametrize("mode", ["starttls", "ssl"])
+def test_mail_untrusted_certificate_fails_in_one_line(
+    trust: TlsFiles,
+    other_tls: TlsFiles,
+    tmp_path: Path,
+    mode: str,
+) -> None:
+    peer = SmtpPeer(tls=other_tls, mode=mode).start()
+    try:
+        settings: dict[str, Any] = {"host": "127.0.0.1", "port": peer.port, "username": SMTP_USER}
+        if mode == "ssl":
+            settings["ssl"] = "true"
+        out = run_task(task("mail", {**_mail_config(peer), "mail": settings}, ("mail.password",)), tmp_path)
+        assert out["error"] is not None
+        message = out["error"]["message"]
+        assert message.startswith(
+            f"Failed to send mail via 127.0.0.1:{peer.port}: the server's TLS certificate is not trusted "
+            "(unable to get local issuer certificate): the runner trusts the system's CA certificates"
+        ), message
+        assert "\n" not in message and SMTP_PASSWORD not in json.dumps(out)
+        assert peer.messages == [] and peer.logins == []
+    finally:
+        peer.stop()
+
+
+def test_mail_tls_false_does_not_upgrade(trust: TlsFiles, tmp_path: Path) -> None:
+    # a server that requires STARTTLS refuses the mail of a client told `tls: false`
+    peer = SmtpPeer(tls=trust, mode="starttls").start()
+    try:
+        settings = {"host": "127.0.0.1", "port": peer.port, "tls": False}
+        out = run_task(task("mail", {**_mail_config(peer), "mail": settings}), tmp_path)
+        assert out["error"] is not None and "STARTTLS" in out["error"]["message"], out["error"]
+        assert peer.messages == []
+    finally:
+        peer.stop()

@@ -229,3 +229,26 @@ def test_input_parts_round_trip(tmp_path: Path) -> None:
     (tmp_path / "in" / "1" / INPUT_PART_KEY).write_bytes(b"garbage")
     with pytest.raises(ProtocolError, match="corrupt"):
         read_input_parts(tmp_path / "in")
+
+
+def test_operators_are_registered_by_name_and_imported_when_a_task_runs() -> None:
+    """`kudig check` and the compiler read the operator names on every start: no operator module
+    is imported for that; each registered name resolves to a callable, with its secret keys."""
+    import subprocess
+    import sys
+
+    from kudig_runner import dispatch
+
+    code = (
+        "import sys, kudig_runner.dispatch as d; import kudig.compiler; "
+        "print(sorted(m for m in sys.modules if m.startswith('kudig_runner.') and m.rsplit('.', 1)[1] "
+        "in {'shell', 'pyop', 'rbop', 'pg', 'param', 'http_op', 'mail_op', 's3_wait', 'td', 'td_family'}))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
+    for name in dispatch.OPERATORS:
+        assert callable(dispatch.operator(name)), name
+        assert all(isinstance(k, str) for k in dispatch.operator_secret_keys(name, {})), name
+    assert dispatch.operator("nope") is None
+    assert "td.apikey" in dispatch.operator_secret_keys("td_wait", {})
+    assert dispatch.operator_secret_keys("pg", {"password_override": "db.pw"})[-1] == "db.pw"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -207,8 +208,9 @@ def test_calling_convention(ruby: str, tmp_path: Path) -> None:
 def test_ruby_missing_is_a_clear_error(tmp_path: Path) -> None:
     out = run_task(_input("hello", {"ruby": "/nonexistent/ruby"}), tmp_path)
     assert out["error"] is not None
-    assert "rb> needs Ruby, and '/nonexistent/ruby' was not found here" in out["error"]["message"]
-    assert "The kudig runner image has no Ruby" in out["error"]["message"]
+    message = out["error"]["message"]
+    assert message.startswith("rb> needs Ruby, and '/nonexistent/ruby' was not found here: install Ruby")
+    assert "\n" not in message and out["error"]["class"] == "ConfigError"
 
 
 @pytest.mark.parametrize(
@@ -221,3 +223,26 @@ def test_ruby_missing_is_a_clear_error(tmp_path: Path) -> None:
 def test_config_errors(config: dict[str, Any], message: str, tmp_path: Path) -> None:
     out = run_task(_input("hello", config), tmp_path)
     assert out["error"] is not None and message in out["error"]["message"]
+
+
+@pytest.mark.parametrize(("language", "lower"), [("Python", "python"), ("Ruby", "ruby")])
+def test_collect_output_is_shared_by_py_and_rb(language: str, lower: str) -> None:
+    from kudig_runner.pyop import collect_output
+
+    ok = json.dumps({"store_params": {"a": 1}, "error": None}).encode()
+    assert collect_output(ok, 0, language)["store_params"] == {"a": 1}
+    err = {"class": "KeyError", "message": "'x'", "backtrace": "trace"}
+    failed = collect_output(json.dumps({"error": err}).encode(), 1, language)["error"]
+    assert failed == {
+        "class": "KeyError",
+        "message": f"{language} command failed with code 1\nError messages from {lower}: 'x' (KeyError)",
+        "backtrace": "trace",
+    }
+    no_output = collect_output(None, 3, language)["error"]
+    assert no_output is not None and no_output["class"] == "CommandFailed"
+    assert no_output["message"] == f"{language} command failed with code 3"
+    assert collect_output(None, 0, language)["error"]["message"] == f"{language} command wrote no output file"
+    bad = collect_output(b"{not json", 0, language)["error"]
+    assert bad["class"] == "ProtocolError" and bad["message"].startswith(
+        f"{language} output file is not valid JSON"
+    )

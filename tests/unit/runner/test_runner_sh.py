@@ -143,7 +143,7 @@ def test_exit_code(run_task: RunTask) -> None:
     result = run_task(task("sh", "echo before; exit 3"))
     assert result.rc == 1
     assert result.error is not None
-    assert result.error["message"] == "Command failed with code 3"
+    assert result.error["message"] == "Command failed with code 3 (runtime)"
     assert result.stdout == "before\n"
     assert "Command failed with code 3" in result.stderr
 
@@ -176,7 +176,7 @@ def test_shell_option(run_task: RunTask) -> None:
     # `_export: {sh: {shell: [...]}}` arrives in params; -e stops at the first failing command
     result = run_task(task("sh", "false\necho after", params={"sh": {"shell": ["/bin/sh", "-e"]}}))
     assert result.rc == 1
-    assert result.error is not None and result.error["message"] == "Command failed with code 1"
+    assert result.error is not None and result.error["message"] == "Command failed with code 1 (runtime)"
     assert "after" not in result.stdout
 
     bad = run_task(task("sh", "true", config={"sh": {"shell": ["/no/such/shell"]}}))
@@ -234,7 +234,7 @@ def test_sigterm_is_forwarded(tmp_path: Path, project: Path) -> None:
     assert b"not-reached" not in rest
     assert proc.returncode == 1
     error = json.loads((tmp_path / "o.json").read_text())["error"]
-    assert error["message"] == "Command failed with code 143"
+    assert error["message"] == "Command failed with code 143 (runtime)"
 
 
 def test_timeout_stops_the_whole_process_group(tmp_path: Path) -> None:

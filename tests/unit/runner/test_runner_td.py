@@ -21,7 +21,13 @@ if str(ROOT) not in sys.path:  # tests/unit has no __init__.py: make `tests.td_s
 pytest.importorskip("tdclient")
 pytest.importorskip("duckdb")
 
-from tests.td_server import APIKEY, TdServer, td_project, td_server  # noqa: E402, F401  (the fixture)
+from tests.td_server import (  # noqa: E402
+    APIKEY,
+    FAMILY_SAVED_QUERY,
+    TdServer,
+    td_project,
+    td_server,  # noqa: F401  (the fixture)
+)
 
 
 def kudig_run(project: Path, *args: str, apikey: str = APIKEY) -> subprocess.CompletedProcess[str]:
@@ -40,11 +46,14 @@ def kudig_run(project: Path, *args: str, apikey: str = APIKEY) -> subprocess.Com
 
 def test_workflow_create_insert_hive_download_last_results(td_server: TdServer, tmp_path: Path) -> None:  # noqa: F811
     td_server.create_database("local_db")
-    root = td_project(tmp_path / "p", td_server.endpoint(), "local_db", "events")
+    td_server.create_saved_query("local_daily", "local_db", FAMILY_SAVED_QUERY)
+    root = td_project(tmp_path / "p", td_server.endpoint(), "local_db", "events", "local_daily")
     proc = kudig_run(root, "td.dig", "--session", "2024-01-30")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "td-count-ok cnt=4 job=" in out
+    assert "family-ok 3" in out  # td_run>, td_wait_table>, td_wait>, td_for_each> (3 rows)
+    assert "(+td+family_each^sub+td-for-each-2+row): if>: true" in out
     rows = td_server.query("SELECT id, name, amount, day FROM local_db.events ORDER BY id")
     assert rows == [
         (1, "item-1", 10, "2024-01-30"),
@@ -66,7 +75,8 @@ def test_workflow_create_insert_hive_download_last_results(td_server: TdServer, 
     assert 'INSERT INTO "events"\nSELECT' in jobs[1].query
     assert jobs[2].type == "hive"
     assert all(j.params.get("domain_key") for j in jobs)
-    assert {j.params.get("scheduled_time") for j in jobs} == {"1706572800"}
+    assert {j.params.get("scheduled_time") for j in jobs if "count(*) from" not in j.query} == {"1706572800"}
+    assert any(j.query == 'select count(*) from "events"' for j in jobs)  # td_wait_table> sends no time
     # The API key is nowhere: output, the saved session state.
     saved = "".join(p.read_text() for p in (root / ".digdag").rglob("*") if p.is_file())
     assert APIKEY not in out and APIKEY not in saved
