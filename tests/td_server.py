@@ -386,6 +386,8 @@ class TdServer:
     sql: Database = field(default_factory=Database)
     job_delay: float = 0.2  # seconds a job stays queued: the client sees it running first
     saved_queries: dict[str, SavedQuery] = field(default_factory=dict)
+    # result connections (TD's console makes them; not in this API): name -> id
+    connections: dict[str, int] = field(default_factory=dict)
 
     @property
     def port(self) -> int:
@@ -482,6 +484,11 @@ class TdServer:
             stamp = str(int(when.replace(tzinfo=datetime.UTC).timestamp()))
             job = self._start(saved, {"domain_key": str(doc.get("domain_key") or "")}, stamp)
             return self._json({"id": job.job_id})
+        if method == "GET" and route == "v3/connections/lookup" and len(parts) == 3:
+            name = query.get("name", "")
+            if name not in self.connections:
+                raise ApiError(404, "Resource not found", f"Connection '{name}' does not exist")
+            return self._json({"id": self.connections[name], "name": name})
         if method == "POST" and route == "v3/job/kill" and len(parts) == 4:
             job = self._job(parts[3])
             former = job.status
@@ -672,6 +679,12 @@ class TdServer:
     def query(self, text: str) -> list[tuple[Any, ...]]:
         with self.sql.lock:
             return self.sql.db.execute(text).fetchall()
+
+    def create_connection(self, name: str) -> int:
+        """A result connection (TD's console; not in this API): its id. A job naming it by
+        `result_connection_id` keeps the id and `result_connection_settings` in its params."""
+        self.connections[name] = 500 + len(self.connections)
+        return self.connections[name]
 
     def create_saved_query(self, name: str, database: str, query: str, type: str = "presto") -> int:
         """A saved query (TD's console or `td sched:create`; not in this API): its id."""

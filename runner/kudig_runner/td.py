@@ -414,8 +414,6 @@ def run_td(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskOutput:
         )
     if params.get("result_settings") is not None and not params.get("result_connection"):
         raise RunnerError("result_settings is valid only if result_connection is set", "ConfigError")
-    if params.get("result_connection"):
-        raise RunnerError("result_connection is not supported by kudig's td> (use result_url)", "ConfigError")
     options = job_options(params, engine, scheduled=True)
     _require_tdclient()
     workdir = task_cwd(task_input, cwd)
@@ -428,6 +426,40 @@ def run_td(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskOutput:
     except RunnerError as e:
         e.message = client.scrub(e.message)
         raise
+
+
+def result_connection(client: Client, task_input: TaskInput, params: Mapping[str, Any]) -> dict[str, str]:
+    """`result_connection: NAME` (+ `result_settings`): the job writes its result through that
+    saved connection, as digdag's TdOperator sends it: the connection's id (looked up by name,
+    `GET /v3/connections/lookup`) and the settings as a JSON string, `${secret:...}` resolved."""
+    name = str(params["result_connection"])
+    api = client.api
+
+    def lookup() -> str:
+        with api.get("/v3/connections/lookup", {"name": name}) as res:
+            data = res.read()
+            if res.status != 200:
+                api.raise_error(f"Looking up result connection '{name}' failed", res, data)
+        return str(api.checked_json(data, ["id"])["id"])
+
+    out = {"result_connection_id": str(call(client, f"Looking up result connection '{name}'", lookup))}
+    settings = params.get("result_settings")
+    if settings is not None:
+        if not isinstance(settings, Mapping):
+            raise RunnerError("Parameter 'result_settings' must be a map", "ConfigError")
+        secrets = task_input["secrets"]
+
+        def resolved(value: Any) -> Any:
+            if isinstance(value, str):
+                return substitute_secrets(value, secrets)
+            if isinstance(value, Mapping):
+                return {k: resolved(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [resolved(v) for v in value]
+            return value
+
+        out["result_connection_settings"] = json.dumps(resolved(settings), ensure_ascii=False, default=str)
+    return out
 
 
 def job_options(params: Mapping[str, Any], engine: str, scheduled: bool) -> dict[str, Any]:
@@ -493,6 +525,8 @@ def _run_td(
     kwargs = dict(options)
     if params.get("result_url"):
         kwargs["result_url"] = substitute_secrets(str(params["result_url"]), task_input["secrets"])
+    if params.get("result_connection"):
+        kwargs.update(result_connection(client, task_input, params))
 
     def submit(key: str) -> str:
         kind = cast(Literal["hive", "presto"], engine)

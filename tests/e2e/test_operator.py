@@ -426,7 +426,8 @@ def test_py_generated_subtasks_and_exports(
             "    digdag.env.export({'batch': 'b7'})\n"
             "    digdag.env.store({'planned': 2})\n"
             "    for part in ('p1', 'p2'):\n"
-            "        digdag.env.add_subtask({'sh>': 'echo part=${part} batch=${batch}', 'part': part})\n",
+            # `part` before `sh>`: a task's own key is visible to `${}` in the keys after it (digdag)
+            "        digdag.env.add_subtask({'part': part, 'sh>': 'echo part=${part} batch=${batch}'})\n",
         },
     )
     push(kube, namespace, root, "gen")

@@ -4,6 +4,7 @@ operator function directly."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -184,6 +185,33 @@ def test_option_errors_and_empty_results(
             del task["config"]["database"]
         out = run_task(task, tmp_path)
         assert out["error"] is not None and message in out["error"]["message"], (extra, out["error"])
+    # result_connection: looked up by name; its id and the settings (secrets resolved) go with the job
+    conn = td_server.create_connection("my_pg")
+    monkeypatch.setenv("KUDIG_TEST_PG_PW", 's3cr3t"pw')
+    task = _input(
+        td_server,
+        {
+            "query": "SELECT 1 AS a",
+            "result_connection": "my_pg",
+            "result_settings": {"table": "out", "password": "${secret:pg.password}", "mode": "replace"},
+        },
+        "+wf+rc",
+    )
+    task["secrets"]["pg.password"] = "KUDIG_TEST_PG_PW"
+    out = run_task(task, tmp_path)
+    assert out["error"] is None, out["error"]
+    job = td_server.jobs[str(out["store_params"]["td"]["last_job_id"])]
+    assert job.params["result_connection_id"] == str(conn)
+    assert json.loads(job.params["result_connection_settings"]) == {
+        "table": "out",
+        "password": 's3cr3t"pw',
+        "mode": "replace",
+    }
+    missing = run_task(
+        _input(td_server, {"query": "SELECT 1", "result_connection": "nope"}, "+wf+rc2"), tmp_path
+    )
+    assert missing["error"] is not None
+    assert "Connection 'nope' does not exist" in missing["error"]["message"], missing["error"]
     task = _input(td_server, {"query": "SELECT 1 AS a"})
     task["secrets"] = {}
     out = run_task(task, tmp_path)
