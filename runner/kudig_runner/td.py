@@ -31,9 +31,11 @@ import functools
 import json
 import os
 import re
+import signal
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -301,17 +303,18 @@ def run_job(
             break
     if job_id is None:
         raise TdError(f"Gave up submitting: {MAX_DOMAIN_KEY_TRIES} earlier tries of this task failed")
-    iteration = 0
-    interval = 1.0
-    while True:
-        sleep(interval)
-        status = call(
-            client, f"Getting the status of job {job_id}", lambda: client.api.job_status(job_id), sleep
-        )
-        if status in FINISHED:
-            break
-        iteration += 1
-        interval = min(2.0**iteration, MAX_POLL_INTERVAL)
+    with _killed_on_stop(client, job_id, op):
+        iteration = 0
+        interval = 1.0
+        while True:
+            sleep(interval)
+            status = call(
+                client, f"Getting the status of job {job_id}", lambda: client.api.job_status(job_id), sleep
+            )
+            if status in FINISHED:
+                break
+            iteration += 1
+            interval = min(2.0**iteration, MAX_POLL_INTERVAL)
     show: dict[str, Any] = call(client, f"Showing job {job_id}", lambda: client.api.show_job(job_id), sleep)
     if status != "success":
         debug = show.get("debug") or {}
@@ -320,6 +323,42 @@ def run_job(
         raise TdError(client.scrub(f"TD job {job_id} {status}: {cmdout}\n{stderr}".rstrip()), "TDJobError")
     show["job_id"] = job_id
     return show
+
+
+class _Stopped(Exception):
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _killed_on_stop(client: Client, job_id: str, op: str) -> Iterator[None]:
+    """While waiting for a job: SIGTERM/SIGINT (the task was killed: `kudig kill`, a deleted pod,
+    Ctrl-C of `kudig run`) kills the job at Treasure Data before the task ends, as digdag's
+    operator cleanup does; a job left running would go on costing. Only in the main thread (where
+    signal handlers run); elsewhere the wait is as before."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    except _Stopped as e:
+        for sig, handler in previous.items():  # a second signal now ends the process as usual
+            signal.signal(sig, handler)
+        name = signal.Signals(e.signum).name
+        try:
+            client.api.kill(job_id)
+            print(f"{op}>: killed job {job_id} ({name})", flush=True)
+        except Exception as kill_error:
+            print(client.scrub(f"{op}>: could not kill job {job_id}: {_describe(kill_error)}"), flush=True)
+        raise RunnerError(f"Stopped by {name}: TD job {job_id} was killed", "Killed") from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def submitter(client: Client, submit: Callable[[str], str]) -> Callable[[str], str]:

@@ -259,3 +259,43 @@ def test_td_ddl_options_and_errors(
     assert "ddl_db2" not in td_server.databases()
     out = ddl({"create_tables": "a"})
     assert out["error"] is not None and "Parameter 'create_tables' must be a list" in out["error"]["message"]
+
+
+def test_a_stopped_task_kills_its_job(td_server: TdServer, tmp_path: Path) -> None:  # noqa: F811
+    """SIGTERM to the runner while its job runs (`kudig kill`, a deleted pod, Ctrl-C of `kudig
+    run`): the job is killed at Treasure Data, as digdag's operator cleanup does, and the task
+    ends with an error saying so."""
+    import signal
+    import time
+
+    td_server.create_database("direct_db")
+    before = set(td_server.jobs)
+    delay, td_server.job_delay = td_server.job_delay, 60.0  # the job stays queued until killed
+    task = _input(td_server, {"query": "SELECT 1 AS a"}, "+wf+long")
+    (tmp_path / "in.json").write_text(json.dumps(task))
+    env = dict(os.environ, KUDIG_TEST_TD_APIKEY=APIKEY, PYTHONPATH=str(ROOT / "runner"))
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "kudig_runner", "--input", "in.json", "--output", "out.json"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while set(td_server.jobs) == before and time.monotonic() < deadline and runner.poll() is None:
+            time.sleep(0.1)
+        assert set(td_server.jobs) != before, "no job was submitted"
+        runner.send_signal(signal.SIGTERM)
+        out, _ = runner.communicate(timeout=60)
+    finally:
+        td_server.job_delay = delay
+        if runner.poll() is None:
+            runner.kill()
+    (job,) = [td_server.jobs[j] for j in set(td_server.jobs) - before]
+    assert job.status == "killed", out
+    assert f"td>: killed job {job.job_id} (SIGTERM)" in out
+    error = json.loads((tmp_path / "out.json").read_text())["error"]
+    assert error["message"] == f"Stopped by SIGTERM: TD job {job.job_id} was killed"
+    assert runner.returncode != 0
