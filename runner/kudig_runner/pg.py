@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from .durations import duration_seconds, timeout_seconds
 from .protocol import RunnerError, TaskInput, TaskOutput, empty_output, merged_params, query_text
-from .secrets import SecretNotFoundError, get_secret
+from .secrets import ReadSecrets, SecretNotFoundError
 from .shell import task_cwd
 
 if TYPE_CHECKING:
@@ -80,16 +80,8 @@ class ConnectionConfig:
         prefix: str = "pg",
         password_keys: tuple[str, ...] | None = None,
     ) -> None:
-        secrets = task_input["secrets"]
-        self._secret_values: list[str] = []
-
-        def secret(key: str) -> str | None:
-            try:
-                value = get_secret(key, secrets)
-            except SecretNotFoundError:
-                return None
-            self._secret_values.append(value)
-            return value
+        self._secrets = ReadSecrets(task_input["secrets"])
+        secret = self._secrets.get
 
         def setting(key: str, default: Any = None, required: bool = False) -> Any:
             value = secret(f"{prefix}.{key}")
@@ -124,10 +116,7 @@ class ConnectionConfig:
 
     def scrub(self, text: str) -> str:
         """`text` without any secret value this configuration read."""
-        for value in sorted(self._secret_values, key=len, reverse=True):
-            if len(value) >= 3:
-                text = text.replace(value, "***")
-        return text
+        return self._secrets.scrub(text)
 
     def connect(self, statement_timeout: float | None = None) -> psycopg.Connection[Any]:
         import psycopg

@@ -39,6 +39,35 @@ def get_secret(key: str, secrets: Mapping[str, str], environ: Mapping[str, str] 
     return value
 
 
+class ReadSecrets:
+    """The secrets an operator reads by name (`pg.password`, `td.apikey`), remembered so that a
+    message quoting a server or a connection string can be scrubbed of every value read."""
+
+    def __init__(self, secrets: Mapping[str, str]) -> None:
+        self._secrets = secrets
+        self._values: list[str] = []
+
+    def get(self, key: str) -> str | None:
+        """The value of secret `key`, or None when the task has none."""
+        try:
+            value = get_secret(key, self._secrets)
+        except SecretNotFoundError:
+            return None
+        self.remember(value)
+        return value
+
+    def remember(self, value: str) -> None:
+        """Scrub `value` too (a secret's value as the operator uses it, e.g. stripped)."""
+        self._values.append(value)
+
+    def scrub(self, text: str) -> str:
+        """`text` without any value read (values of 3 characters or more, longest first)."""
+        for value in sorted(self._values, key=len, reverse=True):
+            if len(value) >= 3:
+                text = text.replace(value, "***")
+        return text
+
+
 def has_secrets(text: str) -> bool:
     return SECRET_PATTERN.search(text) is not None
 

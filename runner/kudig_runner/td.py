@@ -37,10 +37,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 from .protocol import RunnerError, TaskInput, TaskOutput, empty_output, merged_params, query_text
-from .secrets import SecretNotFoundError, get_secret, substitute_secrets
+from .secrets import ReadSecrets, substitute_secrets
 from .shell import task_cwd
 
 DEFAULT_ENDPOINT = "api.treasuredata.com"
@@ -83,28 +83,22 @@ def _int(value: Any, name: str) -> int:
         raise RunnerError(f"Parameter '{name}' must be an integer: {value}", "ConfigError") from None
 
 
+T = TypeVar("T")
+
+
 class Client:
     """The configured API (td-client's `tdclient.api.API`) and the secret values to scrub."""
 
     def __init__(self, params: Mapping[str, Any], task_input: TaskInput) -> None:
-        secrets = task_input["secrets"]
-        self._secret_values: list[str] = []
-
-        def secret(key: str) -> str | None:
-            try:
-                value = get_secret(key, secrets)
-            except SecretNotFoundError:
-                return None
-            self._secret_values.append(value)
-            return value
-
+        self._secrets = ReadSecrets(task_input["secrets"])
+        secret = self._secrets.get
         apikey = secret("td.apikey")
         if apikey is None:
             raise RunnerError("The 'td.apikey' secret is missing", "ConfigError")
         self.apikey = apikey.strip()
         if not self.apikey:
             raise RunnerError("The 'td.apikey' secret is empty", "ConfigError")
-        self._secret_values.append(self.apikey)
+        self._secrets.remember(self.apikey)
         endpoint = secret("td.endpoint") or params.get("endpoint") or DEFAULT_ENDPOINT
         use_ssl = secret("td.use_ssl")
         ssl = _bool(use_ssl if use_ssl is not None else params.get("use_ssl", True), "use_ssl")
@@ -123,10 +117,15 @@ class Client:
         self.api = tdclient.api.API(apikey=self.apikey, endpoint=self.url, retry_post_requests=False)
 
     def scrub(self, text: str) -> str:
-        for value in sorted(self._secret_values, key=len, reverse=True):
-            if len(value) >= 3:
-                text = text.replace(value, "***")
-        return text
+        return self._secrets.scrub(text)
+
+    def scrubbed(self, run: Callable[[], T]) -> T:
+        """`run()`, its task error (a RunnerError) scrubbed of every secret value read."""
+        try:
+            return run()
+        except RunnerError as e:
+            e.message = self.scrub(e.message)
+            raise
 
 
 # --------------------------------------------------------------------------- errors
@@ -457,14 +456,12 @@ def run_td(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskOutput:
     _require_tdclient()
     workdir = task_cwd(task_input, cwd)
     client = Client(params, task_input)
-    try:
-        return _run_td(
+    return client.scrubbed(
+        lambda: _run_td(
             client, task_input, params, query, engine, create_table, insert_into,
             download_file, store, options, workdir,
-        )  # fmt: skip
-    except RunnerError as e:
-        e.message = client.scrub(e.message)
-        raise
+        )
+    )  # fmt: skip
 
 
 def result_connection(client: Client, task_input: TaskInput, params: Mapping[str, Any]) -> dict[str, str]:
@@ -614,11 +611,9 @@ def run_td_ddl(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskOutput
         renames.append((str(item["from"]).strip(), to))
     _require_tdclient()
     client = Client(params, task_input)
-    try:
-        _run_ddl(client, drop_dbs, create_dbs, empty_dbs, drop_ts, create_ts, empty_ts, renames)
-    except RunnerError as e:
-        e.message = client.scrub(e.message)
-        raise
+    client.scrubbed(
+        lambda: _run_ddl(client, drop_dbs, create_dbs, empty_dbs, drop_ts, create_ts, empty_ts, renames)
+    )
     return empty_output()
 
 

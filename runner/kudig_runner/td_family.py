@@ -114,14 +114,6 @@ def _first_row(client: Client, job_id: str) -> list[Any] | None:
     return row
 
 
-def _scrubbed(client: Client, run: Callable[[], TaskOutput]) -> TaskOutput:
-    try:
-        return run()
-    except RunnerError as e:
-        e.message = client.scrub(e.message)
-        raise
-
-
 # --------------------------------------------------------------------------- td_run>
 
 
@@ -141,8 +133,8 @@ def run_td_run(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskOutput
     _require_tdclient()
     workdir = task_cwd(task_input, cwd)
     client = Client(params, task_input)
-    return _scrubbed(
-        client, lambda: _run_saved(client, task_input, params, command, when, download_file, store, workdir)
+    return client.scrubbed(
+        lambda: _run_saved(client, task_input, params, command, when, download_file, store, workdir)
     )
 
 
@@ -215,7 +207,7 @@ def run_td_wait(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskOutpu
     options = job_options(params, engine, scheduled=True)
     _require_tdclient()
     client = Client(params, task_input)
-    return _scrubbed(client, lambda: _wait(client, task_input, params, query, engine, options, interval))
+    return client.scrubbed(lambda: _wait(client, task_input, params, query, engine, options, interval))
 
 
 def _wait(
@@ -259,8 +251,8 @@ def run_td_wait_table(task_input: TaskInput, cwd: str | os.PathLike[str]) -> Tas
     options = job_options(params, engine, scheduled=False)  # digdag sends no scheduled_time here
     _require_tdclient()
     client = Client(params, task_input)
-    return _scrubbed(
-        client, lambda: _wait_table(client, task_input, params, db, table, rows, engine, options, interval)
+    return client.scrubbed(
+        lambda: _wait_table(client, task_input, params, db, table, rows, engine, options, interval)
     )
 
 
@@ -356,9 +348,7 @@ def run_td_for_each(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskO
     options = job_options(params, engine, scheduled=True)
     _require_tdclient()
     client = Client(params, task_input)
-    return _scrubbed(
-        client, lambda: _for_each(client, task_input, params, query, engine, options, dict(block))
-    )
+    return client.scrubbed(lambda: _for_each(client, task_input, params, query, engine, options, dict(block)))
 
 
 def _each_value(value: Any) -> Any:
