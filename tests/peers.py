@@ -29,8 +29,9 @@ import secrets
 import socket
 import ssl
 import subprocess
+import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -342,6 +343,37 @@ def write_files(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def secret_env(values: Mapping[str, str]) -> dict[str, str]:
+    """Local secrets (key -> value) as `kudig run` reads them: `KUDIG_SECRET_<KEY>`, dots as `__`."""
+    return {"KUDIG_SECRET_" + key.replace(".", "__").upper(): value for key, value in values.items()}
+
+
+def kudig_env(values: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a test's `kudig run`: this one without any ambient `KUDIG_SECRET_*`,
+    with `values` as local secrets and this checkout importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUDIG_SECRET_")}
+    env.update(secret_env(values or {}))
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def kudig_run(
+    project: Path, *args: str, secrets: Mapping[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`kudig run ARGS` in `project` as a user runs it, with `secrets` as local secrets."""
+    return subprocess.run(
+        [sys.executable, "-m", "kudig.cli", "run", *args],
+        cwd=project,
+        env=kudig_env(secrets),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 # Secrets the project below uses (local: KUDIG_SECRET_<KEY>; cluster: the kudig-secrets Secret).
 PROJECT_SECRETS = {
     "api.token": "tok-5e2b9d7c",
@@ -352,7 +384,7 @@ PROJECT_SECRETS = {
 
 
 def local_secret_env() -> dict[str, str]:
-    return {"KUDIG_SECRET_" + key.replace(".", "__").upper(): value for key, value in PROJECT_SECRETS.items()}
+    return secret_env(PROJECT_SECRETS)
 
 
 def project_files(http: str, smtp_host: str, smtp_port: int) -> dict[str, str]:

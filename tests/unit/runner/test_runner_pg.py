@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,24 +16,18 @@ ROOT = Path(__file__).resolve().parents[3]
 if str(ROOT) not in sys.path:  # tests/unit has no __init__.py: make `tests.postgres` importable
     sys.path.insert(0, str(ROOT))
 
+from tests import peers  # noqa: E402
 from tests.postgres import PgServer, pg_project, postgres  # noqa: E402, F401  (the fixture)
 
 
 def kudig_run(
     project: Path, pg: PgServer, *args: str, password: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUDIG_SECRET_")}
-    env["KUDIG_SECRET_PG__PASSWORD"] = pg.password if password is None else password
-    env["KUDIG_SECRET_PARAM_SERVER__PASSWORD"] = pg.password
-    env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run(
-        [sys.executable, "-m", "kudig.cli", "run", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    secrets = {
+        "pg.password": pg.password if password is None else password,
+        "param_server.password": pg.password,
+    }
+    return peers.kudig_run(project, *args, secrets=secrets)
 
 
 def test_workflow_create_insert_download_last_results_params(postgres: PgServer, tmp_path: Path) -> None:  # noqa: F811

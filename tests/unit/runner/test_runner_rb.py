@@ -17,6 +17,10 @@ from kudig_runner.dispatch import run_task
 from kudig_runner.protocol import TaskInput
 
 ROOT = Path(__file__).resolve().parents[3]
+if str(ROOT) not in sys.path:  # tests/unit has no __init__.py: make `tests.peers` importable
+    sys.path.insert(0, str(ROOT))
+
+from tests import peers  # noqa: E402
 
 
 def _ruby() -> str:
@@ -111,16 +115,7 @@ def _project(root: Path, ruby: str) -> Path:
 
 
 def kudig_run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUDIG_SECRET_")}
-    env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run(
-        [sys.executable, "-m", "kudig.cli", "run", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return peers.kudig_run(project, *args)
 
 
 def test_workflow_store_export_subtasks_require_class_methods(ruby: str, tmp_path: Path) -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import datetime
-import os
 import subprocess
 import sys
 import time
@@ -20,26 +19,19 @@ ROOT = Path(__file__).resolve().parents[3]
 if str(ROOT) not in sys.path:  # tests/unit has no __init__.py: make `tests.s3peer` importable
     sys.path.insert(0, str(ROOT))
 
+from tests import peers  # noqa: E402
 from tests.s3peer import ACCESS_KEY, SECRET_KEY, S3Server, s3, s3_project  # noqa: E402, F401  (the fixture)
+
+# the aws.* names are the fallback s3_wait> reads when aws.s3.* has no value
+SECRETS = {"aws.s3.access_key_id": ACCESS_KEY, "aws.secret_access_key": SECRET_KEY}
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUDIG_SECRET_")}
-    env["KUDIG_SECRET_AWS__S3__ACCESS_KEY_ID"] = ACCESS_KEY
-    env["KUDIG_SECRET_AWS__SECRET_ACCESS_KEY"] = SECRET_KEY  # the aws.* fallback
-    env["PYTHONPATH"] = str(ROOT)
-    return env
+    return peers.kudig_env(SECRETS)
 
 
 def kudig_run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kudig.cli", "run", *args],
-        cwd=project,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return peers.kudig_run(project, *args, secrets=SECRETS)
 
 
 def test_waits_until_the_object_exists_then_next_task_uses_metadata(s3: S3Server, tmp_path: Path) -> None:  # noqa: F811

@@ -22,6 +22,7 @@ if str(ROOT) not in sys.path:  # tests/unit has no __init__.py: make `tests.td_s
 pytest.importorskip("tdclient")
 pytest.importorskip("duckdb")
 
+from tests import peers  # noqa: E402
 from tests.td_server import (  # noqa: E402
     APIKEY,
     FAMILY_SAVED_QUERY,
@@ -32,17 +33,7 @@ from tests.td_server import (  # noqa: E402
 
 
 def kudig_run(project: Path, *args: str, apikey: str = APIKEY) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUDIG_SECRET_")}
-    env["KUDIG_SECRET_TD__APIKEY"] = apikey
-    env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run(
-        [sys.executable, "-m", "kudig.cli", "run", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return peers.kudig_run(project, *args, secrets={"td.apikey": apikey}, timeout=180)
 
 
 def test_workflow_create_insert_hive_download_last_results(td_server: TdServer, tmp_path: Path) -> None:  # noqa: F811

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -24,25 +23,16 @@ if str(ROOT) not in sys.path:  # tests/unit has no __init__.py: make `tests.td_s
 pytest.importorskip("tdclient")
 pytest.importorskip("duckdb")
 
+from tests import peers  # noqa: E402
 from tests.td_server import APIKEY, TdServer, td_server  # noqa: E402, F401  (the fixture)
 
 
 def kudig_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUDIG_SECRET_")}
-    env["KUDIG_SECRET_TD__APIKEY"] = APIKEY
-    env["PYTHONPATH"] = str(ROOT)
-    return env
+    return peers.kudig_env({"td.apikey": APIKEY})
 
 
 def kudig_run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kudig.cli", "run", *args],
-        cwd=project,
-        env=kudig_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return peers.kudig_run(project, *args, secrets={"td.apikey": APIKEY}, timeout=180)
 
 
 def header(server: TdServer, database: str) -> str:
