@@ -172,6 +172,22 @@ COMMON_TASK_KEYS = frozenset(
     }
     | {"timeout", "docker"}
 )
+
+# The td family's keys: where the API is (every td operator) and a query job's options (td>'s,
+# td_wait>'s, td_for_each>'s: kudig_runner.td.job_options reads them).
+_TD_CONNECTION = frozenset({"database", "endpoint", "use_ssl", "td"})
+_TD_JOB = frozenset(
+    {
+        "engine",
+        "priority",
+        "job_retry",
+        "presto_pool_name",
+        "hive_pool_name",
+        "engine_version",
+        "hive_engine_version",
+    }
+)
+
 OPERATOR_KEYS: dict[str, frozenset[str]] = {
     "sh": frozenset({"shell"}),
     "echo": frozenset({"message"}),
@@ -184,86 +200,34 @@ OPERATOR_KEYS: dict[str, frozenset[str]] = {
     "for_range": frozenset({"from", "to", "step", "slices", "_parallel", "_do"}),
     "if": frozenset({"_do", "_else_do"}),
     "wait": frozenset({"blocking", "poll_interval"}),
-    "td": frozenset(
-        {
-            "query",
-            "database",
-            "engine",
-            "priority",
-            "job_retry",
-            "create_table",
-            "insert_into",
-            "download_file",
-            "store_last_results",
-            "preview",
-            "result_url",
-            "result_connection",
-            "result_settings",
-            "presto_pool_name",
-            "hive_pool_name",
-            "engine_version",
-            "hive_engine_version",
-            "endpoint",
-            "use_ssl",
-            "td",
-        }
-    ),
-    "td_ddl": frozenset(
-        {
-            "database",
-            "endpoint",
-            "use_ssl",
-            "td",
-            "drop_databases",
-            "create_databases",
-            "empty_databases",
-            "drop_tables",
-            "create_tables",
-            "empty_tables",
-            "rename_tables",
-        }
-    ),
-    "td_run": frozenset(
-        {"database", "endpoint", "use_ssl", "td", "download_file", "store_last_results", "preview"}
-    ),
-    "td_wait": frozenset(
-        {
-            "query",
-            "database",
-            "endpoint",
-            "use_ssl",
-            "td",
-            "engine",
-            "priority",
-            "job_retry",
-            "presto_pool_name",
-            "hive_pool_name",
-            "engine_version",
-            "hive_engine_version",
-            "interval",
-        }
-    ),
-    "td_wait_table": frozenset(
-        {"database", "endpoint", "use_ssl", "td", "rows", "engine", "priority", "job_retry", "interval"}
-    ),
-    "td_for_each": frozenset(
-        {
-            "query",
-            "database",
-            "endpoint",
-            "use_ssl",
-            "td",
-            "engine",
-            "priority",
-            "job_retry",
-            "presto_pool_name",
-            "hive_pool_name",
-            "engine_version",
-            "hive_engine_version",
-            "_do",
-            "_parallel",
-        }
-    ),
+    "td": _TD_CONNECTION
+    | _TD_JOB
+    | {
+        "query",
+        "create_table",
+        "insert_into",
+        "download_file",
+        "store_last_results",
+        "preview",
+        "result_url",
+        "result_connection",
+        "result_settings",
+    },
+    "td_ddl": _TD_CONNECTION
+    | {
+        "drop_databases",
+        "create_databases",
+        "empty_databases",
+        "drop_tables",
+        "create_tables",
+        "empty_tables",
+        "rename_tables",
+    },
+    "td_run": _TD_CONNECTION | {"download_file", "store_last_results", "preview"},
+    "td_wait": _TD_CONNECTION | _TD_JOB | {"query", "interval"},
+    # digdag's td_wait_table> sends no pool or engine version with its count jobs
+    "td_wait_table": _TD_CONNECTION | {"rows", "engine", "priority", "job_retry", "interval"},
+    "td_for_each": _TD_CONNECTION | _TD_JOB | {"query", "_do", "_parallel"},
     "s3_wait": frozenset(
         {
             "bucket",
