@@ -302,17 +302,12 @@ def cmd_attempt(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
+    from kudig import sessionread
+
     cluster = Cluster(args.namespace)
-    state = decode_engine(cluster.get(SESSIONS, args.session)) or {"tasks": []}
-    tasks = []
-    for t in state["tasks"]:
-        if t.get("superseded"):
-            continue
-        err = (t.get("error") or {}).get("message", "") if t["state"] in ("error", "group_error") else ""
-        tasks.append(
-            {"name": t["name"], "state": t["state"], "retries": t.get("retry_count", 0), "error": err}
-        )
-    rows = [[t["name"], t["state"], str(t["retries"]), t["error"][:80]] for t in tasks]
+    rows_ = sessionread.task_rows(cluster.get(SESSIONS, args.session))
+    tasks = [{"name": t.name, "state": t.state, "retries": t.retries, "error": t.error} for t in rows_]
+    rows = [[t.name, t.state, str(t.retries), t.error[:80]] for t in rows_]
     _print(
         tasks,
         args.output,
