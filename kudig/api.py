@@ -111,6 +111,13 @@ class PodDefaults(Model):
     )
     node_selector: dict[str, str] | None = None
     tolerations: list[Toleration] | None = None
+    affinity: dict[str, Any] | None = Field(None, description="The pod's affinity (Kubernetes' own form)")
+    priority_class_name: str | None = None
+    labels: dict[str, str] | None = Field(None, description="Extra labels (kudig's own labels win)")
+    annotations: dict[str, str] | None = Field(None, description="Extra annotations (kudig's own win)")
+    automount_service_account_token: bool | None = Field(
+        None, description="Mount the service account's token (default: never)"
+    )
     env: dict[str, str] | None = Field(None, description="Extra environment variables for every task")
 
 

@@ -170,7 +170,7 @@ COMMON_TASK_KEYS = frozenset(
         "_after",
         "_background",
     }
-    | {"timeout", "docker"}
+    | {"timeout", "docker", "_pod"}
 )
 
 # The td family's keys: where the API is (every td operator) and a query job's options (td>'s,

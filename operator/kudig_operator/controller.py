@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kudig.api import SESSIONS, TERMINAL, WORKFLOWS
+from kudig.api import SESSIONS, TERMINAL, WORKFLOWS, PodDefaults
 from kudig.cluster.kube import KubeApi, resource_version_number
 from kudig.expr import TemplateEngine
 from kudig_operator.metrics import Metrics
@@ -77,11 +77,12 @@ class Controller:
         clock: Callable[[], float] = time.time,
         wakeups: Wakeups | None = None,
         metrics: Metrics | None = None,
+        task_pod: PodDefaults | None = None,
     ) -> None:
         self.api = api
         self.clock = clock
         self.settings = Settings(
-            runner_image=runner_image, controller_id=identity, evaluator=TemplateEngine()
+            runner_image=runner_image, controller_id=identity, evaluator=TemplateEngine(), task_pod=task_pod
         )
         self.workflows = WorkflowStore(api, cache_dir)
         self.wakeups = wakeups

@@ -34,11 +34,12 @@ from typing import Any, cast
 
 import kopf
 
-from kudig.api import GROUP, SESSIONS, VERSION, WORKFLOWS
+from kudig.api import GROUP, SESSIONS, VERSION, WORKFLOWS, PodDefaults
 from kudig.cluster.kube import Kube
 from kudig_operator.controller import Controller, Wakeups
 from kudig_operator.health import HealthServer, Watchdog
 from kudig_operator.leader import LEASE_NAME, LeaseElector
+from kudig_operator.podspec import TASK_POD_ENV, PodSettingsError, task_pod_defaults
 from kudig_operator.podwatch import PodWatch
 
 log = logging.getLogger("kudig.operator")
@@ -218,6 +219,13 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
+def _task_pod() -> PodDefaults | None:
+    try:
+        return task_pod_defaults(os.environ.get(TASK_POD_ENV))
+    except PodSettingsError as e:
+        raise SystemExit(str(e)) from None  # a bad Helm value: the controller does not start
+
+
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = NoDiffBase()
@@ -233,6 +241,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         runner_image=os.environ.get("KUDIG_RUNNER_IMAGE", "kudig-runner:dev"),
         cache_dir=Path(os.environ.get("KUDIG_CACHE_DIR", "/tmp/kudig-projects")),
         identity=identity(),
+        task_pod=_task_pod(),
     )
     wakeups = Wakeups(ctl.fire)
     ctl.wakeups = wakeups

@@ -14,13 +14,14 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kudig_runner.dispatch import operator_secret_keys
 from kudig_runner.durations import timeout_seconds
 from kudig_runner.protocol import INPUT_PART_KEY, split_input
 from kudig_runner.shell import env_value, fits_exec, is_valid_env_key
+from pydantic import ValidationError
 
 from kudig.api import (
     ANNOTATION_TASK,
@@ -82,6 +83,86 @@ def secret_env_name(index: int) -> str:
     return f"KUDIG_SECRET_{index}"
 
 
+# A task's own pod settings: `_pod:` in its config (or `_export`ed from a group), digdag-style
+# camelCase keys as in Kubernetes. Only placement: the image is `docker: image:`, env is `_env`.
+POD_KEY = "_pod"
+TASK_POD_FIELDS = (
+    "nodeSelector",
+    "tolerations",
+    "affinity",
+    "resources",
+    "priorityClassName",
+    "labels",
+    "annotations",
+    "serviceAccountName",
+    "automountServiceAccountToken",
+)
+_MERGED_MAPS = ("node_selector", "labels", "annotations")
+
+
+class PodSettingsError(ValueError):
+    """A task's `_pod:` is not what Kubernetes takes (the task fails with this message)."""
+
+
+def task_pod(config: Mapping[str, Any]) -> PodDefaults | None:
+    """The task's `_pod:` settings, validated; None when it has none."""
+    raw = config.get(POD_KEY)
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise PodSettingsError(f"{POD_KEY}: expected a map of {', '.join(TASK_POD_FIELDS)}, got {raw!r}")
+    unknown = [k for k in raw if k not in TASK_POD_FIELDS]
+    if unknown:
+        raise PodSettingsError(
+            f"{POD_KEY}: unknown key {unknown[0]!r} (expected one of {', '.join(TASK_POD_FIELDS)})"
+        )
+    try:
+        return PodDefaults.model_validate(dict(raw))
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise PodSettingsError(f"{POD_KEY}.{where}: {first['msg']}") from None
+
+
+TASK_POD_ENV = "KUDIG_TASK_POD"
+
+
+def task_pod_defaults(text: str | None) -> PodDefaults | None:
+    """The controller's defaults for every task pod: `KUDIG_TASK_POD`, a JSON object with
+    `spec.pod`'s keys (Helm's `taskPod` value). Raises PodSettingsError on a bad value."""
+    if not text or not text.strip():
+        return None
+    try:
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
+        return PodDefaults.model_validate(raw)
+    except (ValueError, ValidationError) as e:
+        raise PodSettingsError(f"{TASK_POD_ENV}: not valid pod defaults: {e}") from None
+
+
+def merge_pod(*layers: PodDefaults | None) -> PodDefaults:
+    """Pod settings, later layers winning field by field (the controller's defaults, then the
+    Workflow's `spec.pod`, then the task's `_pod:`); node selectors, labels and annotations merge
+    key by key, resources per requests/limits entry."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        if layer is None:
+            continue
+        for field_name in layer.model_fields_set:
+            value = getattr(layer, field_name)
+            if value is None:
+                continue
+            if field_name in _MERGED_MAPS and isinstance(out.get(field_name), dict):
+                value = {**out[field_name], **value}
+            elif field_name == "resources" and isinstance(out.get(field_name), dict):
+                value = {k: {**out[field_name].get(k, {}), **v} for k, v in value.items()} | {
+                    k: v for k, v in out[field_name].items() if k not in value
+                }
+            out[field_name] = value
+    return PodDefaults.model_validate(out)
+
+
 @dataclass(frozen=True)
 class PodContext:
     namespace: str
@@ -93,6 +174,8 @@ class PodContext:
     config_maps: list[str]
     defaults: PodDefaults
     secret_name: str
+    # the controller's defaults for every task pod (Helm's `taskPod`), under the Workflow's `defaults`
+    base: PodDefaults | None = None
 
 
 def _input_config_map(ctx: PodContext, name: str, part: bytes) -> dict[str, Any]:
@@ -195,7 +278,9 @@ def build_task(
     input (every parameter the task sees) is too large to sit in the pod spec."""
     config = action.config
     op_type = action.op_type
-    image = _docker_image(config) or ctx.defaults.image or ctx.runner_image
+    pod_settings = merge_pod(ctx.base, ctx.defaults, task_pod(config))
+    ctx = replace(ctx, defaults=pod_settings, base=None)
+    image = _docker_image(config) or pod_settings.image or ctx.runner_image
     own_runner = image == ctx.runner_image
     # `${secret:...}` in the config, and the secrets the operator reads itself (pg.password...).
     keys = sorted(set(secret_keys(config)) | set(operator_secret_keys(op_type, config)))
@@ -211,7 +296,7 @@ def build_task(
         }
         for key, env_name in secret_map.items()
     ]
-    for k, v in (ctx.defaults.env or {}).items():
+    for k, v in (pod_settings.env or {}).items():
         env.append({"name": k, "value": k8s_escape(v)})
     if op_type == "sh" and not own_runner:
         # A plain image (busybox, alpine...): no Python, so the shell runs the script itself with
@@ -258,7 +343,7 @@ def build_task(
         "capabilities": {"drop": ["ALL"]},
         "runAsNonRoot": True,
     }
-    resources = ctx.defaults.resources or {}
+    resources = pod_settings.resources or {}
     main: dict[str, Any] = {
         "name": TASK_CONTAINER,
         "image": image,
@@ -271,8 +356,8 @@ def build_task(
     }
     if resources:
         main["resources"] = resources
-    if ctx.defaults.image_pull_policy:
-        main["imagePullPolicy"] = ctx.defaults.image_pull_policy
+    if pod_settings.image_pull_policy:
+        main["imagePullPolicy"] = pod_settings.image_pull_policy
     init_containers: list[dict[str, Any]] = []
     if own_runner:
         if not input_parts:
@@ -301,7 +386,7 @@ def build_task(
         config_maps = []
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
+        "automountServiceAccountToken": bool(pod_settings.automount_service_account_token),
         "enableServiceLinks": False,
         "securityContext": {
             "runAsNonRoot": True,
@@ -323,14 +408,18 @@ def build_task(
         # message); a plain-image shell has no runner, so the deadline is the timeout itself.
         runner_grace = 0 if op_type == "sh" and not own_runner else RUNNER_GRACE_SECONDS
         spec["activeDeadlineSeconds"] = math.ceil(timeout) + runner_grace
-    if ctx.defaults.service_account_name:
-        spec["serviceAccountName"] = ctx.defaults.service_account_name
-    if ctx.defaults.node_selector:
-        spec["nodeSelector"] = ctx.defaults.node_selector
-    if ctx.defaults.tolerations:
+    if pod_settings.service_account_name:
+        spec["serviceAccountName"] = pod_settings.service_account_name
+    if pod_settings.node_selector:
+        spec["nodeSelector"] = pod_settings.node_selector
+    if pod_settings.tolerations:
         spec["tolerations"] = [
-            t.model_dump(by_alias=True, exclude_none=True) for t in ctx.defaults.tolerations
+            t.model_dump(by_alias=True, exclude_none=True) for t in pod_settings.tolerations
         ]
+    if pod_settings.affinity:
+        spec["affinity"] = pod_settings.affinity
+    if pod_settings.priority_class_name:
+        spec["priorityClassName"] = pod_settings.priority_class_name
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -338,13 +427,14 @@ def build_task(
             "name": name,
             "namespace": ctx.namespace,
             "labels": {
+                **(pod_settings.labels or {}),
                 MANAGED_BY: MANAGER,
                 LABEL_SESSION: label_value(ctx.session_name),
                 LABEL_WORKFLOW: label_value(ctx.workflow),
                 LABEL_ATTEMPT: str(ctx.attempt),
                 LABEL_TASK_ID: str(action.task_id),
             },
-            "annotations": {ANNOTATION_TASK: action.name},
+            "annotations": {**(pod_settings.annotations or {}), ANNOTATION_TASK: action.name},
             "ownerReferences": [_owner(ctx)],
         },
         "spec": spec,

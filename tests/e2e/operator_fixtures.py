@@ -28,6 +28,7 @@ from .conftest import Kube, wait_for
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER_IMAGE = os.environ.get("KUDIG_E2E_RUNNER_IMAGE", "localhost/kudig/runner:dev")
 TERMINAL_OR_ERROR = (*TERMINAL, "Error")
+E2E_DEFAULT_LABEL = "e2e-defaults"
 
 
 class Operator:
@@ -50,6 +51,8 @@ class Operator:
                 "KUDIG_HEALTH_ADDRESS": "127.0.0.1:0",
                 "KUDIG_HEALTH_PORT_FILE": str(port_file),
                 "KUDIG_RESYNC_SECONDS": "5",
+                # the controller's defaults for every task pod (Helm's runner.pod): test_pod_placement
+                "KUDIG_TASK_POD": json.dumps({"labels": {E2E_DEFAULT_LABEL: "from-controller"}}),
                 "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT / "runner"), str(ROOT)]),
             }
         )

@@ -9,6 +9,7 @@ renders offline. The RBAC test ties every verb the chart grants to a call in the
 from __future__ import annotations
 
 import functools
+import json
 import re
 import subprocess
 import tomllib
@@ -18,6 +19,7 @@ from typing import Any
 import kopf
 import pytest
 import yaml
+from kudig_operator.podspec import task_pod_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "kudig"
@@ -66,7 +68,10 @@ NON_DEFAULT: dict[str, Any] = {
     "watchNamespaces": ["team-a"],
     "image": {"repository": "registry.example/kudig/operator", "tag": "1.2.3", "pullPolicy": "Always"},
     "imagePullSecrets": [{"name": "pull"}],
-    "runner": {"image": {"repository": "registry.example/kudig/runner", "tag": "1.2.3"}},
+    "runner": {
+        "image": {"repository": "registry.example/kudig/runner", "tag": "1.2.3"},
+        "pod": {"nodeSelector": {"pool": "batch"}, "priorityClassName": "low", "labels": {"team": "data"}},
+    },
     "controller": {"workers": 4, "resyncSeconds": 10, "logLevel": "DEBUG"},
     "serviceAccount": {"name": "kudig-sa", "annotations": {"team": "data"}},
     "extraEnv": [{"name": "EXTRA", "value": "yes"}],
@@ -154,6 +159,7 @@ def test_default_render() -> None:
     env = env_of(dep)
     assert env["KUDIG_RUNNER_IMAGE"] == "localhost/kudig/runner:0.1.0"
     assert env["KUDIG_HEALTH_ADDRESS"] == "0.0.0.0:8080"
+    assert "KUDIG_TASK_POD" not in env  # no defaults: today's task pods
     assert env["KUDIG_LEADER_ELECTION"] == "true" and env["KUDIG_LEADER_ELECTION_LEASE"] == "kudig"
     assert env["KUDIG_POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["KUDIG_POD_NAME"] == env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
@@ -209,6 +215,8 @@ def test_non_default_render(non_default_values: Path) -> None:
     assert env["KUDIG_RUNNER_IMAGE"] == "registry.example/kudig/runner:1.2.3"
     assert (env["KUDIG_WORKERS"], env["KUDIG_RESYNC_SECONDS"], env["KUDIG_LOG_LEVEL"]) == ("4", "10", "DEBUG")
     assert env["EXTRA"] == "yes"
+    assert json.loads(env["KUDIG_TASK_POD"]) == NON_DEFAULT["runner"]["pod"]
+    assert task_pod_defaults(env["KUDIG_TASK_POD"]) is not None  # what the controller parses
     assert "KUDIG_LEADER_ELECTION" not in env
     assert not find(docs, "PodDisruptionBudget")
     assert one(docs, "ServiceAccount", "kudig-sa")["metadata"]["annotations"] == {"team": "data"}
@@ -250,6 +258,7 @@ def test_non_default_render(non_default_values: Path) -> None:
         (["--set", "replicas=two"], "want integer"),
         (["--set", "unknown=1"], "additional properties 'unknown' not allowed"),
         (["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
+        (["--set", "runner.pod.nodeSelecter.a=b"], "additional properties 'nodeSelecter' not allowed"),
     ],
 )
 def test_bad_values_are_refused(args: list[str], message: str) -> None:

@@ -50,7 +50,7 @@ from kudig_operator.plan.sessionplan import SessionPlan
 from kudig_operator.plan.settings import Settings
 from kudig_operator.plan.status import session_status
 from kudig_operator.plan.view import SessionView, task_pod_name
-from kudig_operator.podspec import PodContext, build_task
+from kudig_operator.podspec import PodContext, PodSettingsError, build_task
 from kudig_operator.require import is_require
 
 MAX_LOG_CHARS = 4000
@@ -324,6 +324,7 @@ def plan_session(
         config_maps=wf_spec.project.config_maps,
         defaults=wf_spec.pod,
         secret_name=wf_spec.secret_name or "kudig-secrets",
+        base=settings.task_pod,
     )
     started_require = False
     pending = actions
@@ -344,7 +345,10 @@ def plan_session(
                 engine.state.tasks[action.task_id].state_params[require.KEY] = record
                 started_require = True
             else:
-                _carry(action, engine, plan, pod_ctx, pod_of)
+                try:
+                    _carry(action, engine, plan, pod_ctx, pod_of)
+                except PodSettingsError as e:
+                    failures.append(TaskFailed(action.task_id, str(e), retryable=False))
         if failures:
             pending = engine.step(failures, now)
             all_actions.extend(pending)

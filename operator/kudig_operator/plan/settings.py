@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kudig.api import PodDefaults
 from kudig.engine.core import (
     Evaluator,
 )
@@ -16,3 +17,5 @@ class Settings:
     runner_image: str
     controller_id: str
     evaluator: Evaluator
+    # every task pod's defaults (KUDIG_TASK_POD, Helm's `taskPod`), under the Workflow's `spec.pod`
+    task_pod: PodDefaults | None = None
