@@ -128,6 +128,11 @@ class History(Model):
         None, ge=0, description="Delete a finished Session this many seconds after it ended"
     )
     keep: int | None = Field(None, ge=0, description="Keep at most this many finished Sessions (the newest)")
+    pods: Literal["all", "failed", "none"] | None = Field(
+        None,
+        description="Which finished task pods stay once their results are committed and their logs "
+        "stored (default: the controller's KUDIG_POD_RETENTION)",
+    )
 
 
 class ProjectFiles(Model):

@@ -26,6 +26,7 @@ from kudig.api import (
     session_manifest,
 )
 from kudig.cluster.kube import AlreadyExists, Kube
+from kudig.cluster.logstore import LogStore, StoredLog, log_store
 from kudig.cluster.project import build_objects
 from kudig.engine.core import resume_from
 from kudig.engine.state import SessionState
@@ -363,14 +364,27 @@ def _follow(cluster: Cluster, args: argparse.Namespace) -> int:
     the session has finished and every log is shown."""
     import time
 
-    from kudig_runner.protocol import FRAME_PREFIX
+    from kudig_runner.protocol import FRAME_PREFIX, strip_frames
 
+    store = log_store(cluster.api)
     done: set[str] = set()
     while True:
         session = cluster.get(SESSIONS, args.session)
         finished = (session.get("status") or {}).get("phase") in TERMINAL
         pods = cluster.api.list_pods(cluster.namespace, f"{LABEL_SESSION}={label_value(args.session)}")
         pods.sort(key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"]))
+        live = {p["metadata"]["name"] for p in pods}
+        for gone in store.list(cluster.namespace, args.session):
+            # released by the controller (its log stored) before this pass could follow it
+            if gone.pod in done or gone.pod in live:
+                continue
+            if args.task and not (gone.task == args.task or gone.task.endswith(args.task)):
+                continue
+            print(f"--- {gone.task} (pod {gone.pod})", flush=True)
+            print(
+                strip_frames(store.get(cluster.namespace, args.session, gone.pod) or ""), end="", flush=True
+            )
+            done.add(gone.pod)
         waiting = False
         for pod in pods:
             name = pod["metadata"]["name"]
@@ -391,6 +405,16 @@ def _follow(cluster: Cluster, args: argparse.Namespace) -> int:
         time.sleep(1)
 
 
+def _task_logs(cluster: Cluster, store: LogStore, session: str) -> list[StoredLog]:
+    """The session's task pods, live or released to the log store, in the order they started."""
+    found = {s.pod: s for s in store.list(cluster.namespace, session)}
+    for pod in cluster.api.list_pods(cluster.namespace, f"{LABEL_SESSION}={label_value(session)}"):
+        meta = pod.get("metadata") or {}
+        task = (meta.get("annotations") or {}).get(ANNOTATION_TASK, "")
+        found[meta["name"]] = StoredLog(task, meta["name"], str(meta.get("creationTimestamp", "")))
+    return sorted(found.values(), key=lambda s: (s.created, s.pod))
+
+
 def cmd_log(args: argparse.Namespace) -> int:
     from kudig_runner.protocol import strip_frames
 
@@ -399,21 +423,22 @@ def cmd_log(args: argparse.Namespace) -> int:
         return _follow(cluster, args)
     session = cluster.get(SESSIONS, args.session)
     state = decode_engine(session) or {"tasks": []}
-    pods = cluster.api.list_pods(cluster.namespace, f"{LABEL_SESSION}={label_value(args.session)}")
-    by_task: dict[str, list[dict[str, Any]]] = {}
-    for pod in pods:
-        task = ((pod.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_TASK, "")
-        by_task.setdefault(task, []).append(pod)
+    store = log_store(cluster.api)
+    by_task: dict[str, list[StoredLog]] = {}
+    for pod in _task_logs(cluster, store, args.session):
+        by_task.setdefault(pod.task, []).append(pod)
     for t in state["tasks"]:
         if t.get("superseded") or t.get("group"):
             continue
         if args.task and not (t["name"] == args.task or t["name"].endswith(args.task)):
             continue
         echo = (t.get("state_params") or {}).get("log")
-        for pod in sorted(by_task.get(t["name"], []), key=lambda p: p["metadata"]["creationTimestamp"]):
-            pod_name = pod["metadata"]["name"]
-            print(f"--- {t['name']} (pod {pod_name})")
-            text = cluster.api.pod_log(cluster.namespace, pod_name, TASK_CONTAINER)
+        for pod in by_task.get(t["name"], []):
+            print(f"--- {t['name']} (pod {pod.pod})")
+            # the pod while it exists, kudig's log store once the controller released it
+            text = cluster.api.pod_log(cluster.namespace, pod.pod, TASK_CONTAINER)
+            if text is None:
+                text = store.get(cluster.namespace, args.session, pod.pod)
             # a result too large for the termination message travels at the end of the log
             print("(no log)" if text is None else strip_frames(text), end="" if text else "\n")
         if echo:

@@ -31,6 +31,7 @@ from typing import Any
 
 from kudig.api import SESSIONS, TERMINAL, WORKFLOWS, PodDefaults
 from kudig.cluster.kube import KubeApi, resource_version_number
+from kudig.cluster.logstore import ConfigMapLogStore, LogStore
 from kudig.expr import TemplateEngine
 from kudig_operator.metrics import Metrics
 from kudig_operator.plan.compiled import CompiledWorkflow
@@ -78,12 +79,19 @@ class Controller:
         wakeups: Wakeups | None = None,
         metrics: Metrics | None = None,
         task_pod: PodDefaults | None = None,
+        pod_retention: str = "all",
+        logs: LogStore | None = None,
     ) -> None:
         self.api = api
         self.clock = clock
         self.settings = Settings(
-            runner_image=runner_image, controller_id=identity, evaluator=TemplateEngine(), task_pod=task_pod
+            runner_image=runner_image,
+            controller_id=identity,
+            evaluator=TemplateEngine(),
+            task_pod=task_pod,
+            pod_retention=pod_retention,
         )
+        self.logs: LogStore = logs if logs is not None else ConfigMapLogStore(api)
         self.workflows = WorkflowStore(api, cache_dir)
         self.wakeups = wakeups
         self.locks = KeyedLocks()
@@ -97,6 +105,7 @@ class Controller:
             "pods_created": 0,
             "pods_adopted": 0,
             "pods_deleted": 0,
+            "pods_released": 0,
             "conflicts": 0,
             "pod_reads": 0,
             "log_reads": 0,

@@ -34,8 +34,10 @@ from typing import Any, cast
 
 import kopf
 
-from kudig.api import GROUP, SESSIONS, VERSION, WORKFLOWS, PodDefaults
+from kudig.api import GROUP, SESSIONS, VERSION, WORKFLOWS
 from kudig.cluster.kube import Kube
+from kudig.cluster.logstore import RETENTION_ENV, log_store, retention
+from kudig.errors import KudigError
 from kudig_operator.controller import Controller, Wakeups
 from kudig_operator.health import HealthServer, Watchdog
 from kudig_operator.leader import LEASE_NAME, LeaseElector
@@ -219,11 +221,18 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
-def _task_pod() -> PodDefaults | None:
+def _task_settings(api: Kube) -> dict[str, Any]:
+    """What task pods get and what becomes of them: pod defaults (KUDIG_TASK_POD), the pod
+    retention (KUDIG_POD_RETENTION) and the log store (KUDIG_LOG_STORE). A bad value (a Helm
+    value, usually) stops the controller at start-up with the variable named."""
     try:
-        return task_pod_defaults(os.environ.get(TASK_POD_ENV))
-    except PodSettingsError as e:
-        raise SystemExit(str(e)) from None  # a bad Helm value: the controller does not start
+        return {
+            "task_pod": task_pod_defaults(os.environ.get(TASK_POD_ENV)),
+            "pod_retention": retention(os.environ.get(RETENTION_ENV)),
+            "logs": log_store(api),
+        }
+    except (PodSettingsError, KudigError) as e:
+        raise SystemExit(str(e)) from None
 
 
 @kopf.on.startup()
@@ -241,7 +250,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         runner_image=os.environ.get("KUDIG_RUNNER_IMAGE", "kudig-runner:dev"),
         cache_dir=Path(os.environ.get("KUDIG_CACHE_DIR", "/tmp/kudig-projects")),
         identity=identity(),
-        task_pod=_task_pod(),
+        **_task_settings(api),
     )
     wakeups = Wakeups(ctl.fire)
     ctl.wakeups = wakeups

@@ -253,12 +253,18 @@ def _hmac(key: bytes, text: str) -> bytes:
 
 
 def signed_headers(
-    client: Client, method: str, path: str, query: str, now: datetime.datetime
+    client: Client,
+    method: str,
+    path: str,
+    query: str,
+    now: datetime.datetime,
+    payload_sha256: str = EMPTY_SHA256,
 ) -> dict[str, str]:
-    """The headers of a SigV4-signed request without a body (`path` and `query` already encoded)."""
+    """The headers of a SigV4-signed request (`path` and `query` already encoded) whose body has
+    the hex sha256 `payload_sha256` (default: no body). kudig's log store signs its PUTs here too."""
     amz_date = now.strftime("%Y%m%dT%H%M%SZ")
     day = amz_date[:8]
-    headers = {"host": client.host, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": amz_date}
+    headers = {"host": client.host, "x-amz-content-sha256": payload_sha256, "x-amz-date": amz_date}
     headers.update({k.lower(): v for k, v in client.extra_headers.items()})
     names = sorted(headers)
     canonical = "\n".join(
@@ -268,7 +274,7 @@ def signed_headers(
             query,
             "".join(f"{n}:{headers[n].strip()}\n" for n in names),
             ";".join(names),
-            EMPTY_SHA256,
+            payload_sha256,
         ]
     )
     scope = f"{day}/{client.region}/s3/aws4_request"

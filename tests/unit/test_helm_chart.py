@@ -71,7 +71,9 @@ NON_DEFAULT: dict[str, Any] = {
     "runner": {
         "image": {"repository": "registry.example/kudig/runner", "tag": "1.2.3"},
         "pod": {"nodeSelector": {"pool": "batch"}, "priorityClassName": "low", "labels": {"team": "data"}},
+        "podRetention": "failed",
     },
+    "logStore": {"url": "s3://logs/kudig/?endpoint=http://minio:9000", "credentialsSecret": "s3-creds"},
     "controller": {"workers": 4, "resyncSeconds": 10, "logLevel": "DEBUG"},
     "serviceAccount": {"name": "kudig-sa", "annotations": {"team": "data"}},
     "extraEnv": [{"name": "EXTRA", "value": "yes"}],
@@ -160,6 +162,7 @@ def test_default_render() -> None:
     assert env["KUDIG_RUNNER_IMAGE"] == "localhost/kudig/runner:0.1.0"
     assert env["KUDIG_HEALTH_ADDRESS"] == "0.0.0.0:8080"
     assert "KUDIG_TASK_POD" not in env  # no defaults: today's task pods
+    assert (env["KUDIG_POD_RETENTION"], env["KUDIG_LOG_STORE"]) == ("all", "configmap")
     assert env["KUDIG_LEADER_ELECTION"] == "true" and env["KUDIG_LEADER_ELECTION_LEASE"] == "kudig"
     assert env["KUDIG_POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["KUDIG_POD_NAME"] == env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
@@ -217,6 +220,9 @@ def test_non_default_render(non_default_values: Path) -> None:
     assert env["EXTRA"] == "yes"
     assert json.loads(env["KUDIG_TASK_POD"]) == NON_DEFAULT["runner"]["pod"]
     assert task_pod_defaults(env["KUDIG_TASK_POD"]) is not None  # what the controller parses
+    assert env["KUDIG_POD_RETENTION"] == "failed"
+    assert env["KUDIG_LOG_STORE"] == "s3://logs/kudig/?endpoint=http://minio:9000"
+    assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "s3-creds", "key": "AWS_SECRET_ACCESS_KEY"}}
     assert "KUDIG_LEADER_ELECTION" not in env
     assert not find(docs, "PodDisruptionBudget")
     assert one(docs, "ServiceAccount", "kudig-sa")["metadata"]["annotations"] == {"team": "data"}
@@ -259,6 +265,8 @@ def test_non_default_render(non_default_values: Path) -> None:
         (["--set", "unknown=1"], "additional properties 'unknown' not allowed"),
         (["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
         (["--set", "runner.pod.nodeSelecter.a=b"], "additional properties 'nodeSelecter' not allowed"),
+        (["--set", "runner.podRetention=some"], "podRetention"),
+        (["--set", "logStore.url=ftp://x"], "logStore"),
     ],
 )
 def test_bad_values_are_refused(args: list[str], message: str) -> None:

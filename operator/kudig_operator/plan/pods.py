@@ -10,6 +10,7 @@ from typing import Any
 from kudig_runner.protocol import ProtocolError, ResultPointer, read_framed_result, result_pointer
 
 from kudig.api import (
+    ANNOTATION_TASK,
     TASK_CONTAINER,
 )
 from kudig.engine.core import (
@@ -48,6 +49,8 @@ class PodView:
     pod_message: str | None = None
     log: str | None = None  # the container log, fetched only when the output points to it
     seen: float | None = None  # when the controller received this view (a finished one: first seen so)
+    task: str = ""  # the task's full name (annotation kudig.io/task)
+    created: str = ""  # the pod's creationTimestamp
 
     @property
     def finished(self) -> bool:
@@ -93,6 +96,8 @@ def pod_view(pod: Mapping[str, Any], seen: float | None = None) -> PodView:
         pod_reason=status.get("reason") or status.get("message"),
         pod_message=status.get("message"),
         seen=seen,
+        task=str((meta.get("annotations") or {}).get(ANNOTATION_TASK, "")),
+        created=str(meta.get("creationTimestamp") or ""),
     )
 
 

@@ -45,6 +45,7 @@ from kudig_operator import require, results
 from kudig_operator.plan.compiled import CompiledWorkflow
 from kudig_operator.plan.conditions import iso, parse_time, set_condition
 from kudig_operator.plan.pods import PodView, pod_event
+from kudig_operator.plan.release import pods_to_release
 from kudig_operator.plan.report import Try, outcome_event, report
 from kudig_operator.plan.sessionplan import SessionPlan
 from kudig_operator.plan.settings import Settings
@@ -151,13 +152,18 @@ def _orphans(
 
 
 def _finished_plan(
-    view: SessionView, suspects: Iterable[PodView], pods: Mapping[str, PodView | None], now: float
+    view: SessionView,
+    suspects: Iterable[PodView],
+    pods: Mapping[str, PodView | None],
+    now: float,
+    retention: str = "all",
 ) -> SessionPlan:
     """A committed, finished Session. What its last plan did after the commit is re-derived here:
     without the `kudig.io/finished` label, the controller died between the status commit and the
     label patch, so the label is set (its value: when the Session finished, from the status) and
     the outcome Event, created just before the label, is created again."""
     plan = SessionPlan(delete_pods=_orphans(view, set(), suspects, pods), finished=True)
+    plan.release_pods = pods_to_release(view.uid, set(), suspects, pods, retention)
     assert view.spec is not None
     if LABEL_FINISHED in (view.obj["metadata"].get("labels") or {}):
         return plan
@@ -213,7 +219,7 @@ def plan_session(
     status = view.status
     if view.finished:
         # Nothing to run; a pod still running here was started by a plan that never committed.
-        return _finished_plan(view, suspects, pods, now)
+        return _finished_plan(view, suspects, pods, now, settings.pod_retention)
     if workflow is None:
         return invalid_plan(
             view, f"Workflow '{spec.workflow}' not found in namespace {view.namespace}", now, settings
@@ -363,6 +369,8 @@ def plan_session(
                 plan.delete_pods.append(pname)
         plan.sweep = True
     plan.delete_pods.extend(p for p in _orphans(view, expected, suspects, pods) if p not in plan.delete_pods)
+    retention = wf_spec.history.pods or settings.pod_retention
+    plan.release_pods = pods_to_release(view.uid, expected, suspects, pods, retention)
 
     blob, blobs, after = results.encode(engine.state, name, memo if not new_attempt else None)
     plan.decoded = (engine.state, after)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kudig_operator.events import SessionEvent
+from kudig_operator.plan.pods import PodView
 from kudig_operator.plan.view import Decoded
 
 
@@ -15,6 +16,7 @@ class SessionPlan:
     create_config_maps: list[dict[str, Any]] = field(default_factory=list)
     create_pods: list[dict[str, Any]] = field(default_factory=list)
     delete_pods: list[str] = field(default_factory=list)  # after the commit
+    release_pods: list[PodView] = field(default_factory=list)  # after the commit: log stored, then deleted
     sweep: bool = False  # after the commit, delete every running pod of the Session (killed)
     wakeup: float | None = None
     finished: bool = False  # the Session needs nothing more (caches can be dropped)

@@ -19,3 +19,5 @@ class Settings:
     evaluator: Evaluator
     # every task pod's defaults (KUDIG_TASK_POD, Helm's `taskPod`), under the Workflow's `spec.pod`
     task_pod: PodDefaults | None = None
+    # which finished task pods stay once their logs are stored (KUDIG_POD_RETENTION): all, failed, none
+    pod_retention: str = "all"

@@ -16,6 +16,7 @@ from kudig.api import (
     label_value,
 )
 from kudig.cluster.kube import Conflict
+from kudig.cluster.logstore import StoredLog
 from kudig_operator import results
 from kudig_operator.events import SessionEvent, event_body
 from kudig_operator.plan.pods import PodView, frame_complete, log_lines_needed, pod_view
@@ -214,6 +215,7 @@ def carry_out(ctl: Controller, key: Key, obj: dict[str, Any], plan: SessionPlan)
     delete_pods(ctl, key, plan.delete_pods)
     if plan.sweep:
         sweep(ctl, key, obj, set(plan.delete_pods))
+    release(ctl, key, written, plan.release_pods)
     if plan.events:  # before the label: a finished Session without it gets its outcome Event again
         emit(ctl, key, written, plan.events)
     if plan.labels:
@@ -261,6 +263,26 @@ def sweep(ctl: Controller, key: Key, obj: Mapping[str, Any], done: set[str]) -> 
         view = pod_view(pod)
         if view.active and view.owner_uid == uid and view.name not in done:
             delete_pods(ctl, key, [view.name])
+
+
+def release(ctl: Controller, key: Key, session: Mapping[str, Any], pods: list[PodView]) -> None:
+    """Finished pods whose results are committed: copy each log to the log store, then delete the
+    pod. A pod whose log cannot be stored stays (and is named again by the next plan): no log is
+    lost for the sake of a deletion."""
+    for p in pods:
+        text = ctl.api.pod_log(key[0], p.name)
+        if text is None:
+            if ctl.api.get_pod(key[0], p.name) is not None:
+                log.warning("session %s/%s: no log from pod %s yet; kept", *key, p.name)
+                continue
+        else:
+            try:
+                ctl.logs.put(key[0], session, StoredLog(p.task, p.name, p.created), text)
+            except Exception as e:
+                log.warning("session %s/%s: log of %s not stored (%s); pod kept", *key, p.name, e)
+                continue
+        ctl.stats["pods_released"] += 1
+        delete_pods(ctl, key, [p.name])
 
 
 def delete_pods(ctl: Controller, key: Key, names: list[str]) -> None:

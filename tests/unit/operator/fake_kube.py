@@ -332,6 +332,15 @@ class FakeKube:
         cm = self.config_maps.get((namespace, name))
         return copy.deepcopy(cm) if cm is not None else None
 
+    def list_config_maps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self._enter("list_config_maps", "list", "configmaps")
+        key, _, value = selector.partition("=")
+        return [
+            copy.deepcopy(cm)
+            for (ns, _), cm in sorted(self.config_maps.items())
+            if ns == namespace and (cm["metadata"].get("labels") or {}).get(key) == value
+        ]
+
     def create_config_map(self, namespace: str, body: dict[str, Any]) -> bool:
         self._enter("create_config_map", "create", "configmaps")
         name = body["metadata"]["name"]
