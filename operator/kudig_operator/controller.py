@@ -32,6 +32,7 @@ from typing import Any
 from kudig.api import SESSIONS, TERMINAL, WORKFLOWS, PodDefaults
 from kudig.cluster.kube import KubeApi, resource_version_number
 from kudig.cluster.logstore import ConfigMapLogStore, LogStore
+from kudig.compiler import DEFAULT_MAX_TASKS
 from kudig.expr import TemplateEngine
 from kudig_operator.metrics import Metrics
 from kudig_operator.plan.compiled import CompiledWorkflow
@@ -81,6 +82,7 @@ class Controller:
         task_pod: PodDefaults | None = None,
         pod_retention: str = "all",
         logs: LogStore | None = None,
+        task_max_run: int = DEFAULT_MAX_TASKS,
     ) -> None:
         self.api = api
         self.clock = clock
@@ -90,9 +92,10 @@ class Controller:
             evaluator=TemplateEngine(),
             task_pod=task_pod,
             pod_retention=pod_retention,
+            task_max_run=task_max_run,
         )
         self.logs: LogStore = logs if logs is not None else ConfigMapLogStore(api)
-        self.workflows = WorkflowStore(api, cache_dir)
+        self.workflows = WorkflowStore(api, cache_dir, task_max_run)
         self.wakeups = wakeups
         self.locks = KeyedLocks()
         self.sessions: dict[Key, _Bucket] = {}

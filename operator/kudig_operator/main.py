@@ -41,6 +41,7 @@ from kudig.errors import KudigError
 from kudig_operator.controller import Controller, Wakeups
 from kudig_operator.health import HealthServer, Watchdog
 from kudig_operator.leader import LEASE_NAME, LeaseElector
+from kudig_operator.plan.settings import TASK_MAX_RUN_ENV, task_max_run
 from kudig_operator.podspec import TASK_POD_ENV, PodSettingsError, task_pod_defaults
 from kudig_operator.podwatch import PodWatch
 
@@ -223,15 +224,17 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 def _task_settings(api: Kube) -> dict[str, Any]:
     """What task pods get and what becomes of them: pod defaults (KUDIG_TASK_POD), the pod
-    retention (KUDIG_POD_RETENTION) and the log store (KUDIG_LOG_STORE). A bad value (a Helm
+    retention (KUDIG_POD_RETENTION), the log store (KUDIG_LOG_STORE) and the task cap
+    (KUDIG_TASK_MAX_RUN). A bad value (a Helm
     value, usually) stops the controller at start-up with the variable named."""
     try:
         return {
             "task_pod": task_pod_defaults(os.environ.get(TASK_POD_ENV)),
             "pod_retention": retention(os.environ.get(RETENTION_ENV)),
             "logs": log_store(api),
+            "task_max_run": task_max_run(os.environ.get(TASK_MAX_RUN_ENV)),
         }
-    except (PodSettingsError, KudigError) as e:
+    except (PodSettingsError, KudigError, ValueError) as e:
         raise SystemExit(str(e)) from None
 
 

@@ -74,7 +74,7 @@ NON_DEFAULT: dict[str, Any] = {
         "podRetention": "failed",
     },
     "logStore": {"url": "s3://logs/kudig/?endpoint=http://minio:9000", "credentialsSecret": "s3-creds"},
-    "controller": {"workers": 4, "resyncSeconds": 10, "logLevel": "DEBUG"},
+    "controller": {"workers": 4, "resyncSeconds": 10, "logLevel": "DEBUG", "taskMaxRun": 20000},
     "serviceAccount": {"name": "kudig-sa", "annotations": {"team": "data"}},
     "extraEnv": [{"name": "EXTRA", "value": "yes"}],
     "resources": {"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
@@ -217,12 +217,15 @@ def test_non_default_render(non_default_values: Path) -> None:
     assert env["KUDIG_NAMESPACE"] == "team-a"
     assert env["KUDIG_RUNNER_IMAGE"] == "registry.example/kudig/runner:1.2.3"
     assert (env["KUDIG_WORKERS"], env["KUDIG_RESYNC_SECONDS"], env["KUDIG_LOG_LEVEL"]) == ("4", "10", "DEBUG")
+    assert env["KUDIG_TASK_MAX_RUN"] == "20000"
     assert env["EXTRA"] == "yes"
     assert json.loads(env["KUDIG_TASK_POD"]) == NON_DEFAULT["runner"]["pod"]
     assert task_pod_defaults(env["KUDIG_TASK_POD"]) is not None  # what the controller parses
     assert env["KUDIG_POD_RETENTION"] == "failed"
     assert env["KUDIG_LOG_STORE"] == "s3://logs/kudig/?endpoint=http://minio:9000"
-    assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "s3-creds", "key": "AWS_SECRET_ACCESS_KEY"}}
+    assert env["AWS_SECRET_ACCESS_KEY"] == {
+        "secretKeyRef": {"name": "s3-creds", "key": "AWS_SECRET_ACCESS_KEY"}
+    }
     assert "KUDIG_LEADER_ELECTION" not in env
     assert not find(docs, "PodDisruptionBudget")
     assert one(docs, "ServiceAccount", "kudig-sa")["metadata"]["annotations"] == {"team": "data"}

@@ -90,6 +90,7 @@ def _context(
         evaluator=settings.evaluator,
         project_dir=Path(wf.project_dir),
         sla=wf.sla,
+        max_tasks=settings.task_max_run,
     )
 
 
