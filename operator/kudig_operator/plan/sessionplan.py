@@ -32,6 +32,7 @@ class SessionPlan:
     duration: float | None = None  # of the attempt that ends (seconds from its start)
     runs: list[TaskRun] = field(default_factory=list)  # work-task tries that reported
     step_origins: dict[str, float] = field(default_factory=dict)  # pod -> its upstream seen done
+    consumed_pods: list[str] = field(default_factory=list)  # pods whose result the status commits
     sla_missed: bool = False  # the `sla:` deadline passed in this plan
     running: int | None = None  # task pods the committed state runs (None: unknown, unchanged)
     events: list[SessionEvent] = field(default_factory=list)  # Kubernetes Events to create

@@ -21,7 +21,7 @@ from kudig_operator.events import SessionEvent, event_body
 from kudig_operator.plan.pods import PodView, frame_complete, log_lines_needed, pod_view
 from kudig_operator.plan.session import invalid_plan, plan_session, waiting_plan
 from kudig_operator.plan.sessionplan import SessionPlan
-from kudig_operator.plan.view import prepare
+from kudig_operator.plan.view import SessionView, prepare
 from kudig_operator.plumbing import Key
 from kudig_operator.reactions import history, schedule
 
@@ -33,10 +33,25 @@ if TYPE_CHECKING:
     from kudig_operator.controller import Controller
 
 
-def reconcile(ctl: Controller, namespace: str, name: str, *, fresh: bool = False) -> None:
-    """Reconcile a Session; `fresh` reads it from the API server first (the resync does)."""
+def reconcile(
+    ctl: Controller, namespace: str, name: str, *, fresh: bool = False, news_only: bool = False
+) -> None:
+    """Reconcile a Session; `fresh` reads it from the API server first (the resync does);
+    `news_only`: only if pod news came since the last plan began (else it saw them already)."""
     key = (namespace, name)
-    with ctl.locks.hold(("session", key)), ctl.metrics.reconcile("session"):
+    with ctl.locks.hold(("session", key)):
+        if news_only:
+            with ctl.guard:
+                bucket = ctl.sessions.get(key)
+                if bucket is None or not bucket.dirty:
+                    ctl.stats["coalesced"] += 1
+                    return
+        _reconcile(ctl, key, fresh)
+
+
+def _reconcile(ctl: Controller, key: Key, fresh: bool) -> None:
+    namespace, name = key
+    with ctl.metrics.reconcile("session"):
         for _ in range(MAX_CONFLICTS):
             try:
                 reconcile_once(ctl, key, fresh)
@@ -130,6 +145,25 @@ def reconcile_once(ctl: Controller, key: Key, fresh: bool) -> None:
     with ctl.guard:  # one snapshot of the pod cache: the suspects and the observed pods agree
         seen = dict(bucket.pods or {})
         uncommitted = set(bucket.uncommitted or ())
+        news, bucket.news, bucket.dirty = bucket.news or set(), None, False
+    try:
+        _plan_and_commit(ctl, key, obj, view, fresh, seen, uncommitted, news)
+    except BaseException:
+        with ctl.guard:  # not planned after all: the next reconcile takes the news in
+            bucket.news, bucket.dirty = (bucket.news or set()) | news, True
+        raise
+
+
+def _plan_and_commit(
+    ctl: Controller,
+    key: Key,
+    obj: dict[str, Any],
+    view: SessionView,
+    fresh: bool,
+    seen: dict[str, PodView],
+    uncommitted: set[str],
+    news: set[str],
+) -> None:
     suspects = [*seen.values(), *(PodView(name, owner_uid=view.uid) for name in uncommitted)]
     if view.finished:
         carry_out(ctl, key, obj, plan_session(view, None, {}, suspects, {}, ctl.clock(), ctl.settings))
@@ -141,7 +175,11 @@ def reconcile_once(ctl: Controller, key: Key, fresh: bool) -> None:
             carry_out(ctl, key, obj, waiting_plan(view, view.spec.after, ctl.clock(), ctl.settings))
             return
     workflow = ctl.workflow(key[0], view.spec.workflow) if view.spec is not None else None
-    pods = {name: observe_pod(ctl, key, name, seen) for name in view.pods}
+    if view.decoded is None or fresh or (view.spec is not None and view.spec.kill):
+        observe = view.pods  # cold, a resync or a kill: every running task's pod
+    else:  # warm: only the pods with news (or never seen), the others said nothing new
+        observe = [name for name in view.pods if name in news or name not in seen]
+    pods = {name: observe_pod(ctl, key, name, seen) for name in observe}
     fetched = fetch_blobs(ctl, key, view.refs)
     now = ctl.clock()
     triggered = ctl.workflows.dependents(key[0], workflow) if workflow is not None else []
@@ -211,6 +249,9 @@ def carry_out(ctl: Controller, key: Key, obj: dict[str, Any], plan: SessionPlan)
             bucket.decoded = (rv, plan.decoded)
         if plan.running is not None:
             bucket.running = plan.running
+        if plan.status is not None and bucket.pods:
+            for name in plan.consumed_pods:  # committed: their views are not needed any more
+                bucket.pods.pop(name, None)
     delete_pods(ctl, key, plan.delete_pods)
     if plan.sweep:
         sweep(ctl, key, obj, set(plan.delete_pods))
