@@ -76,6 +76,11 @@ class Task:
     started_at: float | None = None
     finished_at: float | None = None
     skipped: bool = False
+    # For a timeline (epoch seconds): when the task last became ready (set by the engine), and
+    # when its pod was created and its container started (set by the controller from the pod).
+    ready_at: float | None = None
+    pod_created_at: float | None = None
+    running_at: float | None = None
     # bookkeeping kept in sync by Engine._set_state
     active_children: int = 0
     failed_children: int = 0
@@ -115,6 +120,9 @@ class Task:
             "started_at": (self.started_at, None),
             "finished_at": (self.finished_at, None),
             "skipped": (self.skipped, False),
+            "ready_at": (self.ready_at, None),
+            "pod_created_at": (self.pod_created_at, None),
+            "running_at": (self.running_at, None),
         }
         for key, (value, default) in optional.items():
             if value != default:
@@ -150,6 +158,9 @@ class Task:
             started_at=data.get("started_at"),
             finished_at=data.get("finished_at"),
             skipped=data.get("skipped", False),
+            ready_at=data.get("ready_at"),
+            pod_created_at=data.get("pod_created_at"),
+            running_at=data.get("running_at"),
         )
 
 
