@@ -85,6 +85,8 @@ class Task:
     active_children: int = 0
     failed_children: int = 0
     stores_below: bool = False
+    # Where a tracked row records that it was assigned to (see `track`); not part of the row.
+    changes: Changes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def done(self) -> bool:
@@ -162,6 +164,46 @@ class Task:
             pod_created_at=data.get("pod_created_at"),
             running_at=data.get("running_at"),
         )
+
+
+class Changes:
+    """The ids of tracked rows assigned to since `gen` began (see `track`)."""
+
+    __slots__ = ("gen", "ids")
+
+    def __init__(self) -> None:
+        self.ids: set[int] = set()
+        self.gen = 0
+
+    def next(self) -> None:
+        self.ids.clear()
+        self.gen += 1
+
+
+_setattr = object.__setattr__
+
+
+class _TrackedTask(Task):
+    """A row that records every attribute assignment in its `changes` (same slots as Task, so a
+    row becomes tracked by a class change, without copying; untracked rows pay nothing)."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        _setattr(self, name, value)
+        changes = self.changes
+        if changes is not None:
+            changes.ids.add(self.id)
+
+
+def track(tasks: list[Task], changes: Changes) -> None:
+    """Make `tasks` record their assignments in `changes`, so a persister can rewrite only the
+    rows that changed. (A row mutated in place, e.g. `state_params[k] = v`, records nothing: the
+    persister re-checks the active rows, the only ones the engine mutates that way.)"""
+    for task in tasks:
+        _setattr(task, "changes", changes)
+        if task.__class__ is Task:
+            task.__class__ = _TrackedTask
 
 
 @dataclass(slots=True)
@@ -248,3 +290,24 @@ def decode_state_json(blob: str) -> dict[str, Any]:
 
 def decode_state(blob: str) -> SessionState:
     return SessionState.from_json(decode_state_json(blob))
+
+
+# A Session's state in chunks (format 2, written by the operator's `results` module): the status
+# holds {"v": 2, "chunks": [entry, ...], ...}; each entry names an immutable ConfigMap of task
+# rows -- its name, or [name, parts] when its bytes are split over `parts` ConfigMaps (the first
+# named `name`, then `name-1`, ...) -- whose joined bytes are gzip'd JSON rows, one a line.
+CHUNKED = 2
+
+
+def chunk_names(entry: str | list[Any]) -> list[str]:
+    """The ConfigMaps one chunk entry of the status occupies."""
+    if isinstance(entry, str):
+        return [entry]
+    base, parts = str(entry[0]), int(entry[1])
+    return [base if i == 0 else f"{base}-{i}" for i in range(parts)]
+
+
+def chunk_lines(parts: list[bytes]) -> list[bytes]:
+    """The serialised rows of one chunk, from its ConfigMaps' bytes (in order)."""
+    raw = gzip.decompress(b"".join(parts))
+    return raw.split(b"\n") if raw else []
