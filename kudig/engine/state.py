@@ -293,14 +293,17 @@ def decode_state(blob: str) -> SessionState:
 
 
 # A Session's state in chunks (format 2, written by the operator's `results` module): the status
-# holds {"v": 2, "chunks": [entry, ...], ...}; each entry names an immutable ConfigMap of task
-# rows -- its name, or [name, parts] when its bytes are split over `parts` ConfigMaps (the first
-# named `name`, then `name-1`, ...) -- whose joined bytes are gzip'd JSON rows, one a line.
+# holds {"v": 2, "chunks": [entry, ...], ...}; an entry holds a chunk's rows inline
+# ({"rows": [...]}) or names an immutable ConfigMap of them -- its name, or [name, parts] when its
+# bytes are split over `parts` ConfigMaps (the first named `name`, then `name-1`, ...) -- whose
+# joined bytes are gzip'd JSON rows, one a line.
 CHUNKED = 2
 
 
-def chunk_names(entry: str | list[Any]) -> list[str]:
-    """The ConfigMaps one chunk entry of the status occupies."""
+def chunk_names(entry: str | list[Any] | dict[str, Any]) -> list[str]:
+    """The ConfigMaps one chunk entry of the status occupies (none for an inline chunk)."""
+    if isinstance(entry, dict):
+        return []
     if isinstance(entry, str):
         return [entry]
     base, parts = str(entry[0]), int(entry[1])

@@ -64,6 +64,7 @@ CONFIG_INLINE_MAX = 4096
 INLINE_BUDGET = 128 * 1024  # format 1 only: results kept inline in the status, in total
 PART_BYTES = 900 * 1024
 CHUNK_ROWS = 32
+INLINE_BYTES = 64 * 1024
 DATA_KEY = "part.json.gz"
 OPERATOR_SUFFIX = ">"
 
@@ -159,16 +160,18 @@ def _watch(task: Task) -> tuple[bytes, int]:
 class Memo:
     """What the last `encode` (or `decode`) of one state object wrote, so the next `encode` of
     the same object rewrites only what changed since: each row's serialised bytes, the index's
-    chunk entries, the active rows' in-place-mutable parts, and the index blob itself."""
+    chunk entries (None: the chunk is inline), the inline chunks (oldest change first, with
+    their sizes), the active rows' in-place-mutable parts, and the index itself."""
 
     tasks: list[Task] | None = None  # the very list encoded (an encode of another state starts over)
     changes: Changes | None = None
     gen: int = -1
     rows: list[bytes] = field(default_factory=list)
-    chunks: list[Any] = field(default_factory=list)
+    entries: list[Any] = field(default_factory=list)
+    inline: dict[int, int] = field(default_factory=dict)
     active: dict[int, tuple[bytes, int]] = field(default_factory=dict)
-    resume: tuple[Any, int, dict[str, Any]] | None = None  # (the dict, its size, its index entry)
-    index: dict[str, Any] | None = None
+    resume: tuple[Any, int, dict[str, Any]] | None = None  # (the dict, its size, its index keys)
+    index: bytes = b""
     blob: str = ""
 
     def follows(self, state: SessionState) -> bool:
@@ -179,6 +182,10 @@ class Memo:
             and self.changes.gen == self.gen
             and len(self.rows) <= len(state.tasks)
         )
+
+    def names(self) -> set[str]:
+        """The chunk ConfigMaps the index names."""
+        return {name for entry in self.entries if entry is not None for name in chunk_names(entry)}
 
 
 def _resume_entry(state: SessionState, session: str, memo: Memo, blobs: list[Blob]) -> dict[str, Any]:
@@ -193,12 +200,38 @@ def _resume_entry(state: SessionState, session: str, memo: Memo, blobs: list[Blo
     return entry
 
 
+def _index(state: SessionState, memo: Memo) -> bytes:
+    """The index JSON: scalars, then one entry per chunk (a name, or the rows when inline)."""
+    head: dict[str, Any] = {"v": CHUNKED, "n": len(memo.rows), "killed": state.killed}
+    if memo.resume is not None and state.resume:
+        head.update(memo.resume[2])
+    if state.sla_at is not None:
+        head["sla_at"] = state.sla_at
+    if state.sla_fired:
+        head["sla_fired"] = True
+    rows = memo.rows
+    parts = [
+        b'{"rows":[' + b",".join(rows[c * CHUNK_ROWS : (c + 1) * CHUNK_ROWS]) + b"]}"
+        if entry is None
+        else b'"' + entry.encode() + b'"'
+        if isinstance(entry, str)
+        else _dumps(entry)
+        for c, entry in enumerate(memo.entries)
+    ]
+    return _dumps(head)[:-1] + b',"chunks":[' + b",".join(parts) + b"]}"
+
+
 def encode(state: SessionState, session: str, memo: Memo | None = None) -> tuple[str, list[Blob], Memo]:
     """The status blob (the index) for `state`, the ConfigMaps it references that this call
     wrote (create them first), and the memo for the next `encode` of the same state object.
 
     With the memo of this state's last `encode`/`decode`, the cost is the changed rows and their
-    chunks, not the session; without one (or another state's), every row is serialised."""
+    chunks, not the session; without one (or another state's), every row is serialised.
+
+    Chunks that changed stay inline in the index while the inline rows total at most
+    `INLINE_BYTES`; the oldest changed move out to ConfigMaps first. So a chain of tasks, whose
+    changes stay in one or two chunks, writes a chunk ConfigMap every `CHUNK_ROWS` tasks, not
+    one per status write, and a fan-out's status stays bounded."""
     tasks = state.tasks
     n = len(tasks)
     blobs: list[Blob] = []
@@ -214,7 +247,8 @@ def encode(state: SessionState, session: str, memo: Memo | None = None) -> tuple
             tasks,
             changes,
             rows=memo.rows + [b""] * (n - len(memo.rows)),
-            chunks=list(memo.chunks),
+            entries=list(memo.entries),
+            inline=dict(memo.inline),
             active=dict(memo.active),
             resume=memo.resume,
             index=memo.index,
@@ -234,36 +268,36 @@ def encode(state: SessionState, session: str, memo: Memo | None = None) -> tuple
             after.active[tid] = _watch(task)
         else:
             after.active.pop(tid, None)
-    chunks = after.chunks
-    chunks.extend([None] * (-(-n // CHUNK_ROWS) - len(chunks)))
+    entries, inline = after.entries, after.inline
+    entries.extend([None] * (-(-n // CHUNK_ROWS) - len(entries)))
     for c in sorted({tid // CHUNK_ROWS for tid in changed}):
+        entries[c] = None  # its ConfigMap, if any, is garbage once the index is committed
+        inline.pop(c, None)
+        inline[c] = sum(map(len, lines[c * CHUNK_ROWS : (c + 1) * CHUNK_ROWS]))
+    total = sum(inline.values())
+    while total > INLINE_BYTES:
+        c = next(iter(inline))
+        total -= inline.pop(c)
         packed = _gzip(b"\n".join(lines[c * CHUNK_ROWS : (c + 1) * CHUNK_ROWS]))
         name, parts = _put(session, "c", packed, blobs)
-        chunks[c] = name if parts == 1 else [name, parts]
-    index: dict[str, Any] = {"v": CHUNKED, "n": n, "chunks": chunks, "killed": state.killed}
-    index.update(_resume_entry(state, session, after, blobs))
-    if state.sla_at is not None:
-        index["sla_at"] = state.sla_at
-    if state.sla_fired:
-        index["sla_fired"] = True
+        entries[c] = name if parts == 1 else [name, parts]
+    _resume_entry(state, session, after, blobs)
+    index = _index(state, after)
     if index != after.index:
-        after.index = {**index, "chunks": list(chunks)}
-        after.blob = base64.b64encode(_gzip(_dumps(index))).decode()
+        after.index = index
+        after.blob = base64.b64encode(_gzip(index)).decode()
     changes.next()
     after.gen = changes.gen
     return after.blob, blobs, after
 
 
-def garbage(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> list[str]:
-    """The chunk ConfigMaps the index `before` named and `after` does not: delete them once
-    `after` is committed. (Moved result parts are shared by content and small in number, so they
-    stay until the Session goes.)"""
-    if not before or before.get("v") != CHUNKED:
+def garbage(before: Memo | None, after: Memo) -> list[str]:
+    """The chunk ConfigMaps the index of `before` named and that of `after` does not: delete
+    them once `after` is committed. (Moved result parts are shared by content and written once,
+    so they stay until the Session goes.)"""
+    if before is None:
         return []
-    kept = {name for entry in after.get("chunks") or [] for name in chunk_names(entry)}
-    return [
-        name for entry in before.get("chunks") or [] for name in chunk_names(entry) if name not in kept
-    ]
+    return sorted(before.names() - after.names())
 
 
 def decode_json(blob: str) -> dict[str, Any]:
@@ -277,7 +311,9 @@ _LINES: OrderedDict[str, list[bytes]] = OrderedDict()
 _LINES_MAX = 2048
 
 
-def _chunk(entry: str | list[Any], fetched: Mapping[str, bytes]) -> list[bytes]:
+def _chunk(entry: Any, fetched: Mapping[str, bytes]) -> list[bytes]:
+    if isinstance(entry, Mapping):
+        return [_dumps(row) for row in entry.get("rows") or []]
     names = chunk_names(entry)
     lines = _LINES.get(names[0])
     if lines is not None:
@@ -300,9 +336,10 @@ def refs(data: Mapping[str, Any], fetched: Mapping[str, bytes] | None = None) ->
     out: list[str] = []
     if data.get("v") == CHUNKED:
         for entry in data.get("chunks") or []:
-            out.extend(chunk_names(entry))
-            if fetched is not None and all(n in fetched for n in chunk_names(entry)):
-                for line in _chunk(entry, fetched):
+            names = chunk_names(entry)
+            out.extend(names)
+            if isinstance(entry, Mapping) or (fetched is not None and all(n in fetched for n in names)):
+                for line in _chunk(entry, fetched or {}):
                     if b'"ext":' in line:
                         for ref in (json.loads(line).get("ext") or {}).values():
                             out.extend(_names(ref))
@@ -342,7 +379,17 @@ def decode(data: dict[str, Any], fetched: Mapping[str, bytes]) -> tuple[SessionS
     the memo `encode` uses to rewrite only what changes from here."""
     if data.get("v") != CHUNKED:
         return _decode_inline(data, fetched), Memo()
-    lines = [line for entry in data.get("chunks") or [] for line in _chunk(entry, fetched)]
+    lines: list[bytes] = []
+    entries: list[Any] = []
+    inline: dict[int, int] = {}
+    for c, entry in enumerate(data.get("chunks") or []):
+        chunk = _chunk(entry, fetched)
+        lines.extend(chunk)
+        if isinstance(entry, Mapping):
+            entries.append(None)
+            inline[c] = sum(map(len, chunk))
+        else:
+            entries.append(entry)
     resume = data.get("resume") or {}
     if "resume_ext" in data:
         resume = _load(data["resume_ext"], fetched)
@@ -362,15 +409,14 @@ def decode(data: dict[str, Any], fetched: Mapping[str, bytes]) -> tuple[SessionS
         changes,
         changes.gen,
         rows=lines,
-        chunks=list(data.get("chunks") or []),
+        entries=entries,
+        inline=inline,
         active={t.id: _watch(t) for t in state.tasks if t.state in ACTIVE},
-        index=dict(data),
-        blob="",
     )
     if state.resume:
-        entry = {k: data[k] for k in ("resume", "resume_ext") if k in data}
-        memo.resume = (state.resume, len(state.resume), entry)
-    memo.blob = base64.b64encode(_gzip(_dumps(data))).decode()
+        memo.resume = (state.resume, len(state.resume), {k: data[k] for k in ("resume", "resume_ext") if k in data})
+    memo.index = _index(state, memo)
+    memo.blob = base64.b64encode(_gzip(memo.index)).decode()
     return state, memo
 
 

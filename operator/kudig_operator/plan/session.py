@@ -330,6 +330,7 @@ def plan_session(
 
     blob, blobs, after = results.encode(engine.state, name, memo if not new_attempt else None)
     plan.decoded = (engine.state, after)
+    plan.delete_config_maps = results.garbage(memo, after)
     labels = {MANAGED_BY: MANAGER, LABEL_SESSION: label_value(name), LABEL_RESULT: "true"}
     known = set(view.refs)
     for b in blobs:

@@ -113,6 +113,17 @@ def fetch_blobs(ctl: Controller, key: Key, names: list[str]) -> dict[str, bytes]
     return bucket.blobs
 
 
+def fetch_state(ctl: Controller, key: Key, data: Mapping[str, Any]) -> dict[str, bytes]:
+    """The ConfigMaps a stored state refers to: its chunks, then what their rows refer to."""
+    names = results.refs(data)
+    while True:
+        fetched = fetch_blobs(ctl, key, names)
+        more = results.refs(data, fetched)
+        if more == names:
+            return fetched
+        names = more
+
+
 def reconcile_once(ctl: Controller, key: Key, fresh: bool) -> None:
     ctl.stats["reconciles"] += 1
     obj = session_body(ctl, key, fresh)
@@ -124,6 +135,13 @@ def reconcile_once(ctl: Controller, key: Key, fresh: bool) -> None:
         cached, bucket.decoded = bucket.decoded, None  # consumed: the plan mutates it
     rv = str(obj["metadata"].get("resourceVersion", ""))
     view = prepare(obj, cached[1] if cached is not None and cached[0] == rv else None)
+    if view.data is not None and view.data.get("v") == results.CHUNKED:
+        # the rows are in chunks: read them to know which pods to observe
+        fetched = fetch_state(ctl, key, view.data)
+        try:
+            view = prepare(obj, results.decode(view.data, fetched))
+        except results.MissingResult:
+            pass  # the plan says so
     if fresh and view.pods:
         refresh_pods(ctl, key, view.name)
     suspects = [
@@ -211,6 +229,9 @@ def carry_out(ctl: Controller, key: Key, obj: dict[str, Any], plan: SessionPlan)
         if plan.running is not None:
             bucket.running = plan.running
     delete_pods(ctl, key, plan.delete_pods)
+    if plan.status is not None:
+        for name in plan.delete_config_maps:
+            ctl.api.delete_config_map(namespace, name)
     if plan.sweep:
         sweep(ctl, key, obj, set(plan.delete_pods))
     if plan.labels:

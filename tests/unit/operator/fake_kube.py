@@ -320,6 +320,10 @@ class FakeKube:
         cm = self.config_maps.get((namespace, name))
         return copy.deepcopy(cm) if cm is not None else None
 
+    def delete_config_map(self, namespace: str, name: str) -> None:
+        self._enter("delete_config_map", "delete", "configmaps")
+        self.config_maps.pop((namespace, name), None)
+
     def create_config_map(self, namespace: str, body: dict[str, Any]) -> bool:
         self._enter("create_config_map", "create", "configmaps")
         name = body["metadata"]["name"]

@@ -121,7 +121,8 @@ class Harness:
         from kudig_operator import results
 
         data = results.decode_json(self.status(name)["engine"]["data"])
-        return {t["name"]: t for t in data["tasks"] if not t.get("superseded")}
+        fetched = {n: results.blob_of(cm) for (ns, n), cm in self.kube.config_maps.items() if ns == NS}
+        return {t["name"]: t for t in results.rows(data, fetched) if not t.get("superseded")}
 
 
 @pytest.fixture
