@@ -298,6 +298,7 @@ def decode_state(blob: str) -> SessionState:
 # bytes are split over `parts` ConfigMaps (the first named `name`, then `name-1`, ...) -- whose
 # joined bytes are gzip'd JSON rows, one a line.
 CHUNKED = 2
+BLOB_KEY = "part.json.gz"  # the binaryData key of a chunk's (or a moved part's) ConfigMap
 
 
 def chunk_names(entry: str | list[Any] | dict[str, Any]) -> list[str]:

@@ -49,6 +49,7 @@ from typing import Any
 
 from kudig.engine.state import (
     ACTIVE,
+    BLOB_KEY,
     CHUNKED,
     Changes,
     SessionState,
@@ -65,7 +66,7 @@ INLINE_BUDGET = 128 * 1024  # format 1 only: results kept inline in the status, 
 PART_BYTES = 900 * 1024
 CHUNK_ROWS = 32
 INLINE_BYTES = 64 * 1024
-DATA_KEY = "part.json.gz"
+DATA_KEY = BLOB_KEY
 OPERATOR_SUFFIX = ">"
 
 

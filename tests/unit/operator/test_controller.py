@@ -490,6 +490,7 @@ def test_large_results_live_in_config_maps_and_survive_a_restart(h: Harness) -> 
     status = h.status()
     engine = base64.b64decode(status["engine"]["data"])
     assert len(engine) < 16 * 1024, len(engine)
+    assert h.tasks()["+wf+t"]["state"] == "success"
     result_cms = [n for (ns, n) in h.kube.config_maps if "-r-" in n]
     assert len(result_cms) >= 40  # each stored result, and the loop's generated subtasks
     cm = h.kube.config_maps[(NS, result_cms[0])]
