@@ -89,7 +89,9 @@ def session_blobs(cluster: Cluster, session: dict[str, Any]) -> dict[str, bytes]
     if not names:
         return {}
     selector = f"{LABEL_SESSION}={label_value(str(session['metadata']['name']))},{LABEL_RESULT}=true"
-    listed = {str(cm["metadata"]["name"]): cm for cm in cluster.api.list_config_maps(cluster.namespace, selector)}
+    listed = {
+        str(cm["metadata"]["name"]): cm for cm in cluster.api.list_config_maps(cluster.namespace, selector)
+    }
     blobs: dict[str, bytes] = {}
     for name in names:
         cm = listed.get(name) or cluster.api.get_config_map(cluster.namespace, name)

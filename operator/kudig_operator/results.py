@@ -196,7 +196,11 @@ def _resume_entry(state: SessionState, session: str, memo: Memo, blobs: list[Blo
     if memo.resume is not None and memo.resume[0] is resume and memo.resume[1] == len(resume):
         return memo.resume[2]
     raw = _dumps(resume)
-    entry = {"resume": resume} if len(raw) <= RESULT_INLINE_MAX else {"resume_ext": _store(session, resume, blobs)}
+    entry = (
+        {"resume": resume}
+        if len(raw) <= RESULT_INLINE_MAX
+        else {"resume_ext": _store(session, resume, blobs)}
+    )
     memo.resume = (resume, len(resume), entry)
     return entry
 
@@ -299,6 +303,11 @@ def garbage(before: Memo | None, after: Memo) -> list[str]:
     if before is None:
         return []
     return sorted(before.names() - after.names())
+
+
+def chunked(data: Mapping[str, Any]) -> bool:
+    """Whether a stored state keeps its rows in chunks (format 2: read them before planning)."""
+    return data.get("v") == CHUNKED
 
 
 def decode_json(blob: str) -> dict[str, Any]:
@@ -415,7 +424,11 @@ def decode(data: dict[str, Any], fetched: Mapping[str, bytes]) -> tuple[SessionS
         active={t.id: _watch(t) for t in state.tasks if t.state in ACTIVE},
     )
     if state.resume:
-        memo.resume = (state.resume, len(state.resume), {k: data[k] for k in ("resume", "resume_ext") if k in data})
+        memo.resume = (
+            state.resume,
+            len(state.resume),
+            {k: data[k] for k in ("resume", "resume_ext") if k in data},
+        )
     memo.index = _index(state, memo)
     memo.blob = base64.b64encode(_gzip(memo.index)).decode()
     return state, memo

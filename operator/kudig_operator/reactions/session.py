@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -135,13 +136,11 @@ def reconcile_once(ctl: Controller, key: Key, fresh: bool) -> None:
         cached, bucket.decoded = bucket.decoded, None  # consumed: the plan mutates it
     rv = str(obj["metadata"].get("resourceVersion", ""))
     view = prepare(obj, cached[1] if cached is not None and cached[0] == rv else None)
-    if view.data is not None and view.data.get("v") == results.CHUNKED:
+    if view.data is not None and results.chunked(view.data):
         # the rows are in chunks: read them to know which pods to observe
         fetched = fetch_state(ctl, key, view.data)
-        try:
+        with contextlib.suppress(results.MissingResult):  # (the plan says so)
             view = prepare(obj, results.decode(view.data, fetched))
-        except results.MissingResult:
-            pass  # the plan says so
     if fresh and view.pods:
         refresh_pods(ctl, key, view.name)
     suspects = [

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kudig_operator import results
 
 from kudig import sessionread
 from kudig.compiler import compile_workflow
 from kudig.engine.core import Engine, Event, SessionContext, StartTask, TaskFailed, TaskResult, TaskSucceeded
 from kudig.engine.state import SessionState, Task, TaskState
 from kudig.yamlload import load_dig_text
-from kudig_operator import results
 from tests.engine.driver import evaluator
 
 SESSION = "s1"
@@ -34,7 +34,9 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def state_of(n: int, seed: int = 1) -> SessionState:
     rnd = random.Random(seed)
-    tasks = [Task(id=0, name="+wf", parent=None, upstreams=[], is_group=True, config={}, state=TaskState.PLANNED)]
+    tasks = [
+        Task(id=0, name="+wf", parent=None, upstreams=[], is_group=True, config={}, state=TaskState.PLANNED)
+    ]
     for i in range(1, n):
         tasks.append(
             Task(
@@ -170,7 +172,7 @@ def test_sessionread_reads_chunks_by_name() -> None:
 
 
 def test_a_deleted_chunk_is_a_clear_error() -> None:
-    blob, blobs, _ = results.encode(state_of(40), SESSION)
+    blob, _blobs, _ = results.encode(state_of(40), SESSION)
     results._LINES.clear()
     with pytest.raises(results.MissingResult, match="missing"):
         results.decode(results.decode_json(blob), {})
@@ -261,7 +263,7 @@ def test_incremental_encodes_keep_the_state_at_every_step(text: str, seed: int) 
 
 def test_rows_record_assignments_only_once_tracked() -> None:
     state = state_of(3)
-    blob, _, memo = results.encode(state, SESSION)
+    _blob, _, memo = results.encode(state, SESSION)
     state.tasks[1].retry_count = 5
     assert memo.changes is not None and memo.changes.ids == {1}
     other = SessionState.from_json(state.to_json())
