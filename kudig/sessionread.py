@@ -172,7 +172,8 @@ def _chunk_rows(entry: Any, blobs: Mapping[str, bytes]) -> tuple[TaskRow, ...]:
     missing = [n for n in names if n not in blobs]
     if missing:
         raise MissingBlob(f"ConfigMap {missing[0]} of the Session's task rows is missing")
-    rows = tuple(_row(json.loads(line)) for line in chunk_lines([blobs[n] for n in names]))
+    lines = chunk_lines([blobs[n] for n in names])
+    rows = tuple(map(_row, json.loads(b"[" + b",".join(lines) + b"]")))  # one parse a chunk
     _CHUNKS[names[0]] = rows
     while len(_CHUNKS) > _CHUNKS_MAX:
         _CHUNKS.popitem(last=False)
