@@ -19,10 +19,11 @@ from kudig import sessionread
 from kudig.compiler import compile_workflow
 from kudig.engine.core import Engine, Event, SessionContext, StartTask, TaskFailed, TaskResult, TaskSucceeded
 from kudig.engine.state import SessionState, Task, TaskState
+from kudig.expr import TemplateEngine
 from kudig.yamlload import load_dig_text
-from tests.engine.driver import evaluator
 
 SESSION = "s1"
+EVALUATOR = TemplateEngine()
 
 
 @pytest.fixture(autouse=True)
@@ -204,7 +205,7 @@ def engine_steps(text: str, seed: int) -> Iterator[Engine]:
         timezone="UTC",
         session_params={"session_time": "2024-01-30T00:00:00+00:00", "timezone": "UTC"},
         attempt_params={},
-        evaluator=evaluator(),
+        evaluator=EVALUATOR,
         max_tasks=1000,
     )
     engine = Engine.new(ctx, compile_workflow("wf", definition, 1000))
