@@ -38,9 +38,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
+from kudig_operator import results  # noqa: E402
+
 from kudig import sessionread  # noqa: E402
 from kudig.engine.state import SessionState, Task, TaskState  # noqa: E402
-from kudig_operator import results  # noqa: E402
 
 BEFORE = "06d0233"  # main before chunking: the whole state gzip'd into the status each time
 SESSION = "bench-session"
@@ -48,8 +49,12 @@ SESSION = "bench-session"
 
 def fan_out(n: int, seed: int = 7) -> SessionState:
     rnd = random.Random(seed)
-    root = Task(id=0, name="+wf", parent=None, upstreams=[], is_group=True, config={}, state=TaskState.PLANNED)
-    loop = Task(id=1, name="+wf+loop", parent=0, upstreams=[], is_group=True, config={}, state=TaskState.PLANNED)
+    root = Task(
+        id=0, name="+wf", parent=None, upstreams=[], is_group=True, config={}, state=TaskState.PLANNED
+    )
+    loop = Task(
+        id=1, name="+wf+loop", parent=0, upstreams=[], is_group=True, config={}, state=TaskState.PLANNED
+    )
     tasks = [root, loop]
     for i in range(2, n):
         tasks.append(
@@ -77,7 +82,9 @@ def fan_out(n: int, seed: int = 7) -> SessionState:
 def before_module() -> types.ModuleType | None:
     try:
         src = subprocess.check_output(
-            ["git", "show", f"{BEFORE}:operator/kudig_operator/results.py"], cwd=ROOT, stderr=subprocess.DEVNULL
+            ["git", "show", f"{BEFORE}:operator/kudig_operator/results.py"],
+            cwd=ROOT,
+            stderr=subprocess.DEVNULL,
         )
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -147,9 +154,13 @@ def after_row(n: int, seconds: float) -> dict[str, Any]:
 
 def before_row(mod: types.ModuleType, n: int, seconds: float) -> dict[str, Any]:
     state = fan_out(n)
-    blob, blobs, memo = mod.encode(state, SESSION)
-    mean, blob, written, memo = reconciles(mod.encode, state, memo, seconds, {})
-    return {"encode": mean, "status": len(blob), "cms": sum(len(b.data) for b in mod.encode(state, SESSION)[1])}
+    blob, _blobs, memo = mod.encode(state, SESSION)
+    mean, blob, _written, memo = reconciles(mod.encode, state, memo, seconds, {})
+    return {
+        "encode": mean,
+        "status": len(blob),
+        "cms": sum(len(b.data) for b in mod.encode(state, SESSION)[1]),
+    }
 
 
 def kib(n: float) -> str:
@@ -163,7 +174,9 @@ def main() -> None:
     parser.add_argument("--no-before", action="store_true")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"fan-out, 1 KiB stored per task; {results.CHUNK_ROWS} rows a chunk, {kib(results.INLINE_BYTES)} inline")
+    print(
+        f"fan-out, 1 KiB stored per task; {results.CHUNK_ROWS} rows a chunk, {kib(results.INLINE_BYTES)} inline"
+    )
     print("after: one changed row per reconcile")
     print(
         f"{'tasks':>7} {'encode ms':>10} {'first ms':>9} {'decode ms':>10} {'status':>10} {'chunks':>10}"

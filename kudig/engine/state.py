@@ -181,6 +181,8 @@ class Changes:
 
 
 _setattr = object.__setattr__
+# Derived bookkeeping, never serialised: assigning it changes nothing stored.
+_DERIVED = frozenset({"downstreams", "active_children", "failed_children", "stores_below", "changes"})
 
 
 class _TrackedTask(Task):
@@ -192,7 +194,7 @@ class _TrackedTask(Task):
     def __setattr__(self, name: str, value: Any) -> None:
         _setattr(self, name, value)
         changes = self.changes
-        if changes is not None:
+        if changes is not None and name not in _DERIVED:
             changes.ids.add(self.id)
 
 

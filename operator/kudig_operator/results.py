@@ -266,16 +266,22 @@ def encode(state: SessionState, session: str, memo: Memo | None = None) -> tuple
         after = Memo(tasks, changes, rows=[b""] * n)
         track(tasks, changes)
     lines = after.rows
+    dirty: set[int] = set()  # chunks with a row whose bytes changed
     for tid in changed:
         task = tasks[tid]
-        lines[tid] = _row_bytes(task, session, blobs)
+        moved: list[Blob] = []
+        line = _row_bytes(task, session, moved)
+        if line != lines[tid]:  # (the same line names the same moved parts: written already)
+            lines[tid] = line
+            dirty.add(tid // CHUNK_ROWS)
+            blobs.extend(moved)
         if task.state in ACTIVE:
             after.active[tid] = _watch(task)
         else:
             after.active.pop(tid, None)
     entries, inline = after.entries, after.inline
     entries.extend([None] * (-(-n // CHUNK_ROWS) - len(entries)))
-    for c in sorted({tid // CHUNK_ROWS for tid in changed}):
+    for c in sorted(dirty):
         entries[c] = None  # its ConfigMap, if any, is garbage once the index is committed
         inline.pop(c, None)
         inline[c] = sum(map(len, lines[c * CHUNK_ROWS : (c + 1) * CHUNK_ROWS]))

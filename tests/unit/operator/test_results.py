@@ -271,3 +271,15 @@ def test_rows_record_assignments_only_once_tracked() -> None:
     other.tasks[1].retry_count = 6  # an untracked copy records nothing
     assert memo.changes.ids == {1}
     assert type(other.tasks[1]) is Task
+
+
+def test_bookkeeping_and_unchanged_rewrites_write_nothing() -> None:
+    state = state_of(20)
+    state.tasks[6].state = TaskState.RUNNING
+    state.tasks[6].store_params = {"big": "q" * 5000}  # a moved result on an active row
+    blob, _, memo = results.encode(state, SESSION)
+    state.tasks[0].active_children = 7  # derived, never stored
+    state.tasks[3].finished_at = state.tasks[3].finished_at  # assigned, same value
+    state.tasks[6].state_params["_retry"] = None  # re-checked (active), unchanged
+    again, blobs, after = results.encode(state, SESSION, memo)
+    assert (again, blobs, after.entries) == (blob, [], memo.entries)
