@@ -827,3 +827,24 @@ def test_a_trigger_naming_a_missing_workflow_says_so_until_it_exists(h: Harness)
     assert compiled["status"] == "True", "the workflow itself is fine: it waits for the other one"
     h.workflow("+u:\n  sh>: echo up\n", name="up")
     assert trigger_condition()["status"] == "True"
+
+
+def test_a_chunked_state_survives_a_restart_and_replaced_chunks_are_deleted(h: Harness) -> None:
+    h.workflow("+t:\n  for_range>:\n    from: 0\n    to: 130\n    step: 1\n  _parallel: true\n  _do:\n    py>: m.f\n")
+    h.session()
+    pods = h.pods()
+    for i, pod in enumerate(pods):
+        h.finish(pod, {f"k{i}": "x" * 1024})
+        if i == len(pods) // 2:
+            h.ctl = h.controller()  # a restart reads the rows back from the chunks
+            h.watch_session()
+            assert h.ctl.stats["result_reads"] >= 2
+    assert h.status()["phase"] == "Succeeded"
+    from kudig_operator import results
+
+    data = results.decode_json(h.status()["engine"]["data"])
+    chunks = {n for (ns, n) in h.kube.config_maps if "-c-" in n}
+    assert chunks and chunks == set(results.refs(data))  # replaced chunks were deleted
+    tasks = h.tasks()
+    assert sum(1 for t in tasks.values() if t.get("store_params")) == len(pods)
+    assert len(json.dumps(h.kube.obj(SESSIONS, NS, "s1"))) < 128 * 1024
