@@ -126,7 +126,7 @@ def after_row(n: int, seconds: float) -> dict[str, Any]:
     mean, blob, written, memo = reconciles(results.encode, state, memo, seconds, store)
     data = results.decode_json(blob)
     live = {n: store[n] for n in results.refs(data)}  # (replaced chunks: deleted after the commit)
-    results._LINES.clear()
+    results.forget_parsed()
     t0 = time.process_time()
     decoded, _ = results.decode(data, live)
     decode_ms = (time.process_time() - t0) * 1000

@@ -158,7 +158,7 @@ def _row(t: Mapping[str, Any]) -> TaskRow:
 # Chunks are immutable: their rows, by name, so a viewer polling a Session parses only the chunks
 # that changed (bounded).
 _CHUNKS: OrderedDict[str, tuple[TaskRow, ...]] = OrderedDict()
-_CHUNKS_MAX = 4096
+_CHUNKS_MAX = 1024  # 32,768 rows
 
 
 def _chunk_rows(entry: Any, blobs: Mapping[str, bytes]) -> tuple[TaskRow, ...]:

@@ -322,9 +322,18 @@ def decode_json(blob: str) -> dict[str, Any]:
     return data
 
 
-# Chunks are immutable: their lines, by name, for decoding the same chunks again (bounded).
+# Chunks are immutable: their lines, by name, for decoding the same chunks again (bounded by
+# bytes, so a controller's memory does not grow with the sessions it decoded).
 _LINES: OrderedDict[str, list[bytes]] = OrderedDict()
-_LINES_MAX = 2048
+_LINES_BYTES = 16 * 1024 * 1024
+_lines_held = 0
+
+
+def forget_parsed() -> None:
+    """Drop the parsed chunks kept for decoding (the next decode reads the fetched bytes)."""
+    global _lines_held
+    _LINES.clear()
+    _lines_held = 0
 
 
 def _chunk(entry: Any, fetched: Mapping[str, bytes]) -> list[bytes]:
@@ -338,10 +347,12 @@ def _chunk(entry: Any, fetched: Mapping[str, bytes]) -> list[bytes]:
     missing = [n for n in names if n not in fetched]
     if missing:
         raise MissingResult(f"task rows in ConfigMap {missing[0]} are missing (it was deleted)")
+    global _lines_held
     lines = chunk_lines([fetched[n] for n in names])
     _LINES[names[0]] = lines
-    while len(_LINES) > _LINES_MAX:
-        _LINES.popitem(last=False)
+    _lines_held += sum(map(len, lines))
+    while _lines_held > _LINES_BYTES and len(_LINES) > 1:
+        _lines_held -= sum(map(len, _LINES.popitem(last=False)[1]))
     return lines
 
 

@@ -75,7 +75,7 @@ class Store:
         names = results.refs(data)
         while (more := results.refs(data, {n: self.blobs[n] for n in names})) != names:
             names = more
-        results._LINES.clear()  # decode from the bytes, not the memo of parsed chunks
+        results.forget_parsed()  # decode from the bytes, not the memo of parsed chunks
         state, _ = results.decode(data, {n: self.blobs[n] for n in names})
         return state
 
@@ -174,7 +174,7 @@ def test_sessionread_reads_chunks_by_name() -> None:
 
 def test_a_deleted_chunk_is_a_clear_error() -> None:
     blob, _blobs, _ = results.encode(state_of(40), SESSION)
-    results._LINES.clear()
+    results.forget_parsed()
     with pytest.raises(results.MissingResult, match="missing"):
         results.decode(results.decode_json(blob), {})
 
