@@ -279,8 +279,8 @@ def rebuild_indexes(state: SessionState) -> None:
 
 
 def encode_state(state: SessionState) -> str:
-    """The compact form kept in a Session's status: gzip'd JSON, base64 (deterministic bytes,
-    so an unchanged state never causes a status write)."""
+    """The whole state as one blob: gzip'd JSON, base64 (deterministic bytes). A Session's status
+    kept this until the operator moved the rows to chunks (`kudig_operator.results`, format 2)."""
     raw = json.dumps(state.to_json(), separators=(",", ":"), default=str).encode()
     return base64.b64encode(gzip.compress(raw, compresslevel=6, mtime=0)).decode()
 
