@@ -17,6 +17,11 @@ A fan-out session of N tasks (100, 1,000, 10,000) where every task stored 1 KiB 
 Times are CPU ms of this process (the machine may be shared).
 
     python bench/state_encode.py [--sizes 100,1000,10000] [--seconds 1.0] [--no-before]
+    KUBECONFIG=~/.cache/kudig/cluster/kubeconfig python bench/state_encode.py --cluster 10000
+
+`--cluster N` also times the real `kudig tasks` (a fresh process, wall time) on a Session of N
+such tasks written into a scratch namespace of the cluster (no controller needed; the namespace
+is deleted afterwards). Run it holding the e2e lock on the shared test cluster.
 
 The issue's budgets: the Session < 1 MiB at 10,000 tasks of 1 KiB each, and an encode with one
 changed row at 10,000 tasks within ~1.5x of that at 100.
@@ -176,6 +181,61 @@ def before_row(mod: types.ModuleType, n: int, seconds: float) -> dict[str, Any]:
     }
 
 
+def cluster_tasks(n: int) -> None:
+    import os
+    from datetime import UTC, datetime
+
+    from kudig_operator.crdgen import install
+
+    from kudig.api import (
+        LABEL_RESULT,
+        LABEL_SESSION,
+        MANAGED_BY,
+        MANAGER,
+        SESSIONS,
+        label_value,
+        session_manifest,
+    )
+    from kudig.cluster.kube import Kube
+
+    kube, _ = Kube.from_kubeconfig()
+    install(kube.core.api_client)
+    namespace = f"kudig-bench-state-{os.getpid()}"
+    kube.core.create_namespace({"metadata": {"name": namespace}})
+    try:
+        body = session_manifest("bench", datetime(2024, 1, 30, tzinfo=UTC))
+        name = body["metadata"]["name"]
+        session = kube.create(SESSIONS, namespace, body)
+        blob, blobs, _ = results.encode(fan_out(n), name)
+        labels = {MANAGED_BY: MANAGER, LABEL_SESSION: label_value(name), LABEL_RESULT: "true"}
+        for b in blobs:
+            kube.create_config_map(
+                namespace, results.config_map(b, namespace=namespace, owner=session, labels=labels)
+            )
+        kube.replace_status(SESSIONS, {**session, "status": {"phase": "Running", "engine": {"data": blob}}})
+        walls = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            out = subprocess.run(
+                [sys.executable, "-m", "kudig.cli", "tasks", name, "-n", namespace],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=ROOT,
+            )
+            walls.append(time.perf_counter() - t0)
+            assert out.stdout.count("\n") >= n, out.stdout[-500:]
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import kudig.cli"], check=True, cwd=ROOT)
+        start = time.perf_counter() - t0
+        print(
+            f"kudig tasks on the cluster, {n:,} tasks ({len(blobs)} ConfigMaps): {min(walls):.2f} s wall"
+            f" (best of 3; {start:.2f} s of it starting Python and importing the CLI)"
+        )
+    finally:
+        kube.core.delete_namespace(namespace)
+
+
 def kib(n: float) -> str:
     return f"{n / 1024:,.0f} KiB" if n >= 1024 else f"{n:,.0f} B"
 
@@ -185,7 +245,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--no-before", action="store_true")
+    parser.add_argument("--cluster", type=int, metavar="N", help="time `kudig tasks` on a cluster")
     args = parser.parse_args()
+    if args.cluster:
+        cluster_tasks(args.cluster)
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     print(
         f"fan-out, 1 KiB stored per task; {results.CHUNK_ROWS} rows a chunk, {kib(results.INLINE_BYTES)} inline"
