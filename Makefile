@@ -39,7 +39,7 @@ lint: setup
 	$(BIN)/lint-imports
 
 typecheck: setup
-	$(BIN)/mypy kudig runner/kudig_runner operator/kudig_operator
+	$(BIN)/mypy kudig runner/kudig_runner operator/kudig_operator tests/unit/operator/fake_kube.py
 
 unit: setup
 	$(BIN)/pytest -q tests --ignore=tests/e2e

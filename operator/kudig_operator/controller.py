@@ -31,6 +31,7 @@ from typing import Any
 
 from kudig.api import SESSIONS, TERMINAL, WORKFLOWS
 from kudig.cluster.kube import KubeApi, resource_version_number
+from kudig.compiler import DEFAULT_MAX_TASKS
 from kudig.expr import TemplateEngine
 from kudig_operator.metrics import Metrics
 from kudig_operator.plan.compiled import CompiledWorkflow
@@ -77,13 +78,17 @@ class Controller:
         clock: Callable[[], float] = time.time,
         wakeups: Wakeups | None = None,
         metrics: Metrics | None = None,
+        task_max_run: int = DEFAULT_MAX_TASKS,
     ) -> None:
         self.api = api
         self.clock = clock
         self.settings = Settings(
-            runner_image=runner_image, controller_id=identity, evaluator=TemplateEngine()
+            runner_image=runner_image,
+            controller_id=identity,
+            evaluator=TemplateEngine(),
+            task_max_run=task_max_run,
         )
-        self.workflows = WorkflowStore(api, cache_dir)
+        self.workflows = WorkflowStore(api, cache_dir, task_max_run)
         self.wakeups = wakeups
         self.locks = KeyedLocks()
         self.sessions: dict[Key, _Bucket] = {}

@@ -39,6 +39,7 @@ from kudig.cluster.kube import Kube
 from kudig_operator.controller import Controller, Wakeups
 from kudig_operator.health import HealthServer, Watchdog
 from kudig_operator.leader import LEASE_NAME, LeaseElector
+from kudig_operator.plan.settings import TASK_MAX_RUN_ENV, task_max_run
 from kudig_operator.podwatch import PodWatch
 
 log = logging.getLogger("kudig.operator")
@@ -233,6 +234,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         runner_image=os.environ.get("KUDIG_RUNNER_IMAGE", "kudig-runner:dev"),
         cache_dir=Path(os.environ.get("KUDIG_CACHE_DIR", "/tmp/kudig-projects")),
         identity=identity(),
+        task_max_run=task_max_run(os.environ.get(TASK_MAX_RUN_ENV)),
     )
     wakeups = Wakeups(ctl.fire)
     ctl.wakeups = wakeups

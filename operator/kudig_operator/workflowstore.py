@@ -20,6 +20,7 @@ from kudig.api import (
     project_digest,
 )
 from kudig.cluster.kube import KubeApi
+from kudig.compiler import DEFAULT_MAX_TASKS
 from kudig.errors import KudigError
 from kudig.workflow import load_workflow_text
 from kudig_operator.plan.compiled import CompiledWorkflow
@@ -36,9 +37,10 @@ class WorkflowStore:
     request at all.
     """
 
-    def __init__(self, api: KubeApi, root: Path) -> None:
+    def __init__(self, api: KubeApi, root: Path, max_tasks: int = DEFAULT_MAX_TASKS) -> None:
         self.api = api
         self.root = root
+        self.max_tasks = max_tasks  # KUDIG_TASK_MAX_RUN
         self._entries: dict[Key, CompiledWorkflow] = {}
         self.guard = threading.Lock()
         self.locks = KeyedLocks()
@@ -162,7 +164,7 @@ class WorkflowStore:
                 if old != project:
                     shutil.rmtree(old, ignore_errors=True)
             wf_name = spec.name or name
-            workflow = load_workflow_text(wf_name, spec.dig, project, f"{wf_name}.dig")
+            workflow = load_workflow_text(wf_name, spec.dig, project, f"{wf_name}.dig", self.max_tasks)
         except UnsafePath as e:
             return _unsafe(name, uid, generation, spec, e)
         except (KudigError, ValueError, OSError) as e:

@@ -67,7 +67,7 @@ NON_DEFAULT: dict[str, Any] = {
     "image": {"repository": "registry.example/kudig/operator", "tag": "1.2.3", "pullPolicy": "Always"},
     "imagePullSecrets": [{"name": "pull"}],
     "runner": {"image": {"repository": "registry.example/kudig/runner", "tag": "1.2.3"}},
-    "controller": {"workers": 4, "resyncSeconds": 10, "logLevel": "DEBUG"},
+    "controller": {"workers": 4, "resyncSeconds": 10, "logLevel": "DEBUG", "taskMaxRun": 20000},
     "serviceAccount": {"name": "kudig-sa", "annotations": {"team": "data"}},
     "extraEnv": [{"name": "EXTRA", "value": "yes"}],
     "resources": {"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
@@ -208,6 +208,7 @@ def test_non_default_render(non_default_values: Path) -> None:
     assert env["KUDIG_NAMESPACE"] == "team-a"
     assert env["KUDIG_RUNNER_IMAGE"] == "registry.example/kudig/runner:1.2.3"
     assert (env["KUDIG_WORKERS"], env["KUDIG_RESYNC_SECONDS"], env["KUDIG_LOG_LEVEL"]) == ("4", "10", "DEBUG")
+    assert env["KUDIG_TASK_MAX_RUN"] == "20000"
     assert env["EXTRA"] == "yes"
     assert "KUDIG_LEADER_ELECTION" not in env
     assert not find(docs, "PodDisruptionBudget")

@@ -205,12 +205,18 @@ def report(
         plan.outcome = _OUTCOMES[new.phase]
         started = None if new_attempt else parse_time(new.started_at)
         plan.duration = max(0.0, now - started.timestamp()) if started is not None else 0.0
-        took = f"{plan.duration:.0f}s"
-        if new.phase == SUCCEEDED:
-            message = f"Attempt {attempt} succeeded: {new.progress} tasks in {took}"
-            plan.events.append(SessionEvent(ev.NORMAL, ev.SUCCEEDED, message))
-        elif new.phase == FAILED:
-            message = f"Attempt {attempt} failed after {took}: {ev.cut(new.message or '', 300)}"
-            plan.events.append(SessionEvent(ev.WARNING, ev.FAILED, message))
-        else:
-            plan.events.append(SessionEvent(ev.NORMAL, ev.KILLED, f"Attempt {attempt} killed after {took}"))
+        plan.events.append(outcome_event(new, plan.duration))
+
+
+def outcome_event(status: SessionStatus, duration: float) -> SessionEvent:
+    """The Event saying how the attempt of (terminal) `status` ended, `duration` seconds long."""
+    attempt = status.attempt or 1
+    took = f"{duration:.0f}s"
+    if status.phase == SUCCEEDED:
+        return SessionEvent(
+            ev.NORMAL, ev.SUCCEEDED, f"Attempt {attempt} succeeded: {status.progress} tasks in {took}"
+        )
+    if status.phase == FAILED:
+        message = f"Attempt {attempt} failed after {took}: {ev.cut(status.message or '', 300)}"
+        return SessionEvent(ev.WARNING, ev.FAILED, message)
+    return SessionEvent(ev.NORMAL, ev.KILLED, f"Attempt {attempt} killed after {took}")

@@ -45,7 +45,7 @@ from kudig_operator import require, results
 from kudig_operator.plan.compiled import CompiledWorkflow
 from kudig_operator.plan.conditions import iso, parse_time, set_condition
 from kudig_operator.plan.pods import PodView, pod_event
-from kudig_operator.plan.report import Try, report
+from kudig_operator.plan.report import Try, outcome_event, report
 from kudig_operator.plan.sessionplan import SessionPlan
 from kudig_operator.plan.settings import Settings
 from kudig_operator.plan.status import session_status
@@ -89,6 +89,7 @@ def _context(
         evaluator=settings.evaluator,
         project_dir=Path(wf.project_dir),
         sla=wf.sla,
+        max_tasks=settings.task_max_run,
     )
 
 
@@ -136,8 +137,40 @@ def waiting_plan(view: SessionView, after: str, now: float, settings: Settings) 
     return plan
 
 
-def _orphans(view: SessionView, expected: set[str], suspects: Iterable[PodView]) -> list[str]:
-    return sorted(p.name for p in suspects if p.active and p.owner_uid == view.uid and p.name not in expected)
+def _orphans(
+    view: SessionView, expected: set[str], suspects: Iterable[PodView], pods: Mapping[str, PodView | None]
+) -> list[str]:
+    """Running pods of this Session that the state does not run. A pod observed for this plan is
+    judged by that observation, never by an older one (a suspect seen running before its task's
+    pod reported Succeeded is that finished task's pod, not an orphan)."""
+    out = set()
+    for suspect in suspects:
+        p = pods.get(suspect.name, suspect)
+        if p is not None and p.active and p.owner_uid == view.uid and p.name not in expected:
+            out.add(p.name)
+    return sorted(out)
+
+
+def _finished_plan(
+    view: SessionView, suspects: Iterable[PodView], pods: Mapping[str, PodView | None], now: float
+) -> SessionPlan:
+    """A committed, finished Session. What its last plan did after the commit is re-derived here:
+    without the `kudig.io/finished` label, the controller died between the status commit and the
+    label patch, so the label is set (its value: when the Session finished, from the status) and
+    the outcome Event, created just before the label, is created again."""
+    plan = SessionPlan(delete_pods=_orphans(view, set(), suspects, pods), finished=True)
+    assert view.spec is not None
+    if LABEL_FINISHED in (view.obj["metadata"].get("labels") or {}):
+        return plan
+    status = view.status
+    ended = parse_time(status.finished_at)
+    started = parse_time(status.started_at)
+    at = ended.timestamp() if ended is not None else now
+    plan.labels = {LABEL_FINISHED: str(int(at)), LABEL_WORKFLOW: label_value(view.spec.workflow)}
+    plan.events.append(
+        outcome_event(status, max(0.0, at - started.timestamp()) if started is not None else 0.0)
+    )
+    return plan
 
 
 def _no_workflows(name: str, project: str | None) -> str | None:
@@ -181,7 +214,7 @@ def plan_session(
     status = view.status
     if view.finished:
         # Nothing to run; a pod still running here was started by a plan that never committed.
-        return SessionPlan(delete_pods=_orphans(view, set(), suspects), finished=True)
+        return _finished_plan(view, suspects, pods, now)
     if workflow is None:
         return invalid_plan(
             view, f"Workflow '{spec.workflow}' not found in namespace {view.namespace}", now, settings
@@ -326,7 +359,7 @@ def plan_session(
             if seen is not None and seen.active:
                 plan.delete_pods.append(pname)
         plan.sweep = True
-    plan.delete_pods.extend(p for p in _orphans(view, expected, suspects) if p not in plan.delete_pods)
+    plan.delete_pods.extend(p for p in _orphans(view, expected, suspects, pods) if p not in plan.delete_pods)
 
     blob, blobs, after = results.encode(engine.state, name, memo if not new_attempt else None)
     plan.decoded = (engine.state, after)

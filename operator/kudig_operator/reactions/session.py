@@ -60,9 +60,10 @@ def session_body(ctl: Controller, key: Key, fresh: bool) -> dict[str, Any] | Non
     return obj
 
 
-def observe_pod(ctl: Controller, key: Key, name: str) -> PodView | None:
+def observe_pod(ctl: Controller, key: Key, name: str, seen: Mapping[str, PodView]) -> PodView | None:
+    """Task pod `name` as `seen` in the pod cache (read from the API server when it is not)."""
     bucket = ctl.bucket(key)
-    view = (bucket.pods or {}).get(name)
+    view = seen.get(name)
     if view is None:
         ctl.stats["pod_reads"] += 1
         pod = ctl.api.get_pod(key[0], name)
@@ -143,10 +144,10 @@ def reconcile_once(ctl: Controller, key: Key, fresh: bool) -> None:
             view = prepare(obj, results.decode(view.data, fetched))
     if fresh and view.pods:
         refresh_pods(ctl, key, view.name)
-    suspects = [
-        *(bucket.pods or {}).values(),
-        *(PodView(name, owner_uid=view.uid) for name in bucket.uncommitted or ()),
-    ]
+    with ctl.guard:  # one snapshot of the pod cache: the suspects and the observed pods agree
+        seen = dict(bucket.pods or {})
+        uncommitted = set(bucket.uncommitted or ())
+    suspects = [*seen.values(), *(PodView(name, owner_uid=view.uid) for name in uncommitted)]
     if view.finished:
         carry_out(ctl, key, obj, plan_session(view, None, {}, suspects, {}, ctl.clock(), ctl.settings))
         history.expire(ctl, key, view)
@@ -157,7 +158,7 @@ def reconcile_once(ctl: Controller, key: Key, fresh: bool) -> None:
             carry_out(ctl, key, obj, waiting_plan(view, view.spec.after, ctl.clock(), ctl.settings))
             return
     workflow = ctl.workflow(key[0], view.spec.workflow) if view.spec is not None else None
-    pods = {name: observe_pod(ctl, key, name) for name in view.pods}
+    pods = {name: observe_pod(ctl, key, name, seen) for name in view.pods}
     fetched = fetch_blobs(ctl, key, view.refs)
     now = ctl.clock()
     triggered = ctl.workflows.dependents(key[0], workflow) if workflow is not None else []
@@ -233,13 +234,13 @@ def carry_out(ctl: Controller, key: Key, obj: dict[str, Any], plan: SessionPlan)
             ctl.api.delete_config_map(namespace, name)
     if plan.sweep:
         sweep(ctl, key, obj, set(plan.delete_pods))
+    if plan.events:  # before the label: a finished Session without it gets its outcome Event again
+        emit(ctl, key, written, plan.events)
     if plan.labels:
         ctl.api.patch(SESSIONS, namespace, key[1], {"metadata": {"labels": plan.labels}})
         workflow = (obj.get("spec") or {}).get("workflow")
         if plan.labels.get(LABEL_FINISHED) and workflow:
             history.keep_history(ctl, namespace, str(workflow))
-    if plan.status is not None and plan.events:
-        emit(ctl, key, written, plan.events)
     if plan.waiting_for_workflow is not None:
         with ctl.guard:
             ctl.waiting.setdefault((namespace, plan.waiting_for_workflow), set()).add(key)

@@ -12,7 +12,7 @@ from kudig.cluster.kube import Conflict
 from kudig_operator.plan.compiled import CompiledWorkflow
 from kudig_operator.plan.workflow import plan_workflow
 from kudig_operator.plumbing import Key
-from kudig_operator.reactions import schedule
+from kudig_operator.reactions import history, schedule
 
 log = logging.getLogger("kudig.controller")
 MAX_CONFLICTS = 8
@@ -36,6 +36,10 @@ def reconcile(
             for dependent in ctl.workflows.dependents(namespace, compiled_now):
                 if dependent != name:
                     ctl.reconcile_workflow(namespace, dependent)
+        if before is None or before.generation != compiled_now.generation:
+            # `history.keep` as this revision says, once per revision and controller: a controller
+            # that died between a finished label and its deletes (or a lowered keep) catches up
+            history.keep_history(ctl, namespace, name)
     if compiled_now is not None and compiled_now.reason == "ProjectFilesPending" and ctl.wakeups is not None:
         ctl.wakeups.set(("workflow", (namespace, name)), ctl.clock() + 5)
     if compiled_now is not None and compiled_now.ok:

@@ -16,12 +16,13 @@ from functools import cached_property
 from typing import Any
 
 from kudig.api import SESSIONS, WORKFLOWS
-from kudig.cluster.kube import AlreadyExists, Conflict
+from kudig.cluster.kube import AlreadyExists, Conflict, KubeApi
 from kudig.errors import KudigError
 
 
-class Crash(Exception):
-    """Injected failure (a controller crash between two API calls)."""
+class Crash(BaseException):
+    """Injected failure (a controller crash between two API calls): a BaseException, so that
+    no `except Exception` of the controller (an Event that could not be created) survives it."""
 
 
 class FakeKube:
@@ -35,6 +36,7 @@ class FakeKube:
         self.deleted_pods: list[str] = []
         self._rv = itertools.count(100)
         self._faults: dict[str, list[Callable[[], None]]] = {}
+        self._countdown: int | None = None
         self.watch_events: list[dict[str, Any]] = []
         self.deleted_objects: list[str] = []  # what the next watch_pods stream delivers
         self.watched_from: list[str] = []
@@ -50,12 +52,22 @@ class FakeKube:
 
         self._faults.setdefault(method, []).append(boom)
 
+    def crash_at(self, n: int) -> None:
+        """The `n`th request from now (1: the next one, whatever its method) raises Crash before
+        doing anything: a controller dying between two API calls."""
+        self._countdown = n
+
     def before(self, method: str, fn: Callable[[], None]) -> None:
         """Run `fn` right before the next call of `method` (e.g. a concurrent writer)."""
         self._faults.setdefault(method, []).append(fn)
 
     def _enter(self, method: str, verb: str, resource: str) -> None:
         self.requests[(verb, resource)] += 1
+        if self._countdown is not None:
+            self._countdown -= 1
+            if self._countdown == 0:
+                self._countdown = None
+                raise Crash(f"{method} (crash_at)")
         hooks = self._faults.get(method)
         if hooks:
             hooks.pop(0)()
@@ -393,3 +405,9 @@ class FakeKube:
         current["spec"] = json.loads(json.dumps(body.get("spec") or {}))
         current["metadata"]["resourceVersion"] = str(next(self._rv))
         return copy.deepcopy(current)
+
+
+def kube_api(kube: FakeKube) -> KubeApi:
+    """`FakeKube` is a `KubeApi` (`make typecheck` checks this file: a method that drifts from the
+    protocol fails it)."""
+    return kube

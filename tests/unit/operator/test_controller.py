@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_kube import Crash, FakeKube
+from fake_kube import Crash, FakeKube, kube_api
 from kudig_operator.controller import Controller, Wakeups
 from kudig_operator.health import Watchdog
 from kudig_runner.protocol import INPUT_PART_KEY, dumps_pointer, frame_result
@@ -33,7 +33,7 @@ class Harness:
     def controller(self) -> Controller:
         """A controller (a new one after a simulated crash: nothing remembered)."""
         ctl = Controller(
-            self.kube,
+            kube_api(self.kube),
             runner_image="localhost/kudig/runner:test",
             cache_dir=self.tmp / "cache",
             identity="test-controller",
