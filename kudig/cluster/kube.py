@@ -64,6 +64,8 @@ class KubeApi(Protocol):
     def follow_pod_log(self, namespace: str, name: str, container: str = "task") -> Iterator[str]: ...
     def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def create_config_map(self, namespace: str, body: dict[str, Any]) -> bool: ...
+    def delete_config_map(self, namespace: str, name: str) -> None: ...
+    def list_config_maps(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
     def apply_config_map(self, namespace: str, body: dict[str, Any]) -> str: ...
     def create_event(self, namespace: str, body: dict[str, Any]) -> None: ...
     # leader election (coordination.k8s.io/v1 Leases)
@@ -401,6 +403,23 @@ class Kube:
         return self._created(
             lambda: self.core.create_namespaced_config_map(namespace, body, _preload_content=False)
         )
+
+    def list_config_maps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self._count("list", "configmaps")
+        data = self._json(
+            self.core.list_namespaced_config_map(namespace, label_selector=selector, _preload_content=False)
+        )
+        items: list[dict[str, Any]] = data.get("items") or []
+        return items
+
+    def delete_config_map(self, namespace: str, name: str) -> None:
+        """Delete; gone already is fine."""
+        self._count("delete", "configmaps")
+        try:
+            self._done(self.core.delete_namespaced_config_map(name, namespace, _preload_content=False))
+        except self._ApiException as e:
+            if self._status(e) != 404:
+                raise
 
     def apply_config_map(self, namespace: str, body: dict[str, Any]) -> str:
         """Create, or replace (last writer wins, as `kubectl replace`): "created", "configured" or

@@ -399,6 +399,8 @@ class Engine:
         if old == new:
             return
         task.state = new
+        if new == TaskState.READY:
+            task.ready_at = self._now
         self._waiting.discard(task.id)
         self._running.discard(task.id)
         if new in _WAITING:

@@ -379,6 +379,7 @@ def plan_session(
         [str(t.state_params[require.KEY]["session"]) for t in engine.running() if is_require(t)],
         known_names,
     )
+    plan.delete_config_maps = results.garbage(memo, after)
     labels = {MANAGED_BY: MANAGER, LABEL_SESSION: label_value(name), LABEL_RESULT: "true"}
     known = set(view.refs)
     for b in blobs:

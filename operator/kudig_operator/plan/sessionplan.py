@@ -15,6 +15,7 @@ class SessionPlan:
     create_config_maps: list[dict[str, Any]] = field(default_factory=list)
     create_pods: list[dict[str, Any]] = field(default_factory=list)
     delete_pods: list[str] = field(default_factory=list)  # after the commit
+    delete_config_maps: list[str] = field(default_factory=list)  # after the commit: replaced row chunks
     sweep: bool = False  # after the commit, delete every running pod of the Session (killed)
     wakeup: float | None = None
     finished: bool = False  # the Session needs nothing more (caches can be dropped)

@@ -15,7 +15,7 @@ from kudig.engine.state import SessionState, Task, TaskState
 from kudig.params import ancestors
 from kudig_operator import require, results
 from kudig_operator.podspec import pod_name
-from kudig_operator.require import waiting_targets
+from kudig_operator.require import is_require, waiting_targets
 
 
 @dataclass
@@ -65,6 +65,23 @@ class Warm:
     pods: list[str] = field(default_factory=list)
     required: list[str] = field(default_factory=list)
     pod_names: dict[tuple[int, int], str] = field(default_factory=dict)  # (task id, retry) -> pod
+
+    @property
+    def cold(self) -> bool:
+        """Decoded from the stored state, not kept from a plan: every running pod is observed."""
+        return self.engine is None
+
+    @classmethod
+    def decoded(cls, obj: dict[str, Any], decoded: tuple[SessionState, results.Memo]) -> Warm:
+        """A state decoded from the Session `obj` (not from a plan of ours): its running tasks'
+        pods and require> targets found by walking it once."""
+        state, memo = decoded
+        attempt = max(int((obj.get("status") or {}).get("attempt") or 1), 1)
+        name = str(obj["metadata"]["name"])
+        running = [t for t in state.tasks if t.state == TaskState.RUNNING and not t.superseded]
+        pods = [task_pod_name(name, attempt, state, t) for t in running if not is_require(t)]
+        required = [str(t.state_params[require.KEY]["session"]) for t in running if is_require(t)]
+        return cls(state, memo, None, pods, required)
 
 
 Decoded = Warm

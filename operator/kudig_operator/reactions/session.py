@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ from kudig_operator.events import SessionEvent, event_body
 from kudig_operator.plan.pods import PodView, frame_complete, log_lines_needed, pod_view
 from kudig_operator.plan.session import invalid_plan, plan_session, waiting_plan
 from kudig_operator.plan.sessionplan import SessionPlan
-from kudig_operator.plan.view import SessionView, prepare
+from kudig_operator.plan.view import SessionView, Warm, prepare
 from kudig_operator.plumbing import Key
 from kudig_operator.reactions import history, schedule
 
@@ -129,6 +130,17 @@ def fetch_blobs(ctl: Controller, key: Key, names: list[str]) -> dict[str, bytes]
     return bucket.blobs
 
 
+def fetch_state(ctl: Controller, key: Key, data: Mapping[str, Any]) -> dict[str, bytes]:
+    """The ConfigMaps a stored state refers to: its chunks, then what their rows refer to."""
+    names = results.refs(data)
+    while True:
+        fetched = fetch_blobs(ctl, key, names)
+        more = results.refs(data, fetched)
+        if more == names:
+            return fetched
+        names = more
+
+
 def reconcile_once(ctl: Controller, key: Key, fresh: bool) -> None:
     ctl.stats["reconciles"] += 1
     obj = session_body(ctl, key, fresh)
@@ -140,6 +152,11 @@ def reconcile_once(ctl: Controller, key: Key, fresh: bool) -> None:
         cached, bucket.decoded = bucket.decoded, None  # consumed: the plan mutates it
     rv = str(obj["metadata"].get("resourceVersion", ""))
     view = prepare(obj, cached[1] if cached is not None and cached[0] == rv else None)
+    if view.data is not None and results.chunked(view.data):
+        # the rows are in chunks: read them to know which pods to observe
+        fetched = fetch_state(ctl, key, view.data)
+        with contextlib.suppress(results.MissingResult):  # (the plan says so)
+            view = prepare(obj, Warm.decoded(obj, results.decode(view.data, fetched)))
     if fresh and view.pods:
         refresh_pods(ctl, key, view.name)
     with ctl.guard:  # one snapshot of the pod cache: the suspects and the observed pods agree
@@ -175,7 +192,7 @@ def _plan_and_commit(
             carry_out(ctl, key, obj, waiting_plan(view, view.spec.after, ctl.clock(), ctl.settings))
             return
     workflow = ctl.workflow(key[0], view.spec.workflow) if view.spec is not None else None
-    if view.decoded is None or fresh or (view.spec is not None and view.spec.kill):
+    if view.decoded is None or view.decoded.cold or fresh or (view.spec is not None and view.spec.kill):
         observe = view.pods  # cold, a resync or a kill: every running task's pod
     else:  # warm: only the pods with news (or never seen), the others said nothing new
         observe = [name for name in view.pods if name in news or name not in seen]
@@ -253,6 +270,9 @@ def carry_out(ctl: Controller, key: Key, obj: dict[str, Any], plan: SessionPlan)
             for name in plan.consumed_pods:  # committed: their views are not needed any more
                 bucket.pods.pop(name, None)
     delete_pods(ctl, key, plan.delete_pods)
+    if plan.status is not None:
+        for name in plan.delete_config_maps:
+            ctl.api.delete_config_map(namespace, name)
     if plan.sweep:
         sweep(ctl, key, obj, set(plan.delete_pods))
     if plan.events:  # before the label: a finished Session without it gets its outcome Event again

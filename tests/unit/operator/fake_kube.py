@@ -332,6 +332,20 @@ class FakeKube:
         cm = self.config_maps.get((namespace, name))
         return copy.deepcopy(cm) if cm is not None else None
 
+    def list_config_maps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self._enter("list_config_maps", "list", "configmaps")
+        wanted = dict(term.partition("=")[::2] for term in selector.split(","))
+        return [
+            copy.deepcopy(cm)
+            for (ns, _), cm in sorted(self.config_maps.items())
+            if ns == namespace
+            and all((cm["metadata"].get("labels") or {}).get(k) == v for k, v in wanted.items())
+        ]
+
+    def delete_config_map(self, namespace: str, name: str) -> None:
+        self._enter("delete_config_map", "delete", "configmaps")
+        self.config_maps.pop((namespace, name), None)
+
     def create_config_map(self, namespace: str, body: dict[str, Any]) -> bool:
         self._enter("create_config_map", "create", "configmaps")
         name = body["metadata"]["name"]
