@@ -308,6 +308,9 @@ def plan_session(
             continue  # not observed (the controller always observes running tasks' pods)
         seen_view = pods[pname]
         event = pod_event(task, seen_view)
+        if event is not None and seen_view is not None:  # when its pod was created, its container started
+            task.pod_created_at = task.pod_created_at or seen_view.created_at
+            task.running_at = task.running_at or seen_view.started_at
         if event is not None:
             events.append(event)
             consumed.append(pname)

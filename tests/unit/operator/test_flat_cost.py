@@ -81,3 +81,19 @@ def test_news_arriving_during_a_plan_gets_its_own(h: Harness) -> None:
     assert h.status()["progress"] == "1/62"
     h.ctl.reconcile_news(NS, "s1")
     assert h.status()["progress"] == "2/62"
+
+
+def test_a_finished_pod_says_when_it_was_created_and_started(h: Harness) -> None:
+    h.workflow("+a:\n  sh>: 'true'\n")
+    h.session()
+    pod = h.pod_for("+a")
+    terminated = {"exitCode": 0, "message": '{"error": null}', "startedAt": "2024-01-30T00:00:03Z"}
+    h.kube.set_pod_status(
+        NS,
+        pod,
+        {"phase": "Succeeded", "containerStatuses": [{"name": "task", "state": {"terminated": terminated}}]},
+    )
+    h.ctl.on_pod_event(NS, h.kube.pod(NS, pod), False)
+    row = h.tasks()["+wf+a"]
+    assert row["pod_created_at"] == 1_706_572_800.0  # FakeKube's creationTimestamp
+    assert row["running_at"] == 1_706_572_803.0
