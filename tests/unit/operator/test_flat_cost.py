@@ -97,3 +97,50 @@ def test_a_finished_pod_says_when_it_was_created_and_started(h: Harness) -> None
     row = h.tasks()["+wf+a"]
     assert row["pod_created_at"] == 1_706_572_800.0  # FakeKube's creationTimestamp
     assert row["running_at"] == 1_706_572_803.0
+
+
+RETRIES = """
++g:
+  _retry: 1
+  +each:
+    for_each>:
+      n: [1, 2]
+    _do:
+      sh>: echo ${n}
+  +flaky:
+    sh>: exit 1
++after:
+  sh>: echo after
+  _retry: 1
+"""
+
+
+def test_progress_kept_by_the_engine_matches_a_recount(h: Harness) -> None:
+    """The status's progress and failed tasks come from counts the engine keeps as states change
+    (no walk of the state per plan): through generated tasks, a group retry that supersedes its
+    children, a task's own retry and a failure, they equal a count over the stored rows."""
+    from kudig_operator import results
+
+    h.workflow(RETRIES)
+    h.session()
+    for _ in range(40):
+        status = h.status()
+        data = results.decode_json(status["engine"]["data"])
+        fetched = {n: results.blob_of(cm) for (ns, n), cm in h.kube.config_maps.items() if ns == NS}
+        rows = [r for r in results.rows(data, fetched) if not r.get("superseded")]
+        done = sum(r["state"] in ("success", "error", "group_error", "canceled") for r in rows)
+        assert status["progress"] == f"{done}/{len(rows)}"
+        if status["phase"] != "Running":
+            break
+        running = [p for p in h.pods() if h.kube.pod(NS, p)["status"]["phase"] == "Pending"]
+        if not running:  # a retry waits for its timer
+            h.now += 60
+            h.ctl.fire(("session", (NS, "s1")))
+            continue
+        task = h.task_of(running[0])
+        if task.endswith(("+flaky", "+after")):
+            h.fail(running[0])
+        else:
+            h.finish(running[0])
+    assert h.status()["phase"] == "Failed"
+    assert [f["name"] for f in h.status()["failedTasks"]] == ["+wf+g+flaky"]
