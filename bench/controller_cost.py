@@ -17,6 +17,16 @@ drives it through:
 
 Targets (issue #7): at most 4 API requests and 20 ms of controller CPU per trivial task; RSS flat
 after 1,000 finished sessions.
+
+`--fake` measures the controller alone, in process, against the unit tests' in-memory API
+(`FakeKube`): fan-outs of 100 / 1,000 / 5,000 / 10,000 `sh>` tasks (`_parallel: {limit: 200}`),
+driven once with one pod event per reconcile and once with bursts of pod events (`--burst`, one
+reconcile per burst, as the watch coalesces them), printing controller CPU ms per task (process
+time of the watch-event handling and the reconciles, which includes the in-memory API's own work
+for the requests they make), the slowest single reconcile and the status writes. Target (issue
+#18): CPU per task at 10,000 tasks at most 1.5x that at 100.
+
+    python bench/controller_cost.py --fake [--sizes 100,1000,5000,10000] [--burst 50]
 """
 
 from __future__ import annotations
@@ -160,10 +170,85 @@ class Controller:
             return -1
 
 
+def fake_cost(tasks: int, burst: int, limit: int = 200) -> tuple[float, float, int]:
+    """Controller CPU ms per task, the slowest reconcile (ms) and status writes, for a fan-out of
+    `tasks` pods finished `burst` at a time, against FakeKube (in process)."""
+    sys.path.insert(0, str(ROOT / "tests" / "unit" / "operator"))
+    from fake_kube import FakeKube
+    from kudig_operator.controller import Controller
+
+    from kudig.api import SESSIONS, WORKFLOWS, encode_key
+
+    kube = FakeKube()
+    tmp = Path(tempfile.mkdtemp(prefix="kudig-fake-cost-"))
+    now = [1_706_572_800.0]
+    ctl = Controller(
+        kube, runner_image="runner:bench", cache_dir=tmp, clock=lambda: now[0], task_max_run=tasks + 10
+    )
+    dig = f"+fan:\n  _parallel:\n    limit: {limit}\n" + "".join(
+        f"  +t{i:05d}:\n    sh>: 'true'\n" for i in range(tasks)
+    )
+    kube.add_config_map("ns", "wf-files", {encode_key("wf.dig"): dig})
+    spec = {"dig": dig, "project": {"configMaps": ["wf-files"]}}
+    ctl.on_workflow_event("ns", "wf", kube.add(WORKFLOWS, "ns", {"metadata": {"name": "wf"}, "spec": spec}))
+    session = {
+        "metadata": {"name": "s"},
+        "spec": {"workflow": "wf", "sessionTime": "2024-01-30T00:00:00+00:00"},
+    }
+    body = kube.add(SESSIONS, "ns", session)
+    cpu = 0.0
+    worst = 0.0
+    writes0 = kube.requests[("update", "sessions/status")]
+    c0 = time.process_time()
+    ctl.on_session_event("ns", "s", body)
+    cpu += time.process_time() - c0
+    done = 0
+    while True:
+        pending = [n for n in kube.created_pods[done : done + burst] if ("ns", n) in kube.pods]
+        if not pending:
+            break
+        pods = [kube.finish_pod("ns", n, output={"store_params": {}, "error": None}) for n in pending]
+        done += len(pending)
+        now[0] += 0.01
+        c0 = time.process_time()
+        for pod in pods:  # the watch notes each event and queues a reconcile for it; the first
+            ctl.note_pod("ns", pod, False)  # takes them all in, the others are coalesced
+        for _ in pods:
+            ctl.reconcile_news("ns", "s")
+        spent = time.process_time() - c0
+        cpu += spent
+        worst = max(worst, spent)
+    phase = kube.status("ns", "s").get("phase")
+    if phase != "Succeeded" or done != tasks:
+        raise SystemExit(f"{tasks} tasks: the session is {phase} after {done} pods")
+    return cpu * 1000 / tasks, worst * 1000, kube.requests[("update", "sessions/status")] - writes0
+
+
+def fake_main(sizes: list[int], burst: int) -> int:
+    print(
+        f"controller CPU per task against FakeKube (fan-out, _parallel limit 200; burst = {burst} pod events)"
+    )
+    base: dict[int, float] = {}
+    for size in sizes:
+        for b in (1, burst):
+            per_task, worst, writes = fake_cost(size, b)
+            base.setdefault(b, per_task)
+            print(
+                f"  {size:>6} tasks, {b:>3} event(s)/reconcile: {per_task:6.2f} ms CPU/task "
+                f"({per_task / base[b]:.2f}x the smallest)  slowest reconcile {worst:6.1f} ms  "
+                f"status writes {writes}",
+                flush=True,
+            )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--fake", action="store_true", help="the controller alone, against FakeKube")
+    parser.add_argument("--sizes", default="100,1000,5000,10000", help="--fake: fan-out sizes")
+    parser.add_argument("--burst", type=int, default=50, help="--fake: pod events per reconcile in bursts")
     parser.add_argument("--image", default="localhost/kudig/runner:dev", help="runner image")
     parser.add_argument("--chain", type=int, default=30)
     parser.add_argument("--fanout", type=int, default=100)
@@ -174,6 +259,8 @@ def main() -> int:
         help="keep finished sessions in the cluster (default: delete each batch once finished, as a history limit would)",
     )
     args = parser.parse_args()
+    if args.fake:
+        return fake_main([int(s) for s in args.sizes.split(",")], args.burst)
 
     from benchcluster import Cluster
 

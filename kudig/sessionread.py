@@ -9,11 +9,14 @@ and the UI fetch them with the viewer's own credentials). Pure: no Kubernetes im
 
 from __future__ import annotations
 
+import base64
+import json
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kudig.engine.state import decode_state_json
+from kudig.engine.state import BLOB_KEY, CHUNKED, chunk_lines, chunk_names, decode_state_json
 
 OPERATOR_SUFFIX = ">"
 
@@ -95,9 +98,29 @@ def summary(obj: Mapping[str, Any]) -> SessionSummary:
     )
 
 
+class MissingBlob(Exception):
+    """A ConfigMap the Session named is gone: it was replaced since the Session was read (read
+    the Session again), or deleted by hand."""
+
+
+def _index(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    data = ((obj.get("status") or {}).get("engine") or {}).get("data")
+    return decode_state_json(data) if data else None
+
+
 def blob_refs(obj: Mapping[str, Any]) -> list[str]:
-    """The ConfigMaps (in the Session's namespace) `task_rows` needs; fetch them and pass them in."""
-    return []
+    """The ConfigMaps (in the Session's namespace) `task_rows` needs; fetch them and pass them in
+    (their bytes: `blob_of`). They carry the labels `kudig.io/session=<session>` and
+    `kudig.io/result=true`, so one list by label fetches them all."""
+    data = _index(obj)
+    if data is None or data.get("v") != CHUNKED:
+        return []
+    return [name for entry in data.get("chunks") or [] for name in chunk_names(entry)]
+
+
+def blob_of(config_map: Mapping[str, Any]) -> bytes:
+    """The bytes one of those ConfigMaps holds (as read from the API server)."""
+    return base64.b64decode((config_map.get("binaryData") or {}).get(BLOB_KEY, ""))
 
 
 def _operator(config: Mapping[str, Any]) -> str | None:
@@ -106,6 +129,7 @@ def _operator(config: Mapping[str, Any]) -> str | None:
 
 def _row(t: Mapping[str, Any]) -> TaskRow:
     config = t.get("config") or {}
+    op = t.get("op")  # the config moved to its own ConfigMap: its operator is noted in the row
     state = str(t["state"])
     error = (t.get("error") or {}).get("message", "") if state in ("error", "group_error") else ""
     return TaskRow(
@@ -117,7 +141,7 @@ def _row(t: Mapping[str, Any]) -> TaskRow:
         state=state,
         retries=int(t.get("retry_count", 0)),
         error=str(error),
-        operator=_operator(config),
+        operator=str(op) if op else _operator(config),
         file=t.get("file"),
         line=t.get("line"),
         superseded=bool(t.get("superseded", False)),
@@ -131,13 +155,61 @@ def _row(t: Mapping[str, Any]) -> TaskRow:
     )
 
 
+# Chunks are immutable: their rows, by name, so a viewer polling a Session parses only the chunks
+# that changed (bounded).
+_CHUNKS: OrderedDict[str, tuple[TaskRow, ...]] = OrderedDict()
+_CHUNKS_MAX = 1024  # 32,768 rows
+
+
+def _chunk_rows(entry: Any, blobs: Mapping[str, bytes]) -> tuple[TaskRow, ...]:
+    if isinstance(entry, Mapping):
+        return tuple(_row(t) for t in entry.get("rows") or [])
+    names = chunk_names(entry)
+    cached = _CHUNKS.get(names[0])
+    if cached is not None:
+        _CHUNKS.move_to_end(names[0])
+        return cached
+    missing = [n for n in names if n not in blobs]
+    if missing:
+        raise MissingBlob(f"ConfigMap {missing[0]} of the Session's task rows is missing")
+    lines = chunk_lines([blobs[n] for n in names])
+    rows = tuple(map(_row, json.loads(b"[" + b",".join(lines) + b"]")))  # one parse a chunk
+    _CHUNKS[names[0]] = rows
+    while len(_CHUNKS) > _CHUNKS_MAX:
+        _CHUNKS.popitem(last=False)
+    return rows
+
+
 def task_rows(
     obj: Mapping[str, Any], blobs: Mapping[str, bytes] | None = None, *, superseded: bool = False
 ) -> list[TaskRow]:
     """The task rows of the Session's current attempt, in id order (superseded rows of a group
-    retry only when asked). `blobs` holds the ConfigMaps `blob_refs` named, by name."""
-    data = ((obj.get("status") or {}).get("engine") or {}).get("data")
-    if not data:
+    retry only when asked). `blobs` holds the ConfigMaps `blob_refs` named, by name (a missing
+    one raises `MissingBlob`)."""
+    data = _index(obj)
+    if data is None:
         return []
-    rows = [_row(t) for t in decode_state_json(data).get("tasks", [])]
+    if data.get("v") == CHUNKED:
+        rows = [r for entry in data.get("chunks") or [] for r in _chunk_rows(entry, blobs or {})]
+    else:
+        rows = [_row(t) for t in data.get("tasks", [])]
     return rows if superseded else [r for r in rows if not r.superseded]
+
+
+def state_json(obj: Mapping[str, Any], blobs: Mapping[str, bytes] | None = None) -> dict[str, Any] | None:
+    """The stored engine state as JSON (`SessionState.from_json` reads it), its rows' moved
+    results not put back; None before the Session started."""
+    data = _index(obj)
+    if data is None or data.get("v") != CHUNKED:
+        return data
+    tasks: list[dict[str, Any]] = []
+    for entry in data.get("chunks") or []:
+        if isinstance(entry, Mapping):
+            tasks.extend(entry.get("rows") or [])
+            continue
+        names = chunk_names(entry)
+        missing = [n for n in names if n not in (blobs or {})]
+        if missing:
+            raise MissingBlob(f"ConfigMap {missing[0]} of the Session's task rows is missing")
+        tasks.extend(json.loads(line) for line in chunk_lines([(blobs or {})[n] for n in names]))
+    return {"tasks": tasks, **{k: v for k, v in data.items() if k not in ("v", "n", "chunks")}}

@@ -17,6 +17,7 @@ import yaml
 
 from kudig.api import (
     ANNOTATION_TASK,
+    LABEL_RESULT,
     LABEL_SESSION,
     SESSIONS,
     TASK_CONTAINER,
@@ -81,11 +82,42 @@ class Cluster:
         return "configured"
 
 
-def decode_engine(session: dict[str, Any]) -> dict[str, Any] | None:
-    from kudig.engine.state import decode_state_json
+def session_blobs(cluster: Cluster, session: dict[str, Any]) -> dict[str, bytes]:
+    """The ConfigMaps holding a Session's task rows (one list by label; a name it misses, one get)."""
+    from kudig import sessionread
 
-    blob = ((session.get("status") or {}).get("engine") or {}).get("data")
-    return decode_state_json(blob) if blob else None
+    names = sessionread.blob_refs(session)
+    if not names:
+        return {}
+    selector = f"{LABEL_SESSION}={label_value(str(session['metadata']['name']))},{LABEL_RESULT}=true"
+    listed = {
+        str(cm["metadata"]["name"]): cm for cm in cluster.api.list_config_maps(cluster.namespace, selector)
+    }
+    blobs: dict[str, bytes] = {}
+    for name in names:
+        cm = listed.get(name) or cluster.api.get_config_map(cluster.namespace, name)
+        if cm is not None:
+            blobs[name] = sessionread.blob_of(cm)
+    return blobs
+
+
+def read_session(cluster: Cluster, name: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """A Session and the ConfigMaps of its task rows, read again if the controller replaced
+    some between the two reads."""
+    from kudig import sessionread
+
+    for _ in range(5):
+        session = cluster.get(SESSIONS, name)
+        blobs = session_blobs(cluster, session)
+        if all(n in blobs for n in sessionread.blob_refs(session)):
+            return session, blobs
+    raise KudigError(f"Session {name}: the ConfigMaps of its task rows are missing (deleted by hand?)")
+
+
+def decode_engine(cluster: Cluster, session: dict[str, Any]) -> dict[str, Any] | None:
+    from kudig import sessionread
+
+    return sessionread.state_json(session, session_blobs(cluster, session))
 
 
 class _BlockDumper(yaml.SafeDumper):
@@ -306,7 +338,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     from kudig import sessionread
 
     cluster = Cluster(args.namespace)
-    rows_ = sessionread.task_rows(cluster.get(SESSIONS, args.session))
+    rows_ = sessionread.task_rows(*read_session(cluster, args.session))
     tasks = [{"name": t.name, "state": t.state, "retries": t.retries, "error": t.error} for t in rows_]
     rows = [[t.name, t.state, str(t.retries), t.error[:80]] for t in rows_]
     _print(
@@ -334,7 +366,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     attempt = int(status.get("attempt") or 1) + 1
     patch: dict[str, Any] = {"attempt": attempt, "kill": False, "params": params, "resumeFrom": None}
     if args.resume_from:
-        state = decode_engine(s)
+        state = decode_engine(cluster, s)
         if state is None:
             raise KudigError(f"Session {args.session} has no task state to resume from")
         # the controller checks it again; here it fails before anything changes
@@ -422,7 +454,7 @@ def cmd_log(args: argparse.Namespace) -> int:
     if args.follow:
         return _follow(cluster, args)
     session = cluster.get(SESSIONS, args.session)
-    state = decode_engine(session) or {"tasks": []}
+    state = decode_engine(cluster, session) or {"tasks": []}
     store = log_store(cluster.api)
     by_task: dict[str, list[StoredLog]] = {}
     for pod in _task_logs(cluster, store, args.session):

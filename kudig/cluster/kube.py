@@ -63,8 +63,9 @@ class KubeApi(Protocol):
     ) -> str | None: ...
     def follow_pod_log(self, namespace: str, name: str, container: str = "task") -> Iterator[str]: ...
     def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-    def list_config_maps(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
     def create_config_map(self, namespace: str, body: dict[str, Any]) -> bool: ...
+    def delete_config_map(self, namespace: str, name: str) -> None: ...
+    def list_config_maps(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
     def apply_config_map(self, namespace: str, body: dict[str, Any]) -> str: ...
     def create_event(self, namespace: str, body: dict[str, Any]) -> None: ...
     # leader election (coordination.k8s.io/v1 Leases)
@@ -396,6 +397,13 @@ class Kube:
         )
         return cm
 
+    def create_config_map(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create; False when one of that name exists already."""
+        self._count("create", "configmaps")
+        return self._created(
+            lambda: self.core.create_namespaced_config_map(namespace, body, _preload_content=False)
+        )
+
     def list_config_maps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         self._count("list", "configmaps")
         data = self._json(
@@ -404,12 +412,14 @@ class Kube:
         items: list[dict[str, Any]] = data.get("items") or []
         return items
 
-    def create_config_map(self, namespace: str, body: dict[str, Any]) -> bool:
-        """Create; False when one of that name exists already."""
-        self._count("create", "configmaps")
-        return self._created(
-            lambda: self.core.create_namespaced_config_map(namespace, body, _preload_content=False)
-        )
+    def delete_config_map(self, namespace: str, name: str) -> None:
+        """Delete; gone already is fine."""
+        self._count("delete", "configmaps")
+        try:
+            self._done(self.core.delete_namespaced_config_map(name, namespace, _preload_content=False))
+        except self._ApiException as e:
+            if self._status(e) != 404:
+                raise
 
     def apply_config_map(self, namespace: str, body: dict[str, Any]) -> str:
         """Create, or replace (last writer wins, as `kubectl replace`): "created", "configured" or

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kudig.compiler import DEFAULT_MAX_TASKS, TaskSpec, compile_subtree
-from kudig.engine.state import ACTIVE, FAILED, SessionState, Task, TaskState
+from kudig.engine.state import ACTIVE, DONE, FAILED, SessionState, Task, TaskState
 from kudig.errors import ConfigError, KudigError
 from kudig.ops import CONTROL_TYPES, SELF_RETRYING, OpContext, OpResult, TaskFailure, run_control
 from kudig.params import ancestors, collect_error_params, collect_params, deep_merge
@@ -232,9 +232,18 @@ class Engine:
         self._now = 0.0
         self._waiting: set[int] = set()
         self._running: set[int] = set()
+        self._scanned: dict[int, int] = {}  # blocked task -> upstreams before this index succeeded
+        # the current (not superseded) tasks: how many, how many done, which failed (`progress`)
+        self._current = 0
+        self._done = 0
+        self._failed: set[int] = set()
         for task in state.tasks:
             if task.superseded:
                 continue
+            self._current += 1
+            self._done += task.state in DONE
+            if task.state in FAILED:
+                self._failed.add(task.id)
             if task.state in _WAITING:
                 self._waiting.add(task.id)
             elif task.state == TaskState.RUNNING:
@@ -258,6 +267,7 @@ class Engine:
         if len(tasks) + len(specs) > self.ctx.max_tasks:
             raise TaskFailure(f"Too many tasks. Limit: {self.ctx.max_tasks}", retryable=False)
         offset = len(tasks)
+        self._current += len(specs)
         for i, spec in enumerate(specs):
             task = Task(
                 id=offset + i,
@@ -327,6 +337,14 @@ class Engine:
                 self._actions.append(TaskLog(root.id, root.name, f"Invalid sla: task: {e}"))
                 continue
             self._enqueue("promote", first)
+
+    def progress(self) -> tuple[int, int]:
+        """(done, all) of the current tasks, kept as states change: no walk of the state."""
+        return self._done, self._current
+
+    def failed_tasks(self) -> list[Task]:
+        """`failed_tasks(self.state)`, from the failed tasks the engine keeps track of."""
+        return failed_tasks_of(self.state.tasks[i] for i in sorted(self._failed))
 
     def running(self) -> list[Task]:
         return [self.state.tasks[t] for t in sorted(self._running)]
@@ -398,8 +416,16 @@ class Engine:
         if old == new:
             return
         task.state = new
+        if new == TaskState.READY:
+            task.ready_at = self._now
         self._waiting.discard(task.id)
         self._running.discard(task.id)
+        if not task.superseded:
+            self._done += (new in DONE) - (old in DONE)
+            if new in FAILED:
+                self._failed.add(task.id)
+            else:
+                self._failed.discard(task.id)
         if new in _WAITING:
             self._waiting.add(task.id)
         elif new == TaskState.RUNNING:
@@ -428,7 +454,7 @@ class Engine:
             return
         if task.parent is not None and self.state.tasks[task.parent].state != TaskState.PLANNED:
             return
-        if any(self.state.tasks[u].state != TaskState.SUCCESS for u in task.upstreams):
+        if not self._upstreams_succeeded(task):
             return
         if task.cancel_requested or self.state.killed:
             self._set_state(task, TaskState.CANCELED)
@@ -438,6 +464,20 @@ class Engine:
         else:
             self._set_state(task, TaskState.READY)
             self._start(task)
+
+    def _upstreams_succeeded(self, task: Task) -> bool:
+        """Whether every upstream of `task` succeeded. A success is final within an attempt, so
+        the scan resumes where the last one stopped: a task waiting for a batch of N upstreams
+        (`_parallel: {limit: N}`) costs O(N) over all its checks, not O(N) per finished upstream."""
+        tasks, ups = self.state.tasks, task.upstreams
+        i = self._scanned.get(task.id, 0)
+        while i < len(ups):
+            if tasks[ups[i]].state != TaskState.SUCCESS:
+                self._scanned[task.id] = i
+                return False
+            i += 1
+        self._scanned.pop(task.id, None)
+        return True
 
     def _selection(self, task: Task) -> str | None:
         selector = self.ctx.selector
@@ -714,6 +754,10 @@ class Engine:
         stack = list(old)
         while stack:
             t = stack.pop()
+            if not t.superseded:
+                self._current -= 1
+                self._done -= t.state in DONE
+                self._failed.discard(t.id)
             t.superseded = True
             self._waiting.discard(t.id)
             self._running.discard(t.id)
@@ -747,6 +791,7 @@ class Engine:
             )
             mapping[src.id] = new.id
             self.state.tasks.append(new)
+            self._current += 1
             parent.children.append(new.id)
             for up in new.upstreams:
                 self.state.tasks[up].downstreams.append(new.id)
@@ -766,9 +811,13 @@ _WAITING = frozenset({TaskState.RETRY_WAITING, TaskState.GROUP_RETRY_WAITING})
 
 def failed_tasks(state: SessionState) -> list[Task]:
     """Operator tasks (and groups with their own message) that failed, for the CLI's summary."""
+    return failed_tasks_of(state.tasks)
+
+
+def failed_tasks_of(tasks: Iterable[Task]) -> list[Task]:
     return [
         t
-        for t in state.tasks
+        for t in tasks
         if not t.superseded and t.state in FAILED and t.error and (not t.is_group or t.failed_children == 0)
     ]
 

@@ -76,10 +76,17 @@ class Task:
     started_at: float | None = None
     finished_at: float | None = None
     skipped: bool = False
+    # For a timeline (epoch seconds): when the task last became ready (set by the engine), and
+    # when its pod was created and its container started (set by the controller from the pod).
+    ready_at: float | None = None
+    pod_created_at: float | None = None
+    running_at: float | None = None
     # bookkeeping kept in sync by Engine._set_state
     active_children: int = 0
     failed_children: int = 0
     stores_below: bool = False
+    # Where a tracked row records that it was assigned to (see `track`); not part of the row.
+    changes: Changes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def done(self) -> bool:
@@ -115,6 +122,9 @@ class Task:
             "started_at": (self.started_at, None),
             "finished_at": (self.finished_at, None),
             "skipped": (self.skipped, False),
+            "ready_at": (self.ready_at, None),
+            "pod_created_at": (self.pod_created_at, None),
+            "running_at": (self.running_at, None),
         }
         for key, (value, default) in optional.items():
             if value != default:
@@ -150,7 +160,52 @@ class Task:
             started_at=data.get("started_at"),
             finished_at=data.get("finished_at"),
             skipped=data.get("skipped", False),
+            ready_at=data.get("ready_at"),
+            pod_created_at=data.get("pod_created_at"),
+            running_at=data.get("running_at"),
         )
+
+
+class Changes:
+    """The ids of tracked rows assigned to since `gen` began (see `track`)."""
+
+    __slots__ = ("gen", "ids")
+
+    def __init__(self) -> None:
+        self.ids: set[int] = set()
+        self.gen = 0
+
+    def next(self) -> None:
+        self.ids.clear()
+        self.gen += 1
+
+
+_setattr = object.__setattr__
+# Derived bookkeeping, never serialised: assigning it changes nothing stored.
+_DERIVED = frozenset({"downstreams", "active_children", "failed_children", "stores_below", "changes"})
+
+
+class _TrackedTask(Task):
+    """A row that records every attribute assignment in its `changes` (same slots as Task, so a
+    row becomes tracked by a class change, without copying; untracked rows pay nothing)."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        _setattr(self, name, value)
+        changes = self.changes
+        if changes is not None and name not in _DERIVED:
+            changes.ids.add(self.id)
+
+
+def track(tasks: list[Task], changes: Changes) -> None:
+    """Make `tasks` record their assignments in `changes`, so a persister can rewrite only the
+    rows that changed. (A row mutated in place, e.g. `state_params[k] = v`, records nothing: the
+    persister re-checks the active rows, the only ones the engine mutates that way.)"""
+    for task in tasks:
+        _setattr(task, "changes", changes)
+        if task.__class__ is Task:
+            task.__class__ = _TrackedTask
 
 
 @dataclass(slots=True)
@@ -224,8 +279,8 @@ def rebuild_indexes(state: SessionState) -> None:
 
 
 def encode_state(state: SessionState) -> str:
-    """The compact form kept in a Session's status: gzip'd JSON, base64 (deterministic bytes,
-    so an unchanged state never causes a status write)."""
+    """The whole state as one blob: gzip'd JSON, base64 (deterministic bytes). A Session's status
+    kept this until the operator moved the rows to chunks (`kudig_operator.results`, format 2)."""
     raw = json.dumps(state.to_json(), separators=(",", ":"), default=str).encode()
     return base64.b64encode(gzip.compress(raw, compresslevel=6, mtime=0)).decode()
 
@@ -237,3 +292,28 @@ def decode_state_json(blob: str) -> dict[str, Any]:
 
 def decode_state(blob: str) -> SessionState:
     return SessionState.from_json(decode_state_json(blob))
+
+
+# A Session's state in chunks (format 2, written by the operator's `results` module): the status
+# holds {"v": 2, "chunks": [entry, ...], ...}; an entry holds a chunk's rows inline
+# ({"rows": [...]}) or names an immutable ConfigMap of them -- its name, or [name, parts] when its
+# bytes are split over `parts` ConfigMaps (the first named `name`, then `name-1`, ...) -- whose
+# joined bytes are gzip'd JSON rows, one a line.
+CHUNKED = 2
+BLOB_KEY = "part.json.gz"  # the binaryData key of a chunk's (or a moved part's) ConfigMap
+
+
+def chunk_names(entry: str | list[Any] | dict[str, Any]) -> list[str]:
+    """The ConfigMaps one chunk entry of the status occupies (none for an inline chunk)."""
+    if isinstance(entry, dict):
+        return []
+    if isinstance(entry, str):
+        return [entry]
+    base, parts = str(entry[0]), int(entry[1])
+    return [base if i == 0 else f"{base}-{i}" for i in range(parts)]
+
+
+def chunk_lines(parts: list[bytes]) -> list[bytes]:
+    """The serialised rows of one chunk, from its ConfigMaps' bytes (in order)."""
+    raw = gzip.decompress(b"".join(parts))
+    return raw.split(b"\n") if raw else []

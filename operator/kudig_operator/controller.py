@@ -66,6 +66,8 @@ class _Bucket:
     decoded: tuple[str, Decoded] | None = None  # (resourceVersion, its engine state) after our write
     running: int = 0  # task pods its last committed plan runs (the kudig_tasks_running gauge)
     created: dict[str, float] | None = None  # pods we created, not yet seen started -> when
+    news: set[str] | None = None  # pods with progress (finished, lost, stuck) since the last plan began
+    dirty: bool = False  # progress since the last plan began: a reconcile for news has work to do
 
 
 class Controller:
@@ -116,6 +118,7 @@ class Controller:
             "results_written": 0,
             "sessions_started": 0,
             "events": 0,
+            "coalesced": 0,
         }
         self.metrics = metrics if metrics is not None else Metrics(identity=identity)
         self.metrics.bind(
@@ -203,7 +206,7 @@ class Controller:
         """A watch event for a task pod: remember its status; reconcile when it means progress."""
         key = self.note_pod(namespace, pod, deleted)
         if key is not None:
-            self.reconcile_session(*key)
+            self.reconcile_news(*key)
 
     def note_pod(self, namespace: str, pod: Mapping[str, Any], deleted: bool) -> Key | None:
         """Remember a watched task pod; the Session to reconcile when the event means progress
@@ -226,6 +229,9 @@ class Controller:
             if bucket is not None:
                 if bucket.pods is None:
                     bucket.pods = {}
+                if deleted or view.finished or view.waiting is not None:
+                    bucket.news = (bucket.news or set()) | {view.name}
+                    bucket.dirty = True
                 if deleted:
                     bucket.pods.pop(view.name, None)
                 else:
@@ -288,6 +294,11 @@ class Controller:
     def reconcile_session(self, namespace: str, name: str, *, fresh: bool = False) -> None:
         """Reconcile a Session; `fresh` reads it from the API server first (the resync does)."""
         session_reaction.reconcile(self, namespace, name, fresh=fresh)
+
+    def reconcile_news(self, namespace: str, name: str) -> None:
+        """Reconcile a Session for pod news (`note_pod` said so), unless a plan that began after
+        that news already took it in: a burst of pod events costs one plan and one status write."""
+        session_reaction.reconcile(self, namespace, name, news_only=True)
 
     def reconcile_workflow(
         self, namespace: str, name: str, body: dict[str, Any] | None = None, *, recheck: bool = False

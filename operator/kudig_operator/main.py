@@ -266,8 +266,8 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
     def pod_event(pod_namespace: str, pod: Any, deleted: bool) -> None:
         key = ctl.note_pod(pod_namespace, pod, deleted)
-        if key is not None:
-            executor.submit(_safe_reconcile, ctl, key)
+        if key is not None:  # coalesced: a reconcile queued behind one that took the news in is free
+            executor.submit(_safe_reconcile, ctl, key, True)
 
     pods = PodWatch(api, pod_event, namespace=namespace)
     watchdog.checks.append(pods.healthy)
@@ -289,9 +289,12 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _safe_reconcile(ctl: Controller, key: tuple[str, str]) -> None:
+def _safe_reconcile(ctl: Controller, key: tuple[str, str], news_only: bool = False) -> None:
     try:
-        ctl.reconcile_session(*key)
+        if news_only:
+            ctl.reconcile_news(*key)
+        else:
+            ctl.reconcile_session(*key)
     except Exception:  # the next event or the resync tries again; never lose a worker silently
         log.exception("reconcile of session %s/%s failed", *key)
 

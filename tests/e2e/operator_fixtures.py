@@ -181,15 +181,20 @@ def engine_state(obj: dict[str, Any], kube: Kube | None = None) -> dict[str, Any
     from kudig_operator import results
 
     data = results.decode_json(obj["status"]["engine"]["data"])
-    if kube is None:
-        return data
+    if kube is None:  # rows still inline in the status only (a small session's are)
+        return {**data, "tasks": results.rows(data, {})}
     namespace = obj["metadata"]["namespace"]
-    fetched = {
-        name: results.blob_of(
-            kube.api.sanitize_for_serialization(kube.core.read_namespaced_config_map(name, namespace))
-        )
-        for name in results.refs(data)
-    }
+    fetched: dict[str, bytes] = {}
+    names = results.refs(data)
+    while True:  # the chunks, then what their rows refer to
+        for name in names:
+            if name not in fetched:
+                cm = kube.core.read_namespaced_config_map(name, namespace)
+                fetched[name] = results.blob_of(kube.api.sanitize_for_serialization(cm))
+        more = results.refs(data, fetched)
+        if more == names:
+            break
+        names = more
     state, _ = results.decode(data, fetched)
     return state.to_json()
 

@@ -319,3 +319,13 @@ def test_state_round_trips_through_json_mid_session() -> None:
         seen += [a.name for a in pending]
     assert engine.state.success
     assert seen == ["+wf+a", "+wf+p+x", "+wf+p+y"]
+
+
+def test_ready_at_is_when_the_task_last_became_ready() -> None:
+    run = drive("+t:\n  _retry: {limit: 1, interval: 5}\n  sh>: fail:1\n+u:\n  sh>: u\n")
+    tasks = {t.name: t for t in run.engine.state.tasks}
+    assert tasks["+wf+t"].ready_at == 5.0  # its retry became ready when the interval passed
+    assert tasks["+wf+u"].ready_at == 5.0
+    assert tasks["+wf"].ready_at is None  # a group is planned, never ready
+    state = run.engine.state
+    assert SessionState.from_json(state.to_json()).to_json() == state.to_json()

@@ -303,6 +303,7 @@ USED: dict[tuple[str, str, str], tuple[Path, str]] = {
     ("", "pods/log", "get"): (OPERATOR, r"api\.pod_log\("),
     ("", "configmaps", "get"): (OPERATOR, r"api\.get_config_map\("),
     ("", "configmaps", "create"): (OPERATOR, r"api\.create_config_map\("),
+    ("", "configmaps", "delete"): (OPERATOR, r"api\.delete_config_map\("),
     ("", "events", "create"): (OPERATOR, r"api\.create_event\("),
     ("coordination.k8s.io", "leases", "get"): (OPERATOR, r"api\.get_lease\("),
     ("coordination.k8s.io", "leases", "create"): (OPERATOR, r"api\.create_lease\("),

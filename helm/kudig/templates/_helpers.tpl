@@ -77,8 +77,8 @@ more (tests/unit/test_helm_chart.py ties every verb to a call in the code or in 
   resources: ["pods/log"]  # results too large for a termination message come through the log
   verbs: ["get"]
 - apiGroups: [""]
-  resources: ["configmaps"]  # project files (get); task results and inputs of a Session (create)
-  verbs: ["get", "create"]
+  resources: ["configmaps"]  # project files (get); task results and inputs of a Session (create; delete: replaced row chunks)
+  verbs: ["get", "create", "delete"]
 - apiGroups: [""]
   resources: ["events"]  # Session events (started, task failed, retrying, succeeded, ...)
   verbs: ["create"]

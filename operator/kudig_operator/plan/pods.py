@@ -19,6 +19,7 @@ from kudig.engine.core import (
 )
 from kudig.engine.state import Task
 from kudig.taskio import output_event
+from kudig_operator.plan.conditions import parse_time
 
 IMAGE_ERRORS = frozenset(
     {
@@ -50,7 +51,8 @@ class PodView:
     log: str | None = None  # the container log, fetched only when the output points to it
     seen: float | None = None  # when the controller received this view (a finished one: first seen so)
     task: str = ""  # the task's full name (annotation kudig.io/task)
-    created: str = ""  # the pod's creationTimestamp
+    created_at: float | None = None  # the pod's creationTimestamp
+    started_at: float | None = None  # when the task container started (running or terminated)
 
     @property
     def finished(self) -> bool:
@@ -82,6 +84,7 @@ def pod_view(pod: Mapping[str, Any], seen: float | None = None) -> PodView:
         if t.get("exitCode"):
             init_failure = (int(t["exitCode"]), str(t.get("message") or t.get("reason") or ""))
     code = terminated.get("exitCode")
+    running = (container.get("state") or {}).get("running") or {}
     return PodView(
         name=str(meta.get("name", "")),
         rv=str(meta.get("resourceVersion", "")),
@@ -97,8 +100,14 @@ def pod_view(pod: Mapping[str, Any], seen: float | None = None) -> PodView:
         pod_message=status.get("message"),
         seen=seen,
         task=str((meta.get("annotations") or {}).get(ANNOTATION_TASK, "")),
-        created=str(meta.get("creationTimestamp") or ""),
+        created_at=_timestamp(meta.get("creationTimestamp")),
+        started_at=_timestamp(terminated.get("startedAt") or running.get("startedAt")),
     )
+
+
+def _timestamp(value: Any) -> float | None:
+    parsed = parse_time(value) if isinstance(value, str) else None
+    return parsed.timestamp() if parsed is not None else None
 
 
 def _output_doc(view: PodView) -> Any:

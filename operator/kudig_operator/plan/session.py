@@ -50,7 +50,7 @@ from kudig_operator.plan.report import Try, outcome_event, report
 from kudig_operator.plan.sessionplan import SessionPlan
 from kudig_operator.plan.settings import Settings
 from kudig_operator.plan.status import session_status
-from kudig_operator.plan.view import SessionView, task_pod_name
+from kudig_operator.plan.view import SessionView, Warm, task_pod_name
 from kudig_operator.podspec import PodContext, PodSettingsError, build_task
 from kudig_operator.require import is_require
 
@@ -243,7 +243,7 @@ def plan_session(
     previous: SessionState | None = None
     try:
         if view.decoded is not None:
-            previous, memo = view.decoded
+            previous, memo = view.decoded.state, view.decoded.memo
         elif view.data is not None:
             previous, memo = results.decode(view.data, fetched)
     except results.MissingResult as e:
@@ -271,7 +271,12 @@ def plan_session(
         assert previous is not None
         attempt = max(current_attempt, 1)
         ctx = _context(view, spec, workflow, session_time, attempt, settings)
-        engine = Engine(ctx, previous)
+        warm = view.decoded.engine if view.decoded is not None else None
+        if warm is not None and warm.state is previous:
+            engine = warm  # its running/waiting sets as the last plan left them: no walk of the state
+            engine.ctx = ctx
+        else:
+            engine = Engine(ctx, previous)
         attempts = list(status.attempts)
         revision = status.workflow_revision or workflow.generation
 
@@ -280,7 +285,9 @@ def plan_session(
         events.append(KillRequested())
     name = view.name
     seen_done: dict[int, float] = {}  # task -> when its pod was seen done (for step gaps)
-    known_names: dict[tuple[int, int], str] = {}
+    known_names: dict[tuple[int, int], str] = (
+        view.decoded.pod_names if view.decoded is not None and not new_attempt else {}
+    )
 
     def pod_of(task: Task) -> str:
         key = (task.id, task.retry_count)  # ancestors' retries supersede the row: a new id
@@ -291,6 +298,7 @@ def plan_session(
 
     steps = require.RequireSteps()
     required = required or {}
+    consumed: list[str] = []
     for task in engine.running():
         if is_require(task):
             name_ = str(task.state_params[require.KEY]["session"])
@@ -306,8 +314,12 @@ def plan_session(
             continue  # not observed (the controller always observes running tasks' pods)
         seen_view = pods[pname]
         event = pod_event(task, seen_view)
+        if event is not None and seen_view is not None:  # when its pod was created, its container started
+            task.pod_created_at = task.pod_created_at or seen_view.created_at
+            task.running_at = task.running_at or seen_view.started_at
         if event is not None:
             events.append(event)
+            consumed.append(pname)
             seen_done[task.id] = (
                 seen_view.seen if seen_view is not None and seen_view.seen is not None else now
             )
@@ -317,7 +329,7 @@ def plan_session(
     actions = engine.step(events, now)
     all_actions = list(actions)
 
-    plan = SessionPlan()
+    plan = SessionPlan(consumed_pods=consumed)
     expected: set[str] = set()
     wf_spec = workflow.spec
     assert wf_spec is not None
@@ -374,7 +386,15 @@ def plan_session(
     plan.release_pods = pods_to_release(view.uid, expected, suspects, pods, retention)
 
     blob, blobs, after = results.encode(engine.state, name, memo if not new_attempt else None)
-    plan.decoded = (engine.state, after)
+    plan.decoded = Warm(
+        engine.state,
+        after,
+        engine,
+        sorted(expected),
+        [str(t.state_params[require.KEY]["session"]) for t in engine.running() if is_require(t)],
+        known_names,
+    )
+    plan.delete_config_maps = results.garbage(memo, after)
     labels = {MANAGED_BY: MANAGER, LABEL_SESSION: label_value(name), LABEL_RESULT: "true"}
     known = set(view.refs)
     for b in blobs:

@@ -17,6 +17,7 @@ class SessionPlan:
     create_pods: list[dict[str, Any]] = field(default_factory=list)
     delete_pods: list[str] = field(default_factory=list)  # after the commit
     release_pods: list[PodView] = field(default_factory=list)  # after the commit: log stored, then deleted
+    delete_config_maps: list[str] = field(default_factory=list)  # after the commit: replaced row chunks
     sweep: bool = False  # after the commit, delete every running pod of the Session (killed)
     wakeup: float | None = None
     finished: bool = False  # the Session needs nothing more (caches can be dropped)
@@ -34,6 +35,7 @@ class SessionPlan:
     duration: float | None = None  # of the attempt that ends (seconds from its start)
     runs: list[TaskRun] = field(default_factory=list)  # work-task tries that reported
     step_origins: dict[str, float] = field(default_factory=dict)  # pod -> its upstream seen done
+    consumed_pods: list[str] = field(default_factory=list)  # pods whose result the status commits
     sla_missed: bool = False  # the `sla:` deadline passed in this plan
     running: int | None = None  # task pods the committed state runs (None: unknown, unchanged)
     events: list[SessionEvent] = field(default_factory=list)  # Kubernetes Events to create

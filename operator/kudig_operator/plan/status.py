@@ -16,7 +16,6 @@ from kudig.api import (
 )
 from kudig.engine.core import (
     Engine,
-    failed_tasks,
 )
 from kudig_operator.plan.conditions import iso, set_condition
 from kudig_operator.plan.settings import Settings
@@ -37,12 +36,11 @@ def session_status(
 ) -> SessionStatus:
     old = view.status
     state = engine.state
-    current = [t for t in state.tasks if not t.superseded]
-    done = sum(1 for t in current if t.done)
+    done, current = engine.progress()
     phase = (SUCCEEDED if state.success else KILLED if state.killed else FAILED) if state.done else RUNNING
     failed = [
         FailedTask(name=t.name, message=str((t.error or {}).get("message", ""))[:500])
-        for t in failed_tasks(state)
+        for t in engine.failed_tasks()
     ][:MAX_FAILED_TASKS]
     started = old.started_at if old.attempt == attempt and old.started_at else iso(now)
     finished = (old.finished_at or iso(now)) if state.done else None
@@ -68,7 +66,7 @@ def session_status(
         phase=phase,  # type: ignore[arg-type]
         attempt=attempt,
         workflow_revision=revision,
-        progress=f"{done}/{len(current)}",
+        progress=f"{done}/{current}",
         started_at=started,
         finished_at=finished,
         next_wakeup=iso(wake) if wake is not None and not state.done else None,

@@ -10,6 +10,7 @@ from kudig.api import (
     SessionSpec,
     SessionStatus,
 )
+from kudig.engine.core import Engine
 from kudig.engine.state import SessionState, Task, TaskState
 from kudig.params import ancestors
 from kudig_operator import require, results
@@ -50,7 +51,40 @@ class SessionView:
         return self.status.phase in TERMINAL and (self.spec is None or self.spec.attempt <= attempt)
 
 
-Decoded = tuple[SessionState, results.Memo]
+@dataclass
+class Warm:
+    """What the controller keeps of its own last committed plan of a Session, so that the next
+    plan starts where that one ended instead of from the whole stored state: the decoded state,
+    the engine around it (its sets of running and waiting tasks), the pods of the running tasks,
+    the Sessions their require> tasks wait for, and the pod names computed so far. Planning from
+    it costs what the news touch, not the session's size. Consumed (mutated) by the plan."""
+
+    state: SessionState
+    memo: results.Memo
+    engine: Engine | None = None
+    pods: list[str] = field(default_factory=list)
+    required: list[str] = field(default_factory=list)
+    pod_names: dict[tuple[int, int], str] = field(default_factory=dict)  # (task id, retry) -> pod
+
+    @property
+    def cold(self) -> bool:
+        """Decoded from the stored state, not kept from a plan: every running pod is observed."""
+        return self.engine is None
+
+    @classmethod
+    def decoded(cls, obj: dict[str, Any], decoded: tuple[SessionState, results.Memo]) -> Warm:
+        """A state decoded from the Session `obj` (not from a plan of ours): its running tasks'
+        pods and require> targets found by walking it once."""
+        state, memo = decoded
+        attempt = max(int((obj.get("status") or {}).get("attempt") or 1), 1)
+        name = str(obj["metadata"]["name"])
+        running = [t for t in state.tasks if t.state == TaskState.RUNNING and not t.superseded]
+        pods = [task_pod_name(name, attempt, state, t) for t in running if not is_require(t)]
+        required = [str(t.state_params[require.KEY]["session"]) for t in running if is_require(t)]
+        return cls(state, memo, None, pods, required)
+
+
+Decoded = Warm
 
 
 def _generation(rows: list[dict[str, Any]], row: dict[str, Any]) -> str:
@@ -61,11 +95,6 @@ def _generation(rows: list[dict[str, Any]], row: dict[str, Any]) -> str:
     return ".".join(str(r.get("retry_count", 0)) for r in reversed(chain))
 
 
-def _running(state: SessionState) -> list[Task]:
-    """Running tasks with a pod (a require> task has none: it waits for a Session)."""
-    return [t for t in state.tasks if t.state == TaskState.RUNNING and not t.superseded and not is_require(t)]
-
-
 def task_pod_name(session: str, attempt: int, state: SessionState, task: Task) -> str:
     return pod_name(session, attempt, task.name, ".".join(str(t.retry_count) for t in ancestors(state, task)))
 
@@ -73,9 +102,9 @@ def task_pod_name(session: str, attempt: int, state: SessionState, task: Task) -
 def prepare(obj: dict[str, Any], decoded: Decoded | None = None) -> SessionView:
     """Read a Session: its spec, status, and which pods and ConfigMaps must be observed.
 
-    `decoded` is the engine state of exactly this version of the Session, when the controller
-    still holds it from its own last status write (saves decoding the blob); the plan consumes
-    (mutates) it."""
+    `decoded` is what the controller keeps of its own last status write when it wrote exactly this
+    version of the Session (`Warm`: saves decoding the blob and walking the state); the plan
+    consumes (mutates) it."""
     status = SessionStatus.model_validate(obj.get("status") or {})
     spec: SessionSpec | None = None
     spec_error = None
@@ -92,11 +121,9 @@ def prepare(obj: dict[str, Any], decoded: Decoded | None = None) -> SessionView:
     if status.engine is None:
         decoded = None
     if decoded is not None:
-        state = decoded[0]
-        attempt = max(status.attempt or 1, 1)
-        pods = [task_pod_name(str(obj["metadata"]["name"]), attempt, state, t) for t in _running(state)]
-        required = waiting_targets([t.to_json() for t in state.tasks if is_require(t)])
-        return SessionView(obj, status, spec, spec_error, None, pods, [], decoded, required)
+        return SessionView(
+            obj, status, spec, spec_error, None, list(decoded.pods), [], decoded, list(decoded.required)
+        )
     data = results.decode_json(status.engine.data) if status.engine is not None else None
     if data is not None:
         refs = results.refs(data)

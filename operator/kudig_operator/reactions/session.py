@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -19,10 +20,11 @@ from kudig.cluster.kube import Conflict
 from kudig.cluster.logstore import StoredLog
 from kudig_operator import results
 from kudig_operator.events import SessionEvent, event_body
+from kudig_operator.plan.conditions import iso
 from kudig_operator.plan.pods import PodView, frame_complete, log_lines_needed, pod_view
 from kudig_operator.plan.session import invalid_plan, plan_session, waiting_plan
 from kudig_operator.plan.sessionplan import SessionPlan
-from kudig_operator.plan.view import prepare
+from kudig_operator.plan.view import SessionView, Warm, prepare
 from kudig_operator.plumbing import Key
 from kudig_operator.reactions import history, schedule
 
@@ -34,10 +36,25 @@ if TYPE_CHECKING:
     from kudig_operator.controller import Controller
 
 
-def reconcile(ctl: Controller, namespace: str, name: str, *, fresh: bool = False) -> None:
-    """Reconcile a Session; `fresh` reads it from the API server first (the resync does)."""
+def reconcile(
+    ctl: Controller, namespace: str, name: str, *, fresh: bool = False, news_only: bool = False
+) -> None:
+    """Reconcile a Session; `fresh` reads it from the API server first (the resync does);
+    `news_only`: only if pod news came since the last plan began (else it saw them already)."""
     key = (namespace, name)
-    with ctl.locks.hold(("session", key)), ctl.metrics.reconcile("session"):
+    with ctl.locks.hold(("session", key)):
+        if news_only:
+            with ctl.guard:
+                bucket = ctl.sessions.get(key)
+                if bucket is None or not bucket.dirty:
+                    ctl.stats["coalesced"] += 1
+                    return
+        _reconcile(ctl, key, fresh)
+
+
+def _reconcile(ctl: Controller, key: Key, fresh: bool) -> None:
+    namespace, name = key
+    with ctl.metrics.reconcile("session"):
         for _ in range(MAX_CONFLICTS):
             try:
                 reconcile_once(ctl, key, fresh)
@@ -115,6 +132,17 @@ def fetch_blobs(ctl: Controller, key: Key, names: list[str]) -> dict[str, bytes]
     return bucket.blobs
 
 
+def fetch_state(ctl: Controller, key: Key, data: Mapping[str, Any]) -> dict[str, bytes]:
+    """The ConfigMaps a stored state refers to: its chunks, then what their rows refer to."""
+    names = results.refs(data)
+    while True:
+        fetched = fetch_blobs(ctl, key, names)
+        more = results.refs(data, fetched)
+        if more == names:
+            return fetched
+        names = more
+
+
 def reconcile_once(ctl: Controller, key: Key, fresh: bool) -> None:
     ctl.stats["reconciles"] += 1
     obj = session_body(ctl, key, fresh)
@@ -126,11 +154,35 @@ def reconcile_once(ctl: Controller, key: Key, fresh: bool) -> None:
         cached, bucket.decoded = bucket.decoded, None  # consumed: the plan mutates it
     rv = str(obj["metadata"].get("resourceVersion", ""))
     view = prepare(obj, cached[1] if cached is not None and cached[0] == rv else None)
+    if view.data is not None and results.chunked(view.data):
+        # the rows are in chunks: read them to know which pods to observe
+        fetched = fetch_state(ctl, key, view.data)
+        with contextlib.suppress(results.MissingResult):  # (the plan says so)
+            view = prepare(obj, Warm.decoded(obj, results.decode(view.data, fetched)))
     if fresh and view.pods:
         refresh_pods(ctl, key, view.name)
     with ctl.guard:  # one snapshot of the pod cache: the suspects and the observed pods agree
         seen = dict(bucket.pods or {})
         uncommitted = set(bucket.uncommitted or ())
+        news, bucket.news, bucket.dirty = bucket.news or set(), None, False
+    try:
+        _plan_and_commit(ctl, key, obj, view, fresh, seen, uncommitted, news)
+    except BaseException:
+        with ctl.guard:  # not planned after all: the next reconcile takes the news in
+            bucket.news, bucket.dirty = (bucket.news or set()) | news, True
+        raise
+
+
+def _plan_and_commit(
+    ctl: Controller,
+    key: Key,
+    obj: dict[str, Any],
+    view: SessionView,
+    fresh: bool,
+    seen: dict[str, PodView],
+    uncommitted: set[str],
+    news: set[str],
+) -> None:
     suspects = [*seen.values(), *(PodView(name, owner_uid=view.uid) for name in uncommitted)]
     if view.finished:
         carry_out(ctl, key, obj, plan_session(view, None, {}, suspects, {}, ctl.clock(), ctl.settings))
@@ -142,7 +194,11 @@ def reconcile_once(ctl: Controller, key: Key, fresh: bool) -> None:
             carry_out(ctl, key, obj, waiting_plan(view, view.spec.after, ctl.clock(), ctl.settings))
             return
     workflow = ctl.workflow(key[0], view.spec.workflow) if view.spec is not None else None
-    pods = {name: observe_pod(ctl, key, name, seen) for name in view.pods}
+    if view.decoded is None or view.decoded.cold or fresh or (view.spec is not None and view.spec.kill):
+        observe = view.pods  # cold, a resync or a kill: every running task's pod
+    else:  # warm: only the pods with news (or never seen), the others said nothing new
+        observe = [name for name in view.pods if name in news or name not in seen]
+    pods = {name: observe_pod(ctl, key, name, seen) for name in observe}
     fetched = fetch_blobs(ctl, key, view.refs)
     now = ctl.clock()
     triggered = ctl.workflows.dependents(key[0], workflow) if workflow is not None else []
@@ -212,7 +268,13 @@ def carry_out(ctl: Controller, key: Key, obj: dict[str, Any], plan: SessionPlan)
             bucket.decoded = (rv, plan.decoded)
         if plan.running is not None:
             bucket.running = plan.running
+        if plan.status is not None and bucket.pods:
+            for name in plan.consumed_pods:  # committed: their views are not needed any more
+                bucket.pods.pop(name, None)
     delete_pods(ctl, key, plan.delete_pods)
+    if plan.status is not None:
+        for name in plan.delete_config_maps:
+            ctl.api.delete_config_map(namespace, name)
     if plan.sweep:
         sweep(ctl, key, obj, set(plan.delete_pods))
     release(ctl, key, written, plan.release_pods)
@@ -277,7 +339,12 @@ def release(ctl: Controller, key: Key, session: Mapping[str, Any], pods: list[Po
                 continue
         else:
             try:
-                ctl.logs.put(key[0], session, StoredLog(p.task, p.name, p.created), text)
+                ctl.logs.put(
+                    key[0],
+                    session,
+                    StoredLog(p.task, p.name, iso(p.created_at) if p.created_at is not None else ""),
+                    text,
+                )
             except Exception as e:
                 log.warning("session %s/%s: log of %s not stored (%s); pod kept", *key, p.name, e)
                 continue

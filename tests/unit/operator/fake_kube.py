@@ -334,12 +334,17 @@ class FakeKube:
 
     def list_config_maps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         self._enter("list_config_maps", "list", "configmaps")
-        key, _, value = selector.partition("=")
+        wanted = dict(term.partition("=")[::2] for term in selector.split(","))
         return [
             copy.deepcopy(cm)
             for (ns, _), cm in sorted(self.config_maps.items())
-            if ns == namespace and (cm["metadata"].get("labels") or {}).get(key) == value
+            if ns == namespace
+            and all((cm["metadata"].get("labels") or {}).get(k) == v for k, v in wanted.items())
         ]
+
+    def delete_config_map(self, namespace: str, name: str) -> None:
+        self._enter("delete_config_map", "delete", "configmaps")
+        self.config_maps.pop((namespace, name), None)
 
     def create_config_map(self, namespace: str, body: dict[str, Any]) -> bool:
         self._enter("create_config_map", "create", "configmaps")

@@ -121,7 +121,8 @@ class Harness:
         from kudig_operator import results
 
         data = results.decode_json(self.status(name)["engine"]["data"])
-        return {t["name"]: t for t in data["tasks"] if not t.get("superseded")}
+        fetched = {n: results.blob_of(cm) for (ns, n), cm in self.kube.config_maps.items() if ns == NS}
+        return {t["name"]: t for t in results.rows(data, fetched) if not t.get("superseded")}
 
 
 @pytest.fixture
@@ -489,6 +490,7 @@ def test_large_results_live_in_config_maps_and_survive_a_restart(h: Harness) -> 
     status = h.status()
     engine = base64.b64decode(status["engine"]["data"])
     assert len(engine) < 16 * 1024, len(engine)
+    assert h.tasks()["+wf+t"]["state"] == "success"
     result_cms = [n for (ns, n) in h.kube.config_maps if "-r-" in n]
     assert len(result_cms) >= 40  # each stored result, and the loop's generated subtasks
     cm = h.kube.config_maps[(NS, result_cms[0])]
@@ -825,3 +827,31 @@ def test_a_trigger_naming_a_missing_workflow_says_so_until_it_exists(h: Harness)
     assert compiled["status"] == "True", "the workflow itself is fine: it waits for the other one"
     h.workflow("+u:\n  sh>: echo up\n", name="up")
     assert trigger_condition()["status"] == "True"
+
+
+def test_a_chunked_state_survives_a_restart_and_replaced_chunks_are_deleted(h: Harness) -> None:
+    h.workflow(
+        "+t:\n  for_range>:\n    from: 0\n    to: 130\n    step: 1\n  _parallel: true\n  _do:\n    py>: m.f\n"
+    )
+    h.session()
+    pods = h.pods()
+    for i, pod in enumerate(pods):
+        if i != len(pods) // 2:
+            h.finish(pod, {f"k{i}": "x" * 1024})
+            continue
+        # it finishes while the controller is down; the restarted one reads the rows back from
+        # the chunks and so knows which pods to look at
+        h.kube.finish_pod(NS, pod, output={"store_params": {f"k{i}": "x" * 1024}, "error": None})
+        h.ctl = h.controller()
+        h.watch_session()
+        assert h.ctl.stats["result_reads"] >= 2
+        assert h.tasks()[h.task_of(pod)]["state"] == "success"
+    assert h.status()["phase"] == "Succeeded"
+    from kudig_operator import results
+
+    data = results.decode_json(h.status()["engine"]["data"])
+    chunks = {n for (ns, n) in h.kube.config_maps if "-c-" in n}
+    assert chunks and chunks == set(results.refs(data))  # replaced chunks were deleted
+    tasks = h.tasks()
+    assert sum(1 for t in tasks.values() if t.get("store_params")) == len(pods)
+    assert len(json.dumps(h.kube.obj(SESSIONS, NS, "s1"))) < 128 * 1024
