@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import signal
 import statistics
 import sys
 import tempfile
@@ -227,7 +228,7 @@ class Bench:
             result.status_writes = sum(
                 v - api0.get(k, 0)
                 for k, v in api1.items()
-                if k.split()[0] in ("PATCH", "UPDATE", "APPLY") and k.split()[1].startswith("sessions")
+                if k.split()[0] in ("PATCH", "PUT", "APPLY") and k.split()[1].startswith("sessions")
             )
             result.rss_mib = ctl.memory_kib("VmHWM") / 1024
             failed = [p for p in phases if p != "Succeeded"]
@@ -303,6 +304,7 @@ def main() -> int:
     parser.add_argument("--keep-plane", action="store_true", help="leave the KWOK plane running afterwards")
     args = parser.parse_args()
     only = set(args.only or ["fanout", "chain", "sessions"])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill`: the controller stops too
 
     plane = Plane()
     print("starting the KWOK plane (hack/kwok/up; a cold first run builds kwok: ~8 min)", flush=True)

@@ -121,10 +121,20 @@ class Plane:
         return client.CustomObjectsApi(self.api)
 
     def raw_get(self, path: str) -> str:
-        response = self.api.call_api(
-            path, "GET", auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True
+        """GET a non-resource path (/metrics) as the admin (token and CA from the kubeconfig)."""
+        import ssl
+
+        import yaml
+
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        cluster = config["clusters"][0]["cluster"]
+        token = config["users"][0]["user"]["token"]
+        context = ssl.create_default_context(cafile=cluster["certificate-authority"])
+        request = urllib.request.Request(
+            cluster["server"] + path, headers={"Authorization": f"Bearer {token}"}
         )
-        return str(response.data.decode())
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
+            return str(response.read().decode())
 
     def request_counts(self) -> dict[str, int]:
         """apiserver_request_total summed per "VERB resource[/subresource]" (WATCH included)."""
