@@ -46,10 +46,12 @@ unit: setup
 
 # helm (built from the Go module proxy) and Prometheus (Debian's package), cached under ~/.cache/kudig:
 # tests/e2e/test_helm.py needs both (the unit tests call hack/helm and hack/prometheus themselves)
+# kwok (built from the Go module proxy, cached: ~8 min cold, instant warm): tests/e2e/test_scale_kwok.py
 .PHONY: tools
 tools:
 	hack/helm >/dev/null
 	hack/prometheus >/dev/null
+	hack/kwok/build >/dev/null
 
 e2e: setup tools
 	KUDIG_E2E=1 PATH="$(CURDIR)/$(BIN):$$PATH" hack/cluster/e2e
