@@ -39,7 +39,18 @@ from kudig.errors import ConfigError
 
 INCLUDE_TAG = "!include"
 MERGE_TAG = "tag:yaml.org,2002:merge"
-_COMPOSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+STR_TAG = "tag:yaml.org,2002:str"
+PLAIN_TAG = "kudig:plain"  # a plain scalar without a tag: typed by resolve_scalar, digdag's way
+
+
+class _Composer(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """libyaml's composer (PyYAML's C one: fast, keeps line marks), leaving plain scalars untyped
+    so that an explicit tag (`!!str 010`) stays distinguishable from a plain `010`."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is ScalarNode and implicit[0]:
+            return PLAIN_TAG
+        return super().resolve(kind, value, implicit)
 
 # YamlTagResolver's patterns (SnakeYAML's, made stricter by digdag), and SnakeYAML's null.
 _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
@@ -208,7 +219,7 @@ class Loader:
     def load_text(self, text: str, name: str, base_dir: Path | None = None) -> Any:
         base_dir = (base_dir or self.root).resolve()
         try:
-            node = yaml.compose(text, Loader=_COMPOSER)
+            node = yaml.compose(text, Loader=_Composer)
         except MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             line = mark.line + 1 if mark is not None else None
@@ -228,9 +239,11 @@ class Loader:
                     name,
                     node.start_mark.line + 1,
                 )
-            if node.style:
-                return node.value  # quoted or block scalars are always strings
-            return resolve_scalar(node.value)
+            if node.tag == PLAIN_TAG and not node.style:
+                return resolve_scalar(node.value)
+            if node.style or node.tag in (STR_TAG, "!"):
+                return node.value  # quoted or block scalars, `!!str`: always strings
+            return resolve_scalar(node.value)  # `!!int 7` and the like: typed by their text
         if isinstance(node, SequenceNode):
             return [self._convert(item, name, base_dir) for item in node.value]
         if isinstance(node, MappingNode):
@@ -249,7 +262,7 @@ class Loader:
                 deep_merge(result, self._include(value, name, line, base_dir))
                 continue
             if key_node.tag == MERGE_TAG or (
-                isinstance(key_node, ScalarNode) and key_node.value == "<<" and key_node.style is None
+                isinstance(key_node, ScalarNode) and key_node.value == "<<" and not key_node.style
             ):
                 # SnakeYAML's mergeNode: a merged key takes its place here unless the map already
                 # has it; a key of the map itself always wins, written before or after the `<<`.
@@ -277,7 +290,7 @@ class Loader:
 
     def _key(self, node: Node, name: str, base_dir: Path) -> str:
         """A key as digdag names it: a string as written, anything else Java's text of it."""
-        if isinstance(node, ScalarNode) and (node.style or node.tag == "!"):
+        if isinstance(node, ScalarNode) and (node.style or node.tag in (STR_TAG, "!")):
             return str(node.value)
         value = self._convert(node, name, base_dir)
         if value is None:
