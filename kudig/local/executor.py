@@ -82,11 +82,6 @@ class LocalRun:
     replay_succeeded: bool = True
     _replay: dict[str, TaskResult] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        # The engine reads `ctx.resume` at every task start: this run's successes join it.
-        self._replay = dict(self.engine.ctx.resume)
-        self.engine.ctx.resume = self._replay
-
     def log(self, text: str, task: str | None = None) -> None:
         """A log line (`[LEVEL] (+task): ...`), or with `task` a line that task printed."""
         with self._lock:
@@ -127,6 +122,9 @@ class LocalRun:
 
     def run(self) -> bool:
         engine = self.engine
+        # The engine reads `ctx.resume` at every task start: this run's successes join it.
+        self._replay = dict(engine.ctx.resume)
+        engine.ctx.resume = self._replay
         pool = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="kudig-task")
         pending: dict[Future[Event], int] = {}
         events: list[Event] = []
