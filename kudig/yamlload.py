@@ -52,6 +52,7 @@ class _Composer(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[
             return PLAIN_TAG
         return super().resolve(kind, value, implicit)
 
+
 # YamlTagResolver's patterns (SnakeYAML's, made stricter by digdag), and SnakeYAML's null.
 _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
 _BOOL = {"true": True, "True": True, "false": False, "False": False}
