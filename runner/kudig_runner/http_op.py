@@ -25,8 +25,7 @@ difference from digdag, whose retry of a GET would never end).
 `http>` stores `http.last_status` and, with `store_content: true`, `http.last_content` (the body
 as a string, at most 65536 characters), each reset first; without `store_content` the
 `http.last_content` an earlier `http>` stored stays (digdag's HttpOperatorFactory resets only
-what it stores). `http_call>` turns the body into the
-task's subtasks (see `run_http_call`).
+what it stores). `http_call>` turns the body into the task's subtasks (see `run_http_call`).
 
 Secret values are never printed and never part of an error message.
 """
