@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kudig.engine.core import Engine, SessionContext, failed_tasks
+from kudig.engine.core import Engine, SessionContext
 from kudig.engine.state import Task
 from kudig.errors import ConfigError, KudigError
 from kudig.local.console import Console, make_dir
@@ -210,6 +210,7 @@ def _run(args: argparse.Namespace, console: Console, config: SystemConfig) -> in
         max_workers=threads or 64,  # 0 means no limit
         secrets=_local_secrets(config),
         sink=sink,
+        replay_succeeded=not args.rerun,
     )
 
     def on_signal(signum: int, count: int) -> None:
@@ -236,7 +237,7 @@ def _run(args: argparse.Namespace, console: Console, config: SystemConfig) -> in
         print("error: the session is stuck: no task can run (this is a bug in kudig)", file=sys.stderr)
         return 1
     print("error:", file=sys.stderr)
-    for task in failed_tasks(engine.state):
+    for task in run.failed():
         message = (task.error or {}).get("message", "")
         location = f" ({task.file}:{task.line})" if task.file and task.line else ""
         print(f"  * {task.name}{location}:\n    {message}", file=sys.stderr)

@@ -320,12 +320,14 @@ class Compiler:
 
     @staticmethod
     def validate_task_key(key: str, where: YMap | None) -> None:
+        # digdag's ModelValidator checks "must not start with a digit" on the whole name, `+`
+        # included, so it never fires for a task: `+1st_step` is a valid task (real digdag runs it).
         body = key[1:]
-        if not body or body[0].isdigit() or "^" in body or len(key) > 255 or not _TASK_CHARS.match(body):
+        if not body or "^" in body or len(key) > 255 or not _TASK_CHARS.match(body):
             raise _err(
                 where,
-                f"Invalid task name '{key}': must start with '+', not start with a digit, "
-                "not contain '^', and use only letters, digits and -=[]{}%&@`,.",
+                f"Invalid task name '{key}': must start with '+', not contain '^', "
+                "and use only letters, digits and -=[]{}%&@`,.",
                 key,
             )
 

@@ -154,80 +154,21 @@ def check_calls(
         check_calls(called, project_dir, key, stack, workdir if inner is None else inner)
 
 
-# Keys every operator task may have (digdag's TaskConfig and the engine read them), and the keys each
-# operator reads itself. An operator missing here gets no unused-key warning at all: `py>` passes
-# every key to the method as an argument, so none is unused.
-COMMON_TASK_KEYS = frozenset(
-    {
-        "_type",
-        "_command",
-        "_retry",
-        "_error",
-        "_check",
-        "_export",
-        "_env",
-        "_secrets",
-        "_after",
-        "_background",
-    }
-    | {"timeout", "docker", "_pod"}
-)
-
-# The td family's keys: where the API is (every td operator) and a query job's options (td>'s,
-# td_wait>'s, td_for_each>'s: kudig_runner.td.job_options reads them).
-_TD_CONNECTION = frozenset({"database", "endpoint", "use_ssl", "td"})
-_TD_JOB = frozenset(
-    {
-        "engine",
-        "priority",
-        "job_retry",
-        "presto_pool_name",
-        "hive_pool_name",
-        "engine_version",
-        "hive_engine_version",
-    }
-)
-
+# digdag's `Parameter 'x' is not used at task +t.` (OperatorManager.warnUnusedKeys): after a task
+# succeeds, each of its own keys the operator did not read. Which operators can warn at all was
+# settled by running digdag 0.10.5.1 (tests/unit/test_lint_unused_keys.py, the scenario
+# unused_key_warnings): every operator built on digdag's BaseOperator reads the whole config (its
+# RetryControl does), and so do the loops (ParallelControl), `sh>`, `py>` (arguments), `rb>`, the
+# whole `td>` family (a query template, `session_time`...), `pg>`, `http>`, `mail>`, `call>`,
+# `require>`: they never warn. `fail>` never succeeds, so it never warns either. What remains reads
+# only these keys (besides `_command`); any other key of the task is reported, `_retry`, `timeout`
+# and `docker` included (none of these operators uses them).
 OPERATOR_KEYS: dict[str, frozenset[str]] = {
-    "sh": frozenset({"shell"}),
-    "echo": frozenset({"message"}),
-    "fail": frozenset({"message"}),
+    "echo": frozenset(),
+    "notify": frozenset(),
     "nop": frozenset(),
-    "notify": frozenset({"message"}),
-    "call": frozenset(),
-    "loop": frozenset({"count", "_parallel", "_do"}),
-    "for_each": frozenset({"_parallel", "_do"}),
-    "for_range": frozenset({"from", "to", "step", "slices", "_parallel", "_do"}),
     "if": frozenset({"_do", "_else_do"}),
     "wait": frozenset({"blocking", "poll_interval"}),
-    "td": _TD_CONNECTION
-    | _TD_JOB
-    | {
-        "query",
-        "create_table",
-        "insert_into",
-        "download_file",
-        "store_last_results",
-        "preview",
-        "result_url",
-        "result_connection",
-        "result_settings",
-    },
-    "td_ddl": _TD_CONNECTION
-    | {
-        "drop_databases",
-        "create_databases",
-        "empty_databases",
-        "drop_tables",
-        "create_tables",
-        "empty_tables",
-        "rename_tables",
-    },
-    "td_run": _TD_CONNECTION | {"download_file", "store_last_results", "preview"},
-    "td_wait": _TD_CONNECTION | _TD_JOB | {"query", "interval"},
-    # digdag's td_wait_table> sends no pool or engine version with its count jobs
-    "td_wait_table": _TD_CONNECTION | {"rows", "engine", "priority", "job_retry", "interval"},
-    "td_for_each": _TD_CONNECTION | _TD_JOB | {"query", "_do", "_parallel"},
     "s3_wait": frozenset(
         {
             "bucket",
@@ -236,28 +177,25 @@ OPERATOR_KEYS: dict[str, frozenset[str]] = {
             "path_style_access",
             "endpoint",
             "region",
+            "timeout",
             "continue_on_timeout",
             "aws",
         }
     ),
-    "require": frozenset(
-        {
-            "session_time",
-            "project_id",
-            "project_name",
-            "rerun_on",
-            "ignore_failure",
-            "params",
-            "retry_attempt_name",
-        }
-    ),
 }
+
+# Keys taken before the operator runs, never reported: the operator's name and command, what the
+# engine reads (`_env`, `_secrets` for the command's environment; `_export`, `_error`, `_check`
+# are not part of the task's own config in digdag; `_after`, `_background` are removed by its
+# compiler).
+ENGINE_KEYS = frozenset(
+    {"_type", "_command", "_export", "_env", "_secrets", "_error", "_check", "_after", "_background"}
+)
 
 
 def unused_keys(tasks: Iterator[Any] | list[Any]) -> list[ConfigError]:
-    """digdag's `Parameter 'x' is not used at task +wf+t.` (OperatorManager.warnUnusedKeys), with
-    a suggestion: a typo like `_retyr:` or `shel:` is silently ignored otherwise. Only a warning, as
-    in digdag (a key may be there just for `${...}`)."""
+    """digdag's `Parameter 'x' is not used at task +wf+t.`, where digdag prints it (OPERATOR_KEYS),
+    with a suggestion (`poll_intervall` -> `poll_interval`). Only a warning, as in digdag."""
     from kudig.compiler import suggest
 
     out = []
@@ -266,10 +204,10 @@ def unused_keys(tasks: Iterator[Any] | list[Any]) -> list[ConfigError]:
         known = OPERATOR_KEYS.get(op) if isinstance(op, str) else None
         if spec.is_group or known is None:
             continue
-        allowed = COMMON_TASK_KEYS | known
+        allowed = ENGINE_KEYS | known
         for key in spec.config:
             if isinstance(key, str) and key not in allowed and not key.startswith("+"):
-                hint = suggest(key, allowed - {"_type", "_command"})
+                hint = suggest(key, known) if known else ""
                 did_you_mean = hint[len(repr(key)) :].strip()
                 text = f"Parameter '{key}' is not used at task {spec.name}."
                 out.append(ConfigError(f"{text} {did_you_mean}".rstrip(), spec.file, spec.line))

@@ -114,6 +114,7 @@ class TaskNote:
     task_id: int
     name: str
     text: str
+    level: str = "INFO"
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,7 +495,7 @@ class Engine:
             previous = TaskResult.from_json(self.state.resume[task.name])
         if previous is not None and selection != "force":
             task.skipped = True
-            self._actions.append(TaskNote(task.id, task.name, "Skipped: it succeeded in an earlier run"))
+            self._actions.append(TaskNote(task.id, task.name, "Skipped", "WARN"))  # digdag run's words
             self._succeed(task, previous, run_check=False)
             return
         task.started_at = self._now

@@ -4,6 +4,12 @@ This is digdag's local mode: the project directory is the working directory (tas
 unlike pods), `.digdag/status/<session>/` keeps each successful task's result so a second run
 of the same session resumes, and parallel branches really run in parallel (threads waiting on
 subprocesses). The runner subprocess is the same `kudig_runner` that runs in pods.
+
+Retries as `digdag run`'s (the cluster keeps the server's semantics, where a group's `_retry`
+reruns every child): digdag's run looks for a task's saved state at every task start, so when a
+group's `_retry` starts the group again, a child that already succeeded in this run is
+"Skipped" (not with `--no-save`, nor with `--rerun`); and a run in which any task failed exits 1
+listing it (`failed_in_run`), even when a retry then succeeded.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from kudig.engine.core import (
     TaskResult,
     command_text,
 )
-from kudig.engine.state import Task, TaskState
+from kudig.engine.state import FAILED, SessionState, Task, TaskState
 from kudig.local import containers
 from kudig.local.console import stamp
 from kudig.taskio import output_event, task_input
@@ -70,6 +76,11 @@ class LocalRun:
     # `docker:` tasks (kudig.local.containers): the engine is looked for at the first such task.
     _containers: containers.Containers | None = None
     _engine_looked_up: bool = False
+    # digdag's run: a task that succeeded in this run is skipped when a group's _retry starts it
+    # again (its saved state is read at every task start). False for --rerun; nothing is replayed
+    # without a status directory (--no-save), as in digdag.
+    replay_succeeded: bool = True
+    _replay: dict[str, TaskResult] = field(default_factory=dict)
 
     def log(self, text: str, task: str | None = None) -> None:
         """A log line (`[LEVEL] (+task): ...`), or with `task` a line that task printed."""
@@ -111,6 +122,9 @@ class LocalRun:
 
     def run(self) -> bool:
         engine = self.engine
+        # The engine reads `ctx.resume` at every task start: this run's successes join it.
+        self._replay = dict(engine.ctx.resume)
+        engine.ctx.resume = self._replay
         pool = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="kudig-task")
         pending: dict[Future[Event], int] = {}
         events: list[Event] = []
@@ -131,7 +145,7 @@ class LocalRun:
                             )
                         pending[pool.submit(self._run_work, action)] = action.task_id
                     elif isinstance(action, TaskNote):
-                        self.log(f"{stamp()} [INFO] ({action.name}): {action.text}")
+                        self.log(f"{stamp()} [{action.level}] ({action.name}): {action.text}")
                     elif isinstance(action, TaskParams):
                         self.log(
                             f"{stamp()} [WARN] ({action.name}): Given parameters:\n{_params_yaml(action.params)}"
@@ -160,11 +174,22 @@ class LocalRun:
             raise
         finally:
             pool.shutdown(wait=True)
-        return engine.state.success
+        return engine.state.success and not self.failed()
+
+    def failed(self) -> list[Task]:
+        """The tasks `digdag run` lists after `error:` (see `failed_in_run`)."""
+        return failed_in_run(self.engine.state)
 
     def _finished(self, task: Task) -> None:
         if task.state == TaskState.SUCCESS and self.status_dir is not None and not task.is_group:
             self._save(task)
+            if self.replay_succeeded:
+                self._replay[task.name] = TaskResult(
+                    store_params=task.store_params,
+                    export_params=task.export_params,
+                    subtask_config=task.subtask_config,
+                    reset_store_params=tuple(task.reset_store_params),
+                )
         if task.state == TaskState.SUCCESS and task.is_group and task.subtask_config is None:
             return
         if task.state in (TaskState.ERROR,) and task.error:
@@ -305,6 +330,15 @@ class LocalRun:
         if output is None:
             return TaskFailed(action.task_id, containers.missing_result(code, str(docker["image"])))
         return output_event(action.task_id, output)
+
+
+def failed_in_run(state: SessionState) -> list[Task]:
+    """`digdag run`'s `error:` list: every operator task (or group with its own message) that
+    failed in this run, also one a group's `_retry` then replaced with a try that succeeded (digdag
+    keeps the failed try in the session, so its run exits 1)."""
+    return [
+        t for t in state.tasks if t.state in FAILED and t.error and (not t.is_group or t.failed_children == 0)
+    ]
 
 
 def _docker_image(config: Mapping[str, Any]) -> str | None:

@@ -23,8 +23,9 @@ A TLS certificate that fails verification is never retried: it fails at once, na
 difference from digdag, whose retry of a GET would never end).
 
 `http>` stores `http.last_status` and, with `store_content: true`, `http.last_content` (the body
-as a string, at most 65536 characters), both reset first. `http_call>` turns the body into the
-task's subtasks (see `run_http_call`).
+as a string, at most 65536 characters), each reset first; without `store_content` the
+`http.last_content` an earlier `http>` stored stays (digdag's HttpOperatorFactory resets only
+what it stores). `http_call>` turns the body into the task's subtasks (see `run_http_call`).
 
 Secret values are never printed and never part of an error message.
 """
@@ -338,7 +339,9 @@ def run_http(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskOutput:
             raise RunnerError(f"Response content too large: {len(text)} > {MAX_STORED_CONTENT}", "HttpError")
         stored["last_content"] = text
     out["store_params"] = {"http": stored}
-    out["reset_store_params"] = ["http.last_status", "http.last_content"]
+    # digdag's HttpOperatorFactory resets only what it stores: a body an earlier http> stored stays
+    # readable after an http> without store_content.
+    out["reset_store_params"] = ["http.last_status"] + (["http.last_content"] if store_content else [])
     return out
 
 

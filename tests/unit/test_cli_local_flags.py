@@ -154,13 +154,14 @@ def test_failed_task_log_has_the_error(tmp_path: Path) -> None:
 
 
 def test_log_level_error_hides_info_and_warnings_not_output(tmp_path: Path) -> None:
-    (tmp_path / "wf.dig").write_text("+a:\n  sh>: echo printed\n  shel: bash\n")
+    # echo> reads only its command: digdag warns of `shel` (a sh> task never warns)
+    (tmp_path / "wf.dig").write_text("+a:\n  sh>: echo printed\n+b:\n  echo>: also\n  shel: bash\n")
     normal = _kudig(tmp_path, "run", "wf.dig", "--no-save")
     assert "[INFO] (+wf+a)" in normal.stdout and "is not used" in normal.stderr
     quiet = _kudig(tmp_path, "run", "wf.dig", "--no-save", "-l", "error")
     assert quiet.returncode == 0, quiet.stderr
     assert "[INFO]" not in quiet.stdout and quiet.stderr == ""
-    assert quiet.stdout.splitlines() == ["printed", "Success."]
+    assert quiet.stdout.splitlines() == ["printed", "also", "Success."]
     warn = _kudig(tmp_path, "run", "wf.dig", "--no-save", "--log-level", "warn")
     assert "[INFO]" not in warn.stdout and "is not used" in warn.stderr
 
@@ -183,12 +184,12 @@ def test_log_level_debug_shows_more(tmp_path: Path) -> None:
 
 
 def test_log_file_takes_the_log_lines(tmp_path: Path) -> None:
-    (tmp_path / "wf.dig").write_text("+a:\n  sh>: echo printed\n  shel: bash\n")
+    (tmp_path / "wf.dig").write_text("+a:\n  sh>: echo printed\n+b:\n  echo>: also\n  shel: bash\n")
     proc = _kudig(tmp_path, "run", "wf.dig", "--no-save", "-L", "logs/kudig.log")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["printed", "Success."] and proc.stderr == ""
+    assert proc.stdout.splitlines() == ["printed", "also", "Success."] and proc.stderr == ""
     text = (tmp_path / "logs/kudig.log").read_text()
-    assert "[INFO] (+wf+a): sh>: echo printed" in text and "[WARN] (main): wf.dig:1: Parameter 'shel'" in text
+    assert "[INFO] (+wf+a): sh>: echo printed" in text and "[WARN] (main): wf.dig:3: Parameter 'shel'" in text
     _kudig(tmp_path, "run", "wf.dig", "--no-save", "--log", "logs/kudig.log")
     assert (tmp_path / "logs/kudig.log").read_text().count("sh>: echo printed") == 2  # appended
 

@@ -99,13 +99,20 @@ def test_after_in_parallel_group() -> None:
         ("+a:\n  sh>: x\n  _retry: often\n", "wf.dig:3: Invalid _retry format"),
         ("+a:\n  sh>: x\n  _retry: {limit: 1, interval_type: linear}\n", "wf.dig:3: Invalid _retry format"),
         ("+a:\n  sh>: x\n  +b:\n    sh>: y\n", "wf.dig:3: A task can't have subtasks"),
-        ("+1a:\n  sh>: x\n", "wf.dig:1: Invalid task name '+1a'"),
+        ("+a(b):\n  sh>: x\n", "wf.dig:1: Invalid task name '+a(b)'"),
     ],
 )
 def test_validation_messages(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as e:
         compile_text(text)
     assert str(e.value).startswith(message), str(e.value)
+
+
+def test_a_task_name_may_start_with_a_digit_after_the_plus() -> None:
+    """digdag checks "must not start with a digit" on the whole name, `+` included: real digdag
+    0.10.5.1 runs `+1st_step` and `+2nd: {+3rd: ...}`."""
+    tasks = compile_text("+1st_step:\n  echo>: a\n+2nd:\n  +3rd:\n    echo>: b\n")
+    assert [t.name for t in tasks[1:]] == ["+wf+1st_step", "+wf+2nd", "+wf+2nd+3rd"]
 
 
 def test_disable_makes_a_noop_group() -> None:

@@ -199,3 +199,24 @@ def test_a_fetched_workflow_becomes_subtasks_like_call() -> None:
     assert bad.message.startswith("Invalid workflow fetched by http_call>: http_call.dig:")
     listed = output_event(7, {"subtask_config": {WORKFLOW_TEXT_KEY: "- a\n"}})
     assert isinstance(listed, TaskFailed) and "must be a YAML map" in listed.message
+
+
+def test_http_without_store_content_keeps_the_body_an_earlier_http_stored(
+    http: HttpPeer, tmp_path: Path
+) -> None:
+    """digdag's HttpOperatorFactory resets only what it stores: after an http> without
+    store_content, http.last_status is the new one and http.last_content still the body an earlier
+    http> stored (real digdag 0.10.5.1 prints `status=201 content=first-body` for this shape)."""
+    (tmp_path / "keep.dig").write_text(
+        f"+stored:\n  http>: {http.url('/json')}\n  store_content: true\n"
+        f"+status_only:\n  http>: {http.url('/status/201')}\n"
+        "+show:\n  echo>: status=${http.last_status} name=${JSON.parse(http.last_content).name}\n"
+        f"+again:\n  http>: {http.url('/seen')}\n  store_content: true\n"
+        "+show_again:\n  echo>: content=${http.last_content}\n"
+    )
+    proc = kudig(tmp_path, "run", "keep.dig", "--no-save")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [r.path for r in http.requests] == ["/json", "/status/201", "/seen"]
+    lines = proc.stdout.splitlines()
+    assert "status=201 name=kudig" in lines, proc.stdout
+    assert "content=ok" in lines, proc.stdout

@@ -102,3 +102,94 @@ def test_key_lines_are_kept() -> None:
     data = load("timezone: UTC\n\n+a:\n  sh>: x\n")
     assert data.key_lines == {"timezone": 1, "+a": 3}
     assert data["+a"].line_of("sh>") == 4
+
+
+# What real digdag 0.10.5.1 made of each scalar (echo>/typeof of the value; conformance scenarios
+# yaml_dialect_numbers, yaml_merge_keys, yaml_non_string_keys run the same through kudig run).
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("010", 8),
+        ("-010", -8),
+        ("0_10", 8),
+        ("0x1F", 31),
+        ("-0x10", -16),
+        ("0b101", 5),
+        ("1_000", 1000),
+        ("08", "08"),
+        ("0", 0),
+        ("TRUE", "TRUE"),
+        ("FALSE", "FALSE"),
+        ("True", True),
+        ("false", False),
+        ("yes", "yes"),
+        ("on", "on"),
+        ("1:30", "1:30"),
+        ("1:30.5", 90.5),
+        ("1e3", 1000.0),
+        ("1.0e3", 1000.0),
+        (".5", 0.5),
+        ("0.5", "0.5"),
+        ("+.inf", "Infinity"),
+        ("-.inf", "-Infinity"),
+        (".NAN", "NaN"),
+        ("NULL", None),
+        ("12345678901234567890", 12345678901234567890),
+        ("!!str 010", "010"),
+        ("!!int 7", 7),
+    ],
+)
+def test_scalars_are_digdags(text: str, value: object) -> None:
+    data = load(f"v: {text}\n")
+    assert data["v"] == value and type(data["v"]) is type(value)
+
+
+def test_merge_keys_merge_as_snakeyaml() -> None:
+    data = load(
+        "b: &b {a: 1, b: 2}\nb2: &b2 {b: 20, e: 5}\n"
+        "merged: {x: 0, <<: *b, b: 3}\nover: {<<: [*b, *b2]}\nover2: {<<: [*b2, *b]}\n"
+        "own_first:\n  b: 9\n  <<: *b\n"
+    )
+    assert list(data["merged"].items()) == [("x", 0), ("a", 1), ("b", 3)]
+    assert list(data["over"].items()) == [("a", 1), ("b", 2), ("e", 5)]
+    assert list(data["over2"].items()) == [("b", 20), ("e", 5), ("a", 1)]
+    assert data["own_first"] == {"b": 9, "a": 1}
+    assert "<<" not in data["merged"]
+    assert load("'<<': 1\n") == {"<<": 1}  # a quoted << is an ordinary key
+
+
+def test_a_merge_key_needs_maps() -> None:
+    with pytest.raises(ConfigError, match=r"^wf.dig:2: A merge key \(<<\) takes a map or a list of maps"):
+        load("a:\n  <<: 1\n")
+
+
+def test_non_string_keys_become_javas_text() -> None:
+    data = load(
+        "database: {{Name of database}}\n"
+        "k:\n  1: a\n  true: b\n  010: c\n  [x, y]: d\n  1e3: e\n  .inf: f\n  1.5: g\n  1e20: h\n"
+        "  {p: [1, 2], q: ~}: i\n"
+    )
+    assert data["database"] == {"{Name of database=null}": None}
+    assert list(data["k"]) == [
+        "1",
+        "true",
+        "8",
+        "[x, y]",
+        "1000.0",
+        "Infinity",
+        "1.5",
+        "1.0E20",
+        "{p=[1, 2], q=null}",
+    ]
+
+
+def test_a_null_key_is_an_error_with_its_line() -> None:
+    for key in ("null", "~"):
+        with pytest.raises(ConfigError, match=r"^wf.dig:3: A key must not be null"):
+            load(f"a:\n  b: 1\n  {key}: 2\n")
+
+
+def test_keys_clash_as_written() -> None:
+    with pytest.raises(ConfigError, match=r"wf.dig:2: Duplicate key '1'"):
+        load("1: a\n'1': b\n")
+    assert load("010: a\n8: b\n") == {"8": "b"}  # two spellings of one number: the last wins

@@ -77,7 +77,7 @@ def test_http_post_json_headers_query_basic_auth_and_stored_content(
     assert out["store_params"] == {
         "http": {"last_status": 200, "last_content": '{"name": "kudig", "count": 3}'}
     }
-    assert out["reset_store_params"] == ["http.last_status", "http.last_content"]
+    assert out["reset_store_params"] == ["http.last_status", "http.last_content"]  # store_content: true
     (req,) = http.requests
     assert req.method == "POST"
     assert req.path == "/json?a=1&b=two+words"

@@ -390,7 +390,9 @@ def test_the_runner_imports_td_client_only_for_a_td_task() -> None:
     assert proc.stdout.split() == ["False", "False"]
 
 
-def test_check_accepts_the_td_family_and_warns_of_unused_keys(tmp_path: Path) -> None:
+def test_check_accepts_the_td_family_without_unused_key_warnings(tmp_path: Path) -> None:
+    """digdag's td operators read their whole config (BaseOperator's RetryControl), so real digdag
+    never says a key of theirs is unused, not even a typo such as `intervall`."""
     (tmp_path / "c.dig").write_text(
         "+w:\n  td_wait>:\n  query: SELECT 1\n  intervall: 1s\n"
         "+t:\n  td_wait_table>: t\n  rows: 2\n  interval: 1s\n"
@@ -406,6 +408,4 @@ def test_check_accepts_the_td_family_and_warns_of_unused_keys(tmp_path: Path) ->
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "Parameter 'intervall' is not used at task +c+w. (did you mean [interval]?)" in proc.stderr
-    assert "Parameter 'engine' is not used at task +c+r." in proc.stderr  # td_run> ignores it
-    assert proc.stderr.count("is not used") == 2, proc.stderr
+    assert "is not used" not in proc.stderr, proc.stderr

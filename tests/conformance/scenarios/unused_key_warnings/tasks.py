@@ -1,0 +1,6 @@
+def f(x):
+    print("f", x)
+
+
+def g():
+    print("g")
