@@ -89,7 +89,9 @@ T = TypeVar("T")
 class Client:
     """The configured API (td-client's `tdclient.api.API`) and the secret values to scrub."""
 
-    def __init__(self, params: Mapping[str, Any], task_input: TaskInput) -> None:
+    def __init__(
+        self, params: Mapping[str, Any], task_input: TaskInput, require_database: bool = True
+    ) -> None:
         self._secrets = ReadSecrets(task_input["secrets"])
         secret = self._secrets.get
         apikey = secret("td.apikey")
@@ -106,15 +108,19 @@ class Client:
         host = re.sub(r"^https?://", "", host).rstrip("/")
         self.url = f"{'https' if ssl else 'http'}://{host}"
         database = secret("td.database") or params.get("database")
-        if database is None:
+        if database is None and require_database:
             raise RunnerError("Parameter 'database' is required but not set", "ConfigError")
-        self.database = str(database).strip()
-        if not self.database:
+        self.database = str(database or "").strip()
+        if not self.database and require_database:
             raise RunnerError("Parameter 'database' is empty", "ConfigError")
         import tdclient.api
 
         # td-client's own POST retries are off (digdag: setRetryLimit(0)); the operator retries.
         self.api = tdclient.api.API(apikey=self.apikey, endpoint=self.url, retry_post_requests=False)
+
+    def secret(self, key: str) -> str | None:
+        """The secret `key` (None: the task has none), scrubbed from every message from now on."""
+        return self._secrets.get(key)
 
     def scrub(self, text: str) -> str:
         return self._secrets.scrub(text)
@@ -483,19 +489,21 @@ def result_connection(client: Client, task_input: TaskInput, params: Mapping[str
     if settings is not None:
         if not isinstance(settings, Mapping):
             raise RunnerError("Parameter 'result_settings' must be a map", "ConfigError")
-        secrets = task_input["secrets"]
-
-        def resolved(value: Any) -> Any:
-            if isinstance(value, str):
-                return substitute_secrets(value, secrets)
-            if isinstance(value, Mapping):
-                return {k: resolved(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [resolved(v) for v in value]
-            return value
-
-        out["result_connection_settings"] = json.dumps(resolved(settings), ensure_ascii=False, default=str)
+        resolved = resolve_secrets(settings, task_input["secrets"])
+        out["result_connection_settings"] = json.dumps(resolved, ensure_ascii=False, default=str)
     return out
+
+
+def resolve_secrets(value: Any, secrets: Mapping[str, str]) -> Any:
+    """`value` with `${secret:...}` resolved in every string of it (maps and lists walked), as
+    digdag's UserSecretTemplate does for result_settings and td_load>'s config."""
+    if isinstance(value, str):
+        return substitute_secrets(value, secrets)
+    if isinstance(value, Mapping):
+        return {k: resolve_secrets(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_secrets(v, secrets) for v in value]
+    return value
 
 
 def job_options(params: Mapping[str, Any], engine: str, scheduled: bool) -> dict[str, Any]:
