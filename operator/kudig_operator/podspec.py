@@ -12,9 +12,10 @@ import base64
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kudig_runner.dispatch import operator_secret_keys
@@ -82,6 +83,16 @@ def secret_env_name(index: int) -> str:
     return f"KUDIG_SECRET_{index}"
 
 
+NOTIFICATION_ENV = "KUDIG_NOTIFICATION"
+
+
+def operator_notifier() -> str:
+    """The notifier `notify>` sends through, as the operator was configured (Helm's
+    `notifications` values, rendered into its environment as `KUDIG_NOTIFICATION`: a JSON object
+    of digdag's `notification.*` keys); empty: none. docs/notifications.md."""
+    return os.environ.get(NOTIFICATION_ENV, "")
+
+
 @dataclass(frozen=True)
 class PodContext:
     namespace: str
@@ -93,6 +104,8 @@ class PodContext:
     config_maps: list[str]
     defaults: PodDefaults
     secret_name: str
+    # notify>'s pod gets it: the controller itself never sends anything (no network I/O there)
+    notification: str = field(default_factory=operator_notifier)
 
 
 def _input_config_map(ctx: PodContext, name: str, part: bytes) -> dict[str, Any]:
@@ -213,6 +226,8 @@ def build_task(
     ]
     for k, v in (ctx.defaults.env or {}).items():
         env.append({"name": k, "value": k8s_escape(v)})
+    if op_type == "notify" and ctx.notification:
+        env.append({"name": NOTIFICATION_ENV, "value": k8s_escape(ctx.notification)})
     if op_type == "sh" and not own_runner:
         # A plain image (busybox, alpine...): no Python, so the shell runs the script itself with
         # digdag's environment, and secrets come in as variables from secretKeyRef.
