@@ -35,6 +35,7 @@ import os
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from email.message import EmailMessage
@@ -91,7 +92,7 @@ def notification(task_input: TaskInput, now: datetime.datetime) -> dict[str, Any
         "site_id": 0,
         "project_id": params.get("project_id"),
         "project_name": params.get("project_name"),
-        "workflow_name": params.get("workflow_name"),
+        "workflow_name": params.get("workflow_name") or _workflow_of(task_input["task_name"]),
         "revision": params.get("revision") or "",
         "attempt_id": params.get("attempt_id"),
         "session_id": params.get("session_id"),
@@ -100,6 +101,12 @@ def notification(task_input: TaskInput, now: datetime.datetime) -> dict[str, Any
         "session_uuid": params.get("session_uuid"),
         "session_time": params.get("session_time"),
     }
+
+
+def _workflow_of(task_name: str) -> str:
+    """The workflow's name: its root task is `+<name>` (`+wf+t`, `+wf^sla^alert`)."""
+    m = re.match(r"\+([^+^]*)", task_name or "")
+    return m.group(1) if m else ""
 
 
 def render(template: str, fields: Mapping[str, Any], escape: Callable[[str], str] = str) -> str:
@@ -231,7 +238,7 @@ def send_http(settings: Mapping[str, Any], fields: Mapping[str, Any]) -> str:
     prefix = "notification.http.headers."
     headers.update({k[len(prefix) :]: str(v) for k, v in settings.items() if k.startswith(prefix)})
     request = urllib.request.Request(url, data=body.encode("utf-8"), method=method, headers=headers)
-    host = urllib.request.urlparse(url).netloc.rpartition("@")[2]
+    host = urllib.parse.urlsplit(url).netloc.rpartition("@")[2]
     try:
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as res:
             status = res.status

@@ -9,6 +9,7 @@ renders offline. The RBAC test ties every verb the chart grants to a call in the
 from __future__ import annotations
 
 import functools
+import json
 import re
 import subprocess
 import tomllib
@@ -242,9 +243,35 @@ def test_non_default_render(non_default_values: Path) -> None:
     assert board["metadata"]["annotations"] == {"grafana_folder": "kudig"}
 
 
+def test_the_notifier_values_become_digdags_notification_keys() -> None:
+    """`notifications` (docs/notifications.md): none by default; set, the controller's
+    KUDIG_NOTIFICATION holds digdag's `notification.*` keys (what notify> pods get)."""
+    assert "KUDIG_NOTIFICATION" not in env_of(one(render(), "Deployment", "kudig"))
+    template = '{"text": "${message} (${workflow_name})"}'
+    docs = render(
+        "--set", "notifications.type=http",
+        "--set", "notifications.http.url=https://hooks.example/T1",
+        "--set", "notifications.http.headers.X-Token=t-1",
+        "--set-string", f"notifications.http.bodyTemplate={template}",
+        "--set", "notifications.retries=2",
+    )  # fmt: skip
+    settings = json.loads(env_of(one(docs, "Deployment", "kudig"))["KUDIG_NOTIFICATION"])
+    assert settings["notification.type"] == "http" and settings["notification.retries"] == 2
+    assert settings["notification.http.url"] == "https://hooks.example/T1"
+    assert settings["notification.http.headers.X-Token"] == "t-1"
+    assert settings["notification.http.body_template"] == template
+    assert "notification.mail.host" not in settings  # empty values are left out
+    docs = render("--set", "notifications.type=mail", "--set", "notifications.mail.host=smtp.example",
+                  "--set", "notifications.mail.to={a@example.com,b@example.com}")  # fmt: skip
+    settings = json.loads(env_of(one(docs, "Deployment", "kudig"))["KUDIG_NOTIFICATION"])
+    assert settings["notification.mail.to"] == ["a@example.com", "b@example.com"]
+    assert settings["notification.mail.port"] == 587 and settings["notification.mail.tls"] is True
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--set", "notifications.type=sms"], "notifications.type"),
         (["--set", "watchNamespaces={a,b}"], "maxItems"),
         (["--set", "replicas=2", "--set", "leaderElection.enabled=false"], "needs leaderElection.enabled"),
         (["--set", "replicas=two"], "want integer"),

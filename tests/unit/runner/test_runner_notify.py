@@ -55,12 +55,12 @@ def test_mail_notifier_sends_notify_and_the_sla_alert(smtp: SmtpPeer, tmp_path: 
     sender, rcpt, msg = bodies["Message: hello 2024-01-30"]
     assert sender == "kudig@example.com" and rcpt == ["ops@example.com", "oncall@example.com"]
     assert msg["Subject"] == "Digdag Notification"
-    text = str(msg.get_content())
+    text = str(msg.get_content()).replace("\r\n", "\n")
     assert (
         "Workflow Name: n\n" in text and "Task Name: +n+hello\n" in text and "Time Zone: Asia/Tokyo\n" in text
     )
     assert "Session Time: 2024-01-30T00:00:00+09:00" in text
-    assert "Task Name: +n^sla^alert" in str(bodies["Message: SLA violation"][2].get_content())
+    assert "Task Name: +n^sla^alert\r\n" in str(bodies["Message: SLA violation"][2].get_content())
     assert smtp.logins == [SMTP_USER, SMTP_USER]  # the password came from the local secret
     assert SMTP_PASSWORD not in out
 
