@@ -396,6 +396,7 @@ class TdServer:
     server: ThreadingHTTPServer | None = None
     sql: Database = field(default_factory=Database)
     job_delay: float = 0.2  # seconds a job stays queued: the client sees it running first
+    answer_delay: float = 0.0  # seconds between starting a job and answering its submit
     saved_queries: dict[str, SavedQuery] = field(default_factory=dict)
     # result connections (TD's console makes them; not in this API): name -> id, name -> type
     connections: dict[str, int] = field(default_factory=dict)
@@ -736,6 +737,7 @@ class TdServer:
             if key:
                 self.domain_keys[key] = job_id
         threading.Thread(target=self._run, args=(job,), daemon=True).start()
+        time.sleep(self.answer_delay)  # the job exists before its submitter hears of it
         return job
 
     def _run(self, job: Job) -> None:

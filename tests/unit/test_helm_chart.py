@@ -243,18 +243,24 @@ def test_non_default_render(non_default_values: Path) -> None:
     assert board["metadata"]["annotations"] == {"grafana_folder": "kudig"}
 
 
-def test_the_notifier_values_become_digdags_notification_keys() -> None:
+def test_the_notifier_values_become_digdags_notification_keys(tmp_path: Path) -> None:
     """`notifications` (docs/notifications.md): none by default; set, the controller's
     KUDIG_NOTIFICATION holds digdag's `notification.*` keys (what notify> pods get)."""
     assert "KUDIG_NOTIFICATION" not in env_of(one(render(), "Deployment", "kudig"))
     template = '{"text": "${message} (${workflow_name})"}'
-    docs = render(
-        "--set", "notifications.type=http",
-        "--set", "notifications.http.url=https://hooks.example/T1",
-        "--set", "notifications.http.headers.X-Token=t-1",
-        "--set-string", f"notifications.http.bodyTemplate={template}",
-        "--set", "notifications.retries=2",
-    )  # fmt: skip
+    values = {
+        "notifications": {
+            "type": "http",
+            "http": {
+                "url": "https://hooks.example/T1",
+                "headers": {"X-Token": "t-1"},
+                "bodyTemplate": template,
+            },
+            "retries": 2,
+        }
+    }
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    docs = render("-f", str(tmp_path / "values.yaml"))
     settings = json.loads(env_of(one(docs, "Deployment", "kudig"))["KUDIG_NOTIFICATION"])
     assert settings["notification.type"] == "http" and settings["notification.retries"] == 2
     assert settings["notification.http.url"] == "https://hooks.example/T1"
@@ -271,7 +277,7 @@ def test_the_notifier_values_become_digdags_notification_keys() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--set", "notifications.type=sms"], "notifications.type"),
+        (["--set", "notifications.type=sms"], "/notifications/type"),
         (["--set", "watchNamespaces={a,b}"], "maxItems"),
         (["--set", "replicas=2", "--set", "leaderElection.enabled=false"], "needs leaderElection.enabled"),
         (["--set", "replicas=two"], "want integer"),

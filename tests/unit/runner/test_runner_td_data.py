@@ -190,10 +190,15 @@ def test_partial_delete_times_and_a_retry_adopts_the_job(direct: TdServer, tmp_p
     assert direct.query("SELECT n FROM datad_db.ev ORDER BY n") == [(4,), (5,), (6,), (7,)]
 
 
-def test_a_stopped_load_kills_its_job(direct: TdServer, tmp_path: Path) -> None:
-    """SIGTERM to the runner while its bulk load runs: the job is killed at Treasure Data, as td>'s."""
+@pytest.mark.parametrize("in_flight", [False, True], ids=["waiting", "submit-in-flight"])
+def test_a_stopped_load_kills_its_job(direct: TdServer, tmp_path: Path, in_flight: bool) -> None:
+    """SIGTERM to the runner while its bulk load runs: the job is killed at Treasure Data, as td>'s;
+    also when the signal comes while the submit's answer is still on its way (the job exists, the
+    runner does not know its id yet)."""
+    session = f"datad_slow_{in_flight}"
+    direct.answer_delay = 3.0 if in_flight else 0.0
     direct.create_bulk_load_session(
-        "datad_slow",
+        session,
         "datad_db",
         "slow",
         {"in": {"type": "td", "apikey": APIKEY, "query": "SELECT 1 AS time"}},
@@ -201,7 +206,7 @@ def test_a_stopped_load_kills_its_job(direct: TdServer, tmp_path: Path) -> None:
     before = set(direct.jobs)
     delay, direct.job_delay = direct.job_delay, 60.0  # the job stays queued until killed
     (tmp_path / "in.json").write_text(
-        json.dumps(_input(direct, "td_load", {"_command": "datad_slow"}, "+wf+slow"))
+        json.dumps(_input(direct, "td_load", {"_command": session}, f"+wf+{session}"))
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT / "runner"))
     runner = subprocess.Popen(
@@ -220,7 +225,7 @@ def test_a_stopped_load_kills_its_job(direct: TdServer, tmp_path: Path) -> None:
         runner.send_signal(signal.SIGTERM)
         out, _ = runner.communicate(timeout=60)
     finally:
-        direct.job_delay = delay
+        direct.job_delay, direct.answer_delay = delay, 0.0
         if runner.poll() is None:
             runner.kill()
     (job,) = [direct.jobs[j] for j in set(direct.jobs) - before]
