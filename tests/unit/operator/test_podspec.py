@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from kudig_operator.podspec import PodContext, build_pod, pod_name, secret_keys
 
 from kudig.api import PodDefaults
