@@ -211,7 +211,10 @@ def build_task(
     image = _docker_image(config) or ctx.defaults.image or ctx.runner_image
     own_runner = image == ctx.runner_image
     # `${secret:...}` in the config, and the secrets the operator reads itself (pg.password...).
-    keys = sorted(set(secret_keys(config)) | set(operator_secret_keys(op_type, config)))
+    wanted = set(secret_keys(config))
+    if op_type != "notify" or ctx.notification:  # notify> reads its secrets only to send
+        wanted |= set(operator_secret_keys(op_type, config))
+    keys = sorted(wanted)
     secret_map = {key: secret_env_name(i) for i, key in enumerate(keys)}
     the_input = task_input(action, secret_map)
     workdir = the_input["workdir"]
