@@ -271,6 +271,9 @@ def _local_setup(args: argparse.Namespace) -> tuple[Console, SystemConfig]:
         raise
     for source in config.sources:
         console.log("DEBUG", f"Read system config from {source}")
+    notifier = config.notification()
+    if notifier:  # notify>'s notifier (docs/notifications.md), read by the task runners started here
+        os.environ["KUDIG_NOTIFICATION"] = json.dumps(notifier)
     return console, config
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from kudig_runner.dispatch import OPERATORS as RUNNER_OPERATORS
 
 from kudig.errors import ConfigError
+from kudig.refused_operators import REFUSED, refusal_message
 from kudig.yamlload import YMap
 
 GROUP_KEYS = frozenset(
@@ -50,38 +51,18 @@ CONTROL_OPERATORS = frozenset(
 # what `kudig check`, the controller's compile and the runner accept.
 WORK_OPERATORS = frozenset(RUNNER_OPERATORS)
 KNOWN_OPERATORS = CONTROL_OPERATORS | WORK_OPERATORS
-# digdag's other operators: a workflow using one is rejected before any task runs, with a reason.
-_CLOUD_ONLY = {
-    "bq": "Google BigQuery",
-    "bq_ddl": "Google BigQuery",
-    "bq_load": "Google BigQuery",
-    "bq_extract": "Google BigQuery",
-    "gcs_wait": "Google Cloud Storage",
-    "emr": "Amazon EMR",
-    "redshift": "Amazon Redshift",
-    "redshift_load": "Amazon Redshift",
-    "redshift_unload": "Amazon Redshift",
-}
-DIGDAG_OPERATORS = KNOWN_OPERATORS | frozenset(_CLOUD_ONLY) | frozenset(
-    {
-        "rb", "embulk", "pg", "s3_wait", "param_get", "param_set",
-        "td", "td_run", "td_ddl", "td_load", "td_for_each", "td_wait", "td_wait_table",
-        "td_table_export", "td_result_export", "td_partial_delete",
-    }
-)  # fmt: skip
+# digdag's other operators: a workflow using one is rejected before any task runs, with what it
+# would need (kudig/refused_operators.py).
+DIGDAG_OPERATORS = KNOWN_OPERATORS | frozenset(REFUSED)
 
 
 def unsupported_operator(op_type: str) -> str | None:
     """Why a workflow may not use `op_type>` (None: kudig runs it)."""
     if op_type in KNOWN_OPERATORS:
         return None
-    if op_type in _CLOUD_ONLY:
-        return (
-            f"operator {op_type}> is not supported by kudig: it runs on {_CLOUD_ONLY[op_type]}, "
-            "a cloud service kudig cannot reach or test here"
-        )
-    if op_type in DIGDAG_OPERATORS:
-        return f"operator {op_type}> is not supported by kudig"
+    refused = refusal_message(op_type)
+    if refused is not None:
+        return refused
     return f"Unknown operator type {suggest(op_type + '>', {k + '>' for k in KNOWN_OPERATORS})}"
 
 

@@ -23,13 +23,14 @@ from kudig.compiler import TOP_LEVEL_KEYS, base_workdir, call_target, parse_para
 from kudig.errors import KudigError
 from kudig.yamlload import YMap, load_dig, plain
 
-CONTROL_TYPES = frozenset(
-    {"call", "loop", "for_each", "for_range", "if", "fail", "echo", "wait", "nop", "notify"}
-)
+# `notify>` is not one: it sends through the configured notifier (mail, HTTP), so it runs in the
+# task runner (kudig_runner/notify_op.py), never in the controller.
+CONTROL_TYPES = frozenset({"call", "loop", "for_each", "for_range", "if", "fail", "echo", "wait", "nop"})
 # digdag's BaseOperator subclasses honour `_retry` on their own failure; the rest never retry.
 SELF_RETRYING = frozenset(
     {"sh", "py", "rb", "call", "require", "http", "http_call", "mail", "pg", "td", "param_get", "param_set"}
     | {"td_run", "td_wait", "td_wait_table", "td_for_each"}
+    | {"td_load", "td_table_export", "td_result_export", "td_partial_delete"}
 )
 
 
@@ -133,10 +134,6 @@ def _op_echo(ctx: OpContext) -> OpResult:
 
 def _op_nop(ctx: OpContext) -> OpResult:
     return OpResult()
-
-
-def _op_notify(ctx: OpContext) -> OpResult:
-    return OpResult(log=[f"notify: {_command(ctx, 'message')}"])
 
 
 def _op_fail(ctx: OpContext) -> OpResult:
@@ -320,7 +317,6 @@ def _op_wait(ctx: OpContext) -> OpResult:
 _HANDLERS = {
     "echo": _op_echo,
     "nop": _op_nop,
-    "notify": _op_notify,
     "fail": _op_fail,
     "if": _op_if,
     "loop": _op_loop,

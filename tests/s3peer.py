@@ -11,6 +11,7 @@ Without moto (no network for pip) the tests skip, except under `CI=true` or `KUD
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -41,6 +42,22 @@ if a.get("bucket_only"):
 else:
     s3.put_object(Bucket=a["bucket"], Key=a["key"], Body=a["body"].encode(),
                   Metadata=a.get("metadata") or {}, ContentType=a.get("content_type") or "text/plain")
+"""
+
+_OBJECTS = """
+import base64, json, sys, boto3
+from botocore.config import Config
+a = json.loads(sys.argv[1])
+s3 = boto3.client("s3", endpoint_url=a["endpoint"], region_name=a["region"],
+                  aws_access_key_id=a["access_key"], aws_secret_access_key=a["secret_key"],
+                  config=Config(s3={"addressing_style": "path"}))
+if a["op"] == "put":
+    s3.put_object(Bucket=a["bucket"], Key=a["key"], Body=base64.b64decode(a["data"]))
+elif a["op"] == "get":
+    print(base64.b64encode(s3.get_object(Bucket=a["bucket"], Key=a["key"])["Body"].read()).decode())
+else:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=a["bucket"], Prefix=a["prefix"])
+    print(json.dumps([o["Key"] for p in pages for o in p.get("Contents", [])]))
 """
 
 _SIGN = """
@@ -103,6 +120,32 @@ class S3Server:
 
     def put(self, bucket: str, key: str, body: str, metadata: dict[str, str] | None = None) -> None:
         self._client(bucket=bucket, key=key, body=body, metadata=metadata or {})
+
+    def _objects(self, **args: object) -> str:
+        data = {
+            "endpoint": self.endpoint(),
+            "region": REGION,
+            "access_key": ACCESS_KEY,
+            "secret_key": SECRET_KEY,
+        }
+        proc = subprocess.run(
+            [self.python, "-c", _OBJECTS, json.dumps({**data, **args})],
+            check=True,
+            timeout=120,
+            capture_output=True,
+            text=True,
+        )
+        return proc.stdout.strip()
+
+    def put_bytes(self, bucket: str, key: str, data: bytes) -> None:
+        self._objects(op="put", bucket=bucket, key=key, data=base64.b64encode(data).decode())
+
+    def get(self, bucket: str, key: str) -> bytes:
+        return base64.b64decode(self._objects(op="get", bucket=bucket, key=key))
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        keys: list[str] = json.loads(self._objects(op="list", bucket=bucket, prefix=prefix))
+        return keys
 
     def sigv4_reference(self, url: str, amz_date: str, payload: str) -> str:
         data = {

@@ -32,7 +32,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -220,6 +220,9 @@ class Job:
     num_records: int = 0
     cmdout: str = ""
     stderr: str = ""
+    # A job that is not a query (bulk load, export, partial delete, result export): what it does,
+    # under the SQL lock, returning its num_records; errors end it in `error` as a query's.
+    action: Callable[[Job], int] | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -376,6 +379,14 @@ class SavedQuery:
 
 
 @dataclass
+class BulkLoadSession:
+    name: str
+    database: str
+    table: str
+    config: dict[str, Any]
+
+
+@dataclass
 class TdServer:
     apikey: str = APIKEY
     host: str = "0.0.0.0"
@@ -385,9 +396,20 @@ class TdServer:
     server: ThreadingHTTPServer | None = None
     sql: Database = field(default_factory=Database)
     job_delay: float = 0.2  # seconds a job stays queued: the client sees it running first
+    answer_delay: float = 0.0  # seconds between starting a job and answering its submit
     saved_queries: dict[str, SavedQuery] = field(default_factory=dict)
-    # result connections (TD's console makes them; not in this API): name -> id
+    # result connections (TD's console makes them; not in this API): name -> id, name -> type
     connections: dict[str, int] = field(default_factory=dict)
+    connection_types: dict[str, str] = field(default_factory=dict)
+    # bulk load sessions (TD's console or `td connector:create`; not in this API): name -> session
+    bulk_load_sessions: dict[str, BulkLoadSession] = field(default_factory=dict)
+    # where table exports write (an S3Server of tests/s3peer.py), and the keys it must be given
+    s3: Any = None
+    s3_keys: tuple[str, str] | None = None
+    # what was asked, for the tests
+    bulk_loads: list[dict[str, Any]] = field(default_factory=list)
+    exports: list[dict[str, Any]] = field(default_factory=list)
+    result_exports: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def port(self) -> int:
@@ -447,8 +469,34 @@ class TdServer:
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         form = _form(headers, body) if method == "POST" else {}
         route = "/".join(parts[:3])
+        if method == "POST" and route == "v3/job/issue" and len(parts) == 5 and parts[3] == "bulkload":
+            doc = _json_body(body)
+            fields = {**query, **{k: str(v) for k, v in doc.items() if k != "config"}}
+            job = self.bulk_load(parts[4], fields.get("table", ""), doc.get("config"), fields)
+            return self._json({"job_id": job.job_id, "job": job.job_id, "database": job.database})
         if method == "POST" and route == "v3/job/issue" and len(parts) == 5:
             return self._json(self.issue(parts[3], parts[4], {**query, **form}))
+        if method == "POST" and parts[:2] == ["v3", "bulk_loads"] and len(parts) == 4 and parts[3] == "jobs":
+            doc = _json_body(body)
+            session = self.bulk_load_sessions.get(parts[2])
+            if session is None:
+                raise ApiError(404, "Resource not found", f"Bulk load session '{parts[2]}' does not exist")
+            fields = {
+                "domain_key": str(doc.get("domain_key") or ""),
+                "scheduled_time": str(doc.get("scheduled_time") or ""),
+            }
+            job = self.bulk_load(session.database, session.table, session.config, fields)
+            return self._json({"job_id": job.job_id, "name": parts[2], "database": job.database})
+        if method == "POST" and route == "v3/export/run" and len(parts) == 5:
+            job = self.table_export(parts[3], parts[4], {**query, **form})
+            return self._json({"job_id": job.job_id, "job": job.job_id, "database": job.database})
+        if method == "POST" and route == "v3/job/result_export" and len(parts) == 4:
+            job = self.result_export(parts[3], {**query, **form})
+            return self._json({"job_id": job.job_id, "job": job.job_id, "database": job.database})
+        if method == "POST" and route == "v3/table/partialdelete" and len(parts) == 5:
+            job = self.partial_delete(parts[3], parts[4], {**query, **form})
+            return self._json({"job_id": job.job_id, "database": parts[3], "table": parts[4],
+                               "from": job.params.get("from"), "to": job.params.get("to")})  # fmt: skip
         if method == "GET" and route == "v3/job/status" and len(parts) == 4:
             job = self._job(parts[3])
             s = job.summary()
@@ -499,6 +547,145 @@ class TdServer:
         with self.sql.lock:
             return self._json(self.catalog(method, parts))
 
+    # ---------------------------------------------------------------- jobs that move data
+
+    def bulk_load(self, database: str, table: str, config: Any, params: dict[str, str]) -> Job:
+        """A bulk load (TD's data connector, Embulk's config): `in: {type: td, apikey, database,
+        query}` runs the query here (the apikey must be this server's) and `out: {mode:
+        append|replace|truncate}` (append by default) writes the rows to `database.table`."""
+        if not isinstance(config, dict):
+            raise ApiError(422, "Unprocessable Entity", "A bulk load needs a 'config' object")
+        source = config.get("in")
+        if not isinstance(source, dict) or source.get("type") != "td":
+            kind = source.get("type") if isinstance(source, dict) else source
+            raise ApiError(
+                422,
+                "Unprocessable Entity",
+                f"Unsupported input type: {kind} (the stand-in loads `in: {{type: td}}`)",
+            )
+        out = config.get("out") if isinstance(config.get("out"), dict) else {}
+        mode = str(out.get("mode") or "append")
+        if mode not in ("append", "replace", "truncate"):
+            raise ApiError(422, "Unprocessable Entity", f"Unsupported out mode: {mode}")
+        if not table:
+            raise ApiError(422, "Unprocessable Entity", "A bulk load needs a 'table'")
+
+        def load(job: Job) -> int:
+            if source.get("apikey") != self.apikey:
+                raise ValueError("in: td: authentication failed: invalid apikey")
+            scheduled = job.params.get("scheduled_time") or str(int(time.time()))
+            sql = re.sub(
+                r"TD_SCHEDULED_TIME\(\s*\)", str(int(scheduled)), str(source.get("query") or ""), flags=re.I
+            )
+            cur = self.sql.db.cursor()
+            try:
+                cur.execute(f"SET schema = '{source.get('database') or database}'")
+                return self.sql._insert(
+                    cur, database, "INTO" if mode == "append" else "OVERWRITE", f'"{database}"."{table}"', sql
+                )
+            finally:
+                cur.close()
+
+        self.bulk_loads.append({"database": database, "table": table, "config": config, **params})
+        return self._new_job("bulkload", database, params, load)
+
+    def table_export(self, database: str, table: str, params: dict[str, str]) -> Job:
+        """The table's rows with `from <= time < to`, written to S3 (`TdServer.s3`, moto) as
+        `<file_prefix><job id>_0.<file_format>`: `tsv.gz` (no header), `jsonl.gz` and
+        `line-json.gz` (an object per line), `json.gz` (one array of objects)."""
+        fmt = params.get("file_format", "")
+        if fmt not in ("tsv.gz", "jsonl.gz", "json.gz", "line-json.gz"):
+            raise ApiError(422, "Unprocessable Entity", f"Invalid file_format: {fmt}")
+        if params.get("storage_type") != "s3" or not params.get("bucket"):
+            raise ApiError(422, "Unprocessable Entity", "An export needs storage_type=s3 and a bucket")
+        with self.sql.lock:
+            self._table(database, table)
+
+        def export(job: Job) -> int:
+            if self.s3 is None:
+                raise ValueError("the stand-in has no S3 to export to (tests set TdServer.s3)")
+            if (
+                self.s3_keys is not None
+                and (params.get("access_key_id"), params.get("secret_access_key")) != self.s3_keys
+            ):
+                raise ValueError("S3: The AWS Access Key Id you provided does not exist in our records")
+            cur = self.sql.db.execute(
+                f'SELECT * FROM "{database}"."{table}" WHERE time >= ? AND time < ? ORDER BY time',
+                [int(params.get("from") or 0), int(params.get("to") or 2**62)],
+            )
+            names = [d[0] for d in cur.description or []]
+            rows = [[_value(v) for v in r] for r in cur.fetchall()]
+            if fmt == "tsv.gz":
+                text = "".join("\t".join("" if v is None else str(v) for v in r) + "\n" for r in rows)
+            elif fmt == "json.gz":
+                text = json.dumps([dict(zip(names, r, strict=True)) for r in rows])
+            else:
+                text = "".join(json.dumps(dict(zip(names, r, strict=True))) + "\n" for r in rows)
+            key = f"{params.get('file_prefix', '')}{job.job_id}_0.{fmt}"
+            self.s3.put_bytes(params["bucket"], key, gzip.compress(text.encode()))
+            self.exports.append({"bucket": params["bucket"], "key": key, **params})
+            return len(rows)
+
+        return self._new_job("export", database, params, export)
+
+    def result_export(self, source_id: str, params: dict[str, str]) -> Job:
+        """The result of job `source_id` written through a result connection: a `td` connection
+        (`create_connection(name, "td")`) writes the rows to the settings' `database.table`
+        (`mode: append|replace`, append by default)."""
+        source = self._job(source_id)
+        conn_id = params.get("result_connection_id", "")
+        kind = next(
+            (self.connection_types.get(n) for n, i in self.connections.items() if str(i) == conn_id), None
+        )
+        if kind is None:
+            raise ApiError(404, "Resource not found", f"Result connection {conn_id} does not exist")
+        try:
+            settings = json.loads(params.get("result_connection_settings") or "{}")
+        except ValueError:
+            raise ApiError(422, "Unprocessable Entity", "result_connection_settings is not JSON") from None
+
+        def export(job: Job) -> int:
+            if source.status != "success":
+                raise ValueError(f"Job {source.job_id} has no result (status {source.status})")
+            if kind != "td":
+                raise ValueError(f"the stand-in writes results to `td` connections only, not {kind}")
+            db = str(settings.get("database") or source.database)
+            mode = "OVERWRITE" if settings.get("mode") == "replace" else "INTO"
+            cur = self.sql.db.cursor()
+            try:
+                cols = ", ".join(f'"{c}" {t}' for c, t in source.columns or [])
+                cur.execute(f"CREATE OR REPLACE TEMP TABLE __kudig_rows ({cols})")
+                if source.rows:
+                    marks = ", ".join("?" for _ in source.columns or [])
+                    cur.executemany(f"INSERT INTO __kudig_rows VALUES ({marks})", source.rows)
+                return self.sql._insert(
+                    cur, db, mode, f'"{db}"."{settings["table"]}"', "SELECT * FROM __kudig_rows"
+                )
+            finally:
+                cur.close()
+
+        self.result_exports.append({"job_id": source_id, **params})
+        return self._new_job("result_export", source.database, params, export)
+
+    def partial_delete(self, database: str, table: str, params: dict[str, str]) -> Job:
+        """Deletes the rows with `from <= time < to` (whole hours, else 422, as TD)."""
+        try:
+            start, end = int(params.get("from", "")), int(params.get("to", ""))
+        except ValueError:
+            raise ApiError(422, "Unprocessable Entity", "from and to must be epoch seconds") from None
+        if start % 3600 or end % 3600:
+            raise ApiError(422, "Unprocessable Entity", "from and to must be multiples of 3600 (whole hours)")
+        with self.sql.lock:
+            self._table(database, table)
+
+        def delete(job: Job) -> int:
+            row = self.sql.db.execute(
+                f'DELETE FROM "{database}"."{table}" WHERE time >= ? AND time < ? RETURNING 1', [start, end]
+            ).fetchall()
+            return len(row)
+
+        return self._new_job("partialdelete", database, params, delete)
+
     def _json(self, obj: Any) -> tuple[int, bytes, dict[str, str]]:
         return 200, json.dumps(obj).encode(), {}
 
@@ -525,6 +712,13 @@ class TdServer:
     def issue(self, engine: str, database: str, params: dict[str, str]) -> dict[str, Any]:
         if engine not in ("presto", "trino", "hive"):
             raise ApiError(422, "Unprocessable Entity", f"Unsupported job type: {engine}")
+        job = self._new_job(engine, database, params)
+        return {"job_id": job.job_id, "job": job.job_id, "database": database}
+
+    def _new_job(
+        self, engine: str, database: str, params: dict[str, str], action: Callable[[Job], int] | None = None
+    ) -> Job:
+        """A job (deduped by `domain_key`: 409 + `details.conflicts_with`), started in a thread."""
         with self.sql.lock:
             if database not in self.sql.schemas():
                 raise ApiError(404, "Resource not found", f"Database '{database}' does not exist")
@@ -538,12 +732,13 @@ class TdServer:
                     {"conflicts_with": existing},
                 )
             job_id = str(len(self.jobs) + 1000)
-            job = Job(job_id, engine, database, params.get("query", ""), params)
+            job = Job(job_id, engine, database, params.get("query", ""), params, action=action)
             self.jobs[job_id] = job
             if key:
                 self.domain_keys[key] = job_id
         threading.Thread(target=self._run, args=(job,), daemon=True).start()
-        return {"job_id": job_id, "job": job_id, "database": database}
+        time.sleep(self.answer_delay)  # the job exists before its submitter hears of it
+        return job
 
     def _run(self, job: Job) -> None:
         time.sleep(self.job_delay)
@@ -553,7 +748,10 @@ class TdServer:
             job.status, job.start_at = "running", _now()
             job.cmdout = f"started at {job.start_at}\nexecuting query on the kudig TD stand-in (DuckDB)\n"
             try:
-                self.sql.run(job)
+                if job.action is not None:
+                    job.num_records = job.action(job)
+                else:
+                    self.sql.run(job)
                 job.status = "success"
                 job.cmdout += f"finished: {job.num_records} records\n"
             except duckdb.Error as e:
@@ -680,17 +878,33 @@ class TdServer:
         with self.sql.lock:
             return self.sql.db.execute(text).fetchall()
 
-    def create_connection(self, name: str) -> int:
+    def create_connection(self, name: str, type: str = "td") -> int:
         """A result connection (TD's console; not in this API): its id. A job naming it by
-        `result_connection_id` keeps the id and `result_connection_settings` in its params."""
+        `result_connection_id` keeps the id and `result_connection_settings` in its params; a
+        result export through a `td` connection writes the rows to a table."""
         self.connections[name] = 500 + len(self.connections)
+        self.connection_types[name] = type
         return self.connections[name]
+
+    def create_bulk_load_session(self, name: str, database: str, table: str, config: dict[str, Any]) -> None:
+        """A saved bulk load session (TD's console or `td connector:create`; not in this API)."""
+        self.bulk_load_sessions[name] = BulkLoadSession(name, database, table, config)
 
     def create_saved_query(self, name: str, database: str, query: str, type: str = "presto") -> int:
         """A saved query (TD's console or `td sched:create`; not in this API): its id."""
         saved = SavedQuery(len(self.saved_queries) + 1, name, type, database, query)
         self.saved_queries[name] = saved
         return saved.id
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(body or b"{}")
+    except ValueError as e:
+        raise ApiError(400, "Bad Request", f"Invalid JSON body: {e}") from None
+    if not isinstance(doc, dict):
+        raise ApiError(400, "Bad Request", "The body must be a JSON object")
+    return doc
 
 
 def _form(headers: dict[str, str], body: bytes) -> dict[str, str]:
@@ -823,3 +1037,127 @@ FAMILY_TASKS = """
 +family_done:
   echo>: family-ok ${td.last_job.num_records}
 """
+
+
+def td_data_project(
+    root: Path,
+    endpoint: str,
+    database: str,
+    session: str,
+    connection: str,
+    bucket: str | None = None,
+) -> Path:
+    """A project exercising td_partial_delete>, td_load> (a config file with `${secret:...}`, and
+    a saved session by name), td_result_export> and, with `bucket`, td_table_export>. `events`
+    gets hours 0..5 of the session's day, hours 1 and 2 are deleted; `events_copy` is loaded from
+    it by load/events.yml, `events_session` by the session `session` (`create_bulk_load_session`),
+    `hours_out` written from a td> job's result through `connection` (`create_connection`); the
+    export writes hours 0 and 3 (its range is 00:00-04:00) under `exports/<date>/` of `bucket`.
+    Each step's stored `td.last_job` is checked by an if>; `td-data-ok` at the end."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "load").mkdir(exist_ok=True)
+    (root / "load" / "events.yml").write_text(
+        "in:\n"
+        "  type: td\n"
+        "  apikey: ${secret:td.apikey}\n"
+        f"  database: {database}\n"
+        "  query: SELECT time, hour FROM events WHERE hour >= ${min_hour}\n"
+        "out:\n"
+        "  mode: replace\n"
+    )
+    export = (
+        ""
+        if bucket is None
+        else f"""
++export_table:
+  td_table_export>:
+  table: events
+  file_format: jsonl.gz
+  from: ${{session_date}} 00:00:00
+  to: ${{session_date}} 04:00:00 +0000
+  s3_bucket: {bucket}
+  s3_path_prefix: exports/${{session_date}}/
+
++check_export:
+  if>: ${{td.last_job.num_records == 2}}
+  _else_do:
+    fail>: "td_table_export> stored ${{td.last_job}}"
+"""
+    )
+    (root / "tddata.dig").write_text(
+        f"""timezone: UTC
+_export:
+  td:
+    database: {database}
+    endpoint: "{endpoint}"
+    use_ssl: false
+  min_hour: 0
+
++seed:
+  td>:
+  query: SELECT TD_TIME_PARSE('${{session_date}}') + h * 3600 AS time, h AS hour FROM range(0, 6) t(h)
+  create_table: events
+
++delete_hours:
+  td_partial_delete>: events
+  from: ${{session_date}}T01:00:00
+  to: ${{session_date}}T03:00:00
+
++check_delete:
+  if>: ${{td.last_job.num_records == 2 && td.last_job_id == td.last_job.id}}
+  _else_do:
+    fail>: "td_partial_delete> stored ${{td.last_job}}"
+
++load_file:
+  td_load>: load/events.yml
+  table: events_copy
+
++check_load:
+  if>: ${{td.last_job.num_records == 4 && td.last_job_id == td.last_job.id}}
+  _else_do:
+    fail>: "td_load> stored ${{td.last_job}}"
+
++load_session:
+  td_load>: {session}
+
++report:
+  td>:
+  query: SELECT hour FROM events ORDER BY hour
+
++export_result:
+  td_result_export>:
+  job_id: ${{td.last_job_id}}
+  result_connection: {connection}
+  result_settings:
+    table: hours_out
+    mode: replace
+
++check_result_export:
+  if>: ${{td.last_job.num_records == 4}}
+  _else_do:
+    fail>: "td_result_export> stored ${{td.last_job}}"
+{export}
++done:
+  echo>: td-data-ok ${{td.last_job_id}}
+"""
+    )
+    return root
+
+
+def td_data_session(server: TdServer, name: str, database: str) -> None:
+    """The saved bulk load session td_data_project's `td_load>: <name>` starts: the count of
+    `events` at the session time into `events_session`."""
+    server.create_bulk_load_session(
+        name,
+        database,
+        "events_session",
+        {
+            "in": {
+                "type": "td",
+                "apikey": server.apikey,
+                "database": database,
+                "query": "SELECT TD_SCHEDULED_TIME() AS time, count(*) AS n FROM events",
+            },
+            "out": {"mode": "append"},
+        },
+    )

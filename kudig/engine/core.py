@@ -28,6 +28,7 @@ from kudig.ops import CONTROL_TYPES, SELF_RETRYING, OpContext, OpResult, TaskFai
 from kudig.params import ancestors, collect_error_params, collect_params, deep_merge
 from kudig.sla import Sla
 from kudig.timezones import parse_timezone
+from kudig.yamlload import load_dig_text, plain
 
 # --------------------------------------------------------------------------- events / actions
 
@@ -142,7 +143,10 @@ def command_text(op_type: str, config: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- context
 
 # See Engine._work_inputs.
-TEMPLATE_FILE_OPERATORS = frozenset({"pg", "mail", "td", "td_wait", "td_for_each"})
+TEMPLATE_FILE_OPERATORS = frozenset({"pg", "mail", "td", "td_wait", "td_for_each", "td_load"})
+# td_load>: only a `.yml`/`.yaml` command is a file (an Embulk config, parsed here as digdag's
+# YamlLoader does: the runner has no YAML parser); any other names a saved bulk load session.
+YAML_FILE_OPERATORS = frozenset({"td_load"})
 LOCAL_KEY_OPERATORS = frozenset({"param_set", "param_get"})
 
 
@@ -557,6 +561,7 @@ class Engine:
             and isinstance(command, str)
             and command
             and not self.ctx.dry_run
+            and (op_type not in YAML_FILE_OPERATORS or command.endswith((".yml", ".yaml")))
         ):
             root = (self.ctx.project_dir or Path.cwd()).resolve()
             path = Path(os.path.normpath(root / str(config.get("_workdir") or "") / command))
@@ -570,6 +575,8 @@ class Engine:
                 raise ConfigError(f"Cannot read {command}: {e}") from None
             rendered = self.ctx.evaluator.eval_config({"text": text}, config, self.ctx.timezone)
             config["_command_text"] = rendered["text"]
+            if op_type in YAML_FILE_OPERATORS:
+                config["_command_config"] = plain(load_dig_text(rendered["text"], command, root))
         if op_type in LOCAL_KEY_OPERATORS:
             config["_local_keys"] = [k for k in task.config if not str(k).startswith("_")]
         return config

@@ -16,7 +16,9 @@ The keys kudig's local commands use (others are ignored, as digdag ignores what 
 * `log-server.type=local|null` and `log-server.local.path=DIR` (default `digdag.log`): task logs,
   as `-O DIR` sets them;
 * `agent.max-task-threads=N`: when `--max-task-threads` is not given;
-* `executor.task_max_run=N`: tasks per session, when `--max-tasks` is not given (default 1000).
+* `executor.task_max_run=N`: tasks per session, when `--max-tasks` is not given (default 1000);
+* `notification.*` (`notification.type=mail|http`, `notification.mail.host`, ...): the notifier
+  `notify>` and `^sla^alert` send through (docs/notifications.md).
 """
 
 from __future__ import annotations
@@ -192,6 +194,10 @@ class SystemConfig:
         return {
             k[len("secrets.") :]: v for k, v in self.props.items() if k.startswith("secrets.") and len(k) > 8
         }
+
+    def notification(self) -> dict[str, str]:
+        """The `notification.*` keys: the notifier's settings (kudig_runner/notify_op.py reads them)."""
+        return {k: v for k, v in self.props.items() if k.startswith("notification.")}
 
     def task_log_dir(self, flag: str | None) -> Path | None:
         """`-O DIR`, else `log-server.type=local` with `log-server.local.path` (default `digdag.log`)."""

@@ -12,9 +12,10 @@ import base64
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kudig_runner.dispatch import operator_secret_keys
@@ -163,6 +164,16 @@ def merge_pod(*layers: PodDefaults | None) -> PodDefaults:
     return PodDefaults.model_validate(out)
 
 
+NOTIFICATION_ENV = "KUDIG_NOTIFICATION"
+
+
+def operator_notifier() -> str:
+    """The notifier `notify>` sends through, as the operator was configured (Helm's
+    `notifications` values, rendered into its environment as `KUDIG_NOTIFICATION`: a JSON object
+    of digdag's `notification.*` keys); empty: none. docs/notifications.md."""
+    return os.environ.get(NOTIFICATION_ENV, "")
+
+
 @dataclass(frozen=True)
 class PodContext:
     namespace: str
@@ -176,6 +187,8 @@ class PodContext:
     secret_name: str
     # the controller's defaults for every task pod (Helm's `taskPod`), under the Workflow's `defaults`
     base: PodDefaults | None = None
+    # notify>'s pod gets it: the controller itself never sends anything (no network I/O there)
+    notification: str = field(default_factory=operator_notifier)
 
 
 def _input_config_map(ctx: PodContext, name: str, part: bytes) -> dict[str, Any]:
@@ -283,7 +296,10 @@ def build_task(
     image = _docker_image(config) or pod_settings.image or ctx.runner_image
     own_runner = image == ctx.runner_image
     # `${secret:...}` in the config, and the secrets the operator reads itself (pg.password...).
-    keys = sorted(set(secret_keys(config)) | set(operator_secret_keys(op_type, config)))
+    wanted = set(secret_keys(config))
+    if op_type != "notify" or ctx.notification:  # notify> reads its secrets only to send
+        wanted |= set(operator_secret_keys(op_type, config))
+    keys = sorted(wanted)
     secret_map = {key: secret_env_name(i) for i, key in enumerate(keys)}
     the_input = task_input(action, secret_map)
     workdir = the_input["workdir"]
@@ -298,6 +314,8 @@ def build_task(
     ]
     for k, v in (pod_settings.env or {}).items():
         env.append({"name": k, "value": k8s_escape(v)})
+    if op_type == "notify" and ctx.notification:
+        env.append({"name": NOTIFICATION_ENV, "value": k8s_escape(ctx.notification)})
     if op_type == "sh" and not own_runner:
         # A plain image (busybox, alpine...): no Python, so the shell runs the script itself with
         # digdag's environment, and secrets come in as variables from secretKeyRef.

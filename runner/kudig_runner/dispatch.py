@@ -51,6 +51,11 @@ OPERATORS: dict[str, str] = {
     "td_wait": "td_family:run_td_wait",
     "td_wait_table": "td_family:run_td_wait_table",
     "td_for_each": "td_family:run_td_for_each",
+    "td_load": "td_data:run_td_load",
+    "td_table_export": "td_data:run_td_table_export",
+    "td_result_export": "td_data:run_td_result_export",
+    "td_partial_delete": "td_data:run_td_partial_delete",
+    "notify": "notify_op:run_notify",
 }
 
 _PG_KEYS = (
@@ -77,7 +82,13 @@ OPERATOR_SECRET_KEYS: dict[str, tuple[str, ...] | str] = {
     "http_call": "http_op:CALL_SECRET_KEYS",
     "mail": "mail_op:SECRET_KEYS",
     "s3_wait": "s3_wait:SECRET_KEYS",
-    **dict.fromkeys(("td", "td_ddl", "td_run", "td_wait", "td_wait_table", "td_for_each"), "td:SECRET_KEYS"),
+    **dict.fromkeys(
+        ("td", "td_ddl", "td_run", "td_wait", "td_wait_table", "td_for_each", "td_load", "td_result_export"),
+        "td:SECRET_KEYS",
+    ),
+    "td_partial_delete": "td:SECRET_KEYS",
+    "td_table_export": "td_data:EXPORT_SECRET_KEYS",
+    "notify": "notify_op:SECRET_KEYS",
 }
 
 

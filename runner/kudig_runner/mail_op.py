@@ -210,6 +210,14 @@ def run_mail(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskOutput:
         f"Sending mail {msg['Subject']!r} to {len(recipients)} recipient(s) via {config.host}:{config.port}",
         flush=True,
     )
+    send(config, msg, recipients)
+    print("Mail sent", flush=True)
+    return empty_output()
+
+
+def send(config: SmtpConfig, msg: EmailMessage, recipients: list[str]) -> None:
+    """Deliver `msg` through the SMTP server of `config` (mail> and the mail notifier);
+    failures are RunnerErrors (class MessagingException) naming the server, never a password."""
     where = f"{config.host}:{config.port}"
     client: smtplib.SMTP | None = None
     try:
@@ -247,5 +255,3 @@ def run_mail(task_input: TaskInput, cwd: str | os.PathLike[str]) -> TaskOutput:
     finally:
         if client is not None:
             client.close()  # no QUIT after a failure: the connection may be half-open (a TLS handshake)
-    print("Mail sent", flush=True)
-    return empty_output()

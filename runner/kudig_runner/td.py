@@ -89,7 +89,9 @@ T = TypeVar("T")
 class Client:
     """The configured API (td-client's `tdclient.api.API`) and the secret values to scrub."""
 
-    def __init__(self, params: Mapping[str, Any], task_input: TaskInput) -> None:
+    def __init__(
+        self, params: Mapping[str, Any], task_input: TaskInput, require_database: bool = True
+    ) -> None:
         self._secrets = ReadSecrets(task_input["secrets"])
         secret = self._secrets.get
         apikey = secret("td.apikey")
@@ -106,15 +108,19 @@ class Client:
         host = re.sub(r"^https?://", "", host).rstrip("/")
         self.url = f"{'https' if ssl else 'http'}://{host}"
         database = secret("td.database") or params.get("database")
-        if database is None:
+        if database is None and require_database:
             raise RunnerError("Parameter 'database' is required but not set", "ConfigError")
-        self.database = str(database).strip()
-        if not self.database:
+        self.database = str(database or "").strip()
+        if not self.database and require_database:
             raise RunnerError("Parameter 'database' is empty", "ConfigError")
         import tdclient.api
 
         # td-client's own POST retries are off (digdag: setRetryLimit(0)); the operator retries.
         self.api = tdclient.api.API(apikey=self.apikey, endpoint=self.url, retry_post_requests=False)
+
+    def secret(self, key: str) -> str | None:
+        """The secret `key` (None: the task has none), scrubbed from every message from now on."""
+        return self._secrets.get(key)
 
     def scrub(self, text: str) -> str:
         return self._secrets.scrub(text)
@@ -282,27 +288,9 @@ def run_job(
 ) -> dict[str, Any]:
     """Submit (idempotently, by domain key), wait for the job, fail on error; its `show_job`.
     `fresh_key`: a random domain key (a polling operator's new job per check, as digdag's)."""
-    job_id: str | None = None
-    for n in range(MAX_DOMAIN_KEY_TRIES):
-        key = str(uuid.uuid4()) if fresh_key else _domain_key(task_input, params, n)
-        try:
-            job_id = call(client, "Submitting the job", functools.partial(submit, key), sleep)
-            print(f"{op}>: started job {job_id}", flush=True)
-            break
-        except _Conflict as c:
-            held = c.job_id
-            status = call(
-                client, "Getting the job status", functools.partial(client.api.job_status, held), sleep
-            )
-            if status in ("error", "killed"):
-                print(f"{op}>: job {held} of an earlier try {status}; submitting again", flush=True)
-                continue
-            job_id = held
-            print(f"{op}>: job {job_id} was already submitted by an earlier try; waiting for it", flush=True)
-            break
-    if job_id is None:
-        raise TdError(f"Gave up submitting: {MAX_DOMAIN_KEY_TRIES} earlier tries of this task failed")
-    with _killed_on_stop(client, job_id, op):
+    job = _Submitted()
+    with _killed_on_stop(client, job, op):
+        job_id = _submit(client, task_input, params, submit, sleep, op, fresh_key, job)
         iteration = 0
         interval = 1.0
         while True:
@@ -324,22 +312,77 @@ def run_job(
     return show
 
 
+def _submit(
+    client: Client,
+    task_input: TaskInput,
+    params: Mapping[str, Any],
+    submit: Callable[[str], str],
+    sleep: Callable[[float], None],
+    op: str,
+    fresh_key: bool,
+    job: _Submitted,
+) -> str:
+    """The job's id: submitted now, or adopted from an earlier try of this task (its domain key)."""
+    for n in range(MAX_DOMAIN_KEY_TRIES):
+        key = str(uuid.uuid4()) if fresh_key else _domain_key(task_input, params, n)
+        try:
+            job_id = str(call(client, "Submitting the job", functools.partial(submit, key), sleep))
+            job.started(job_id)
+            print(f"{op}>: started job {job_id}", flush=True)
+            return job_id
+        except _Conflict as c:
+            held = c.job_id
+            status = call(
+                client, "Getting the job status", functools.partial(client.api.job_status, held), sleep
+            )
+            if status in ("error", "killed"):
+                print(f"{op}>: job {held} of an earlier try {status}; submitting again", flush=True)
+                job.check()
+                continue
+            job.started(held)
+            print(f"{op}>: job {held} was already submitted by an earlier try; waiting for it", flush=True)
+            return held
+    raise TdError(f"Gave up submitting: {MAX_DOMAIN_KEY_TRIES} earlier tries of this task failed")
+
+
 class _Stopped(Exception):
     def __init__(self, signum: int) -> None:
         self.signum = signum
 
 
+class _Submitted:
+    """The job a task waits for, once known, and a stop that came before it was."""
+
+    def __init__(self) -> None:
+        self.job_id: str | None = None
+        self.pending: int | None = None
+
+    def started(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.check()
+
+    def check(self) -> None:
+        """Stop now if a signal came while a request was in flight."""
+        if self.pending is not None:
+            raise _Stopped(self.pending)
+
+
 @contextlib.contextmanager
-def _killed_on_stop(client: Client, job_id: str, op: str) -> Iterator[None]:
-    """While waiting for a job: SIGTERM/SIGINT (the task was killed: `kudig kill`, a deleted pod,
-    Ctrl-C of `kudig run`) kills the job at Treasure Data before the task ends, as digdag's
-    operator cleanup does; a job left running would go on costing. Only in the main thread (where
-    signal handlers run); elsewhere the wait is as before."""
+def _killed_on_stop(client: Client, job: _Submitted, op: str) -> Iterator[None]:
+    """While submitting and waiting for a job: SIGTERM/SIGINT (the task was killed: `kudig kill`,
+    a deleted pod, Ctrl-C of `kudig run`) kills the job at Treasure Data before the task ends, as
+    digdag's operator cleanup does; a job left running would go on costing. A signal that comes
+    while the submit is in flight waits for its answer (the job's id), so a job the server just
+    started is killed too. Only in the main thread (where signal handlers run); elsewhere the wait
+    is as before."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def stop(signum: int, frame: object) -> None:
+        if job.job_id is None:
+            job.pending = signum  # the submit is in flight: stop once its answer is in
+            return
         raise _Stopped(signum)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -349,6 +392,9 @@ def _killed_on_stop(client: Client, job_id: str, op: str) -> Iterator[None]:
         for sig, handler in previous.items():  # a second signal now ends the process as usual
             signal.signal(sig, handler)
         name = signal.Signals(e.signum).name
+        job_id = job.job_id
+        if job_id is None:
+            raise RunnerError(f"Stopped by {name} before a TD job was started", "Killed") from None
         try:
             client.api.kill(job_id)
             print(f"{op}>: killed job {job_id} ({name})", flush=True)
@@ -483,19 +529,21 @@ def result_connection(client: Client, task_input: TaskInput, params: Mapping[str
     if settings is not None:
         if not isinstance(settings, Mapping):
             raise RunnerError("Parameter 'result_settings' must be a map", "ConfigError")
-        secrets = task_input["secrets"]
-
-        def resolved(value: Any) -> Any:
-            if isinstance(value, str):
-                return substitute_secrets(value, secrets)
-            if isinstance(value, Mapping):
-                return {k: resolved(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [resolved(v) for v in value]
-            return value
-
-        out["result_connection_settings"] = json.dumps(resolved(settings), ensure_ascii=False, default=str)
+        resolved = resolve_secrets(settings, task_input["secrets"])
+        out["result_connection_settings"] = json.dumps(resolved, ensure_ascii=False, default=str)
     return out
+
+
+def resolve_secrets(value: Any, secrets: Mapping[str, str]) -> Any:
+    """`value` with `${secret:...}` resolved in every string of it (maps and lists walked), as
+    digdag's UserSecretTemplate does for result_settings and td_load>'s config."""
+    if isinstance(value, str):
+        return substitute_secrets(value, secrets)
+    if isinstance(value, Mapping):
+        return {k: resolve_secrets(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_secrets(v, secrets) for v in value]
+    return value
 
 
 def job_options(params: Mapping[str, Any], engine: str, scheduled: bool) -> dict[str, Any]:

@@ -1,17 +1,23 @@
-"""td>, td_ddl>, td_run>, td_wait_table>, td_wait> and td_for_each> in pods: the runner image's td-client reaches the local TD-API stand-in (tests/td_server.py,
+"""td>, td_ddl>, td_run>, td_wait_table>, td_wait>, td_for_each>, td_load>, td_partial_delete>,
+td_result_export> and td_table_export> in pods: the runner image's td-client reaches the local TD-API stand-in (tests/td_server.py,
 the SQL run on DuckDB) on this machine over the pod network through the node's IP (the host is the
 cluster's only node). The API key comes from the namespace's Secret and is nowhere else."""
 
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 
 import pytest
 
+from tests.s3peer import ACCESS_KEY, SECRET_KEY, S3Server, s3  # noqa: F401  (the fixture)
 from tests.td_server import (
     APIKEY,
     FAMILY_SAVED_QUERY,
     TdServer,
+    td_data_project,
+    td_data_session,
     td_project,
     td_server,  # noqa: F401  (the fixture)
 )
@@ -83,3 +89,59 @@ def test_td_workflow_in_pods(
     assert APIKEY not in str(engine_state(obj, kube))
     events = kube.core.list_namespaced_event(namespace).items
     assert APIKEY not in str([kube.api.sanitize_for_serialization(e) for e in events])
+
+
+def test_td_load_exports_and_partial_delete_in_pods(
+    kube: Kube,
+    namespace: str,
+    operator: Operator,
+    td_server: TdServer,  # noqa: F811
+    s3: S3Server,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    secrets = {
+        "td.apikey": APIKEY,
+        "aws.s3.access_key_id": ACCESS_KEY,
+        "aws.s3.secret_access_key": SECRET_KEY,
+    }
+    kube.core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "kudig-secrets"}, "stringData": secrets}
+    )
+    database = f"data_{namespace.replace('-', '_')}"
+    td_server.create_database(database)
+    td_data_session(td_server, f"load_{database}", database)
+    td_server.create_connection(f"out_{database}")
+    bucket = f"td-{namespace}"[:63]
+    s3.create_bucket(bucket)
+    td_server.s3, td_server.s3_keys = s3, (ACCESS_KEY, SECRET_KEY)
+    try:
+        root = td_data_project(
+            tmp_path / "tddata",
+            td_server.endpoint(node_ip(kube)),
+            database,
+            f"load_{database}",
+            f"out_{database}",
+            bucket,
+        )
+        push(kube, namespace, root, "tddata")
+        name = start(kube, namespace, "tddata", "2024-01-30T00:00:00+00:00")
+        obj = wait_session(kube, operator, namespace, name, timeout=300)
+    finally:
+        td_server.s3, td_server.s3_keys = None, None
+    assert obj["status"]["phase"] == "Succeeded", obj["status"].get("failedTasks")
+    hours = [(0,), (3,), (4,), (5,)]
+    assert td_server.query(f"SELECT hour FROM {database}.events ORDER BY hour") == hours  # partial delete
+    assert td_server.query(f"SELECT hour FROM {database}.events_copy ORDER BY hour") == hours  # td_load> file
+    assert td_server.query(f"SELECT n FROM {database}.events_session") == [(4,)]  # td_load> session
+    assert td_server.query(f"SELECT hour FROM {database}.hours_out ORDER BY hour") == hours  # result export
+    (key,) = s3.keys(bucket, "exports/2024-01-30/")
+    rows = [json.loads(line) for line in gzip.decompress(s3.get(bucket, key)).decode().splitlines()]
+    assert [r["hour"] for r in rows] == [0, 3]
+    logs = "".join(
+        kube.core.read_namespaced_pod_log(p.metadata.name, namespace, container="task")
+        for p in task_pods(kube, namespace, name)
+    )
+    for secret in secrets.values():
+        assert secret not in logs and secret not in str(obj)
+        for pod in task_pods(kube, namespace, name):
+            assert secret not in str(kube.api.sanitize_for_serialization(pod))

@@ -259,9 +259,41 @@ def test_non_default_render(non_default_values: Path) -> None:
     assert board["metadata"]["annotations"] == {"grafana_folder": "kudig"}
 
 
+def test_the_notifier_values_become_digdags_notification_keys(tmp_path: Path) -> None:
+    """`notifications` (docs/notifications.md): none by default; set, the controller's
+    KUDIG_NOTIFICATION holds digdag's `notification.*` keys (what notify> pods get)."""
+    assert "KUDIG_NOTIFICATION" not in env_of(one(render(), "Deployment", "kudig"))
+    template = '{"text": "${message} (${workflow_name})"}'
+    values = {
+        "notifications": {
+            "type": "http",
+            "http": {
+                "url": "https://hooks.example/T1",
+                "headers": {"X-Token": "t-1"},
+                "bodyTemplate": template,
+            },
+            "retries": 2,
+        }
+    }
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    docs = render("-f", str(tmp_path / "values.yaml"))
+    settings = json.loads(env_of(one(docs, "Deployment", "kudig"))["KUDIG_NOTIFICATION"])
+    assert settings["notification.type"] == "http" and settings["notification.retries"] == 2
+    assert settings["notification.http.url"] == "https://hooks.example/T1"
+    assert settings["notification.http.headers.X-Token"] == "t-1"
+    assert settings["notification.http.body_template"] == template
+    assert "notification.mail.host" not in settings  # empty values are left out
+    docs = render("--set", "notifications.type=mail", "--set", "notifications.mail.host=smtp.example",
+                  "--set", "notifications.mail.to={a@example.com,b@example.com}")  # fmt: skip
+    settings = json.loads(env_of(one(docs, "Deployment", "kudig"))["KUDIG_NOTIFICATION"])
+    assert settings["notification.mail.to"] == ["a@example.com", "b@example.com"]
+    assert settings["notification.mail.port"] == 587 and settings["notification.mail.tls"] is True
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--set", "notifications.type=sms"], "/notifications/type"),
         (["--set", "watchNamespaces={a,b}"], "maxItems"),
         (["--set", "replicas=2", "--set", "leaderElection.enabled=false"], "needs leaderElection.enabled"),
         (["--set", "replicas=two"], "want integer"),

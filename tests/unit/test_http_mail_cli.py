@@ -156,13 +156,19 @@ def test_kudig_run_bad_parameters_fail_the_task_naming_them(
 @pytest.mark.parametrize(
     ("op", "message"),
     [
-        ("td_load", "bad.dig:4: operator td_load> is not supported by kudig"),
-        ("embulk", "bad.dig:4: operator embulk> is not supported by kudig"),
+        (
+            "embulk",
+            "bad.dig:4: operator embulk> is not supported by kudig: it runs on Embulk, a Java bulk-loading "
+            "tool; it would need the `embulk` command",
+        ),
         (
             "bq",
-            "bad.dig:4: operator bq> is not supported by kudig: it runs on Google BigQuery, a cloud service",
+            "bad.dig:4: operator bq> is not supported by kudig: it runs on Google BigQuery, a cloud service; "
+            "it would need a Google Cloud project and the secret 'gcp.credential'",
         ),
-        ("emr", "bad.dig:4: operator emr> is not supported by kudig: it runs on Amazon EMR"),
+        ("gcs_wait", "which kudig does not provide (no client for it, and nothing here to test it against)"),
+        ("emr", "bad.dig:4: operator emr> is not supported by kudig: it runs on Amazon EMR, a cloud service"),
+        ("redshift_unload", "Instead use `pg>` (Redshift speaks PostgreSQL's protocol)"),
         ("htp", "bad.dig:4: Unknown operator type 'htp>' (did you mean [http>"),
     ],
 )

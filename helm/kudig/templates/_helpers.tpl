@@ -90,3 +90,23 @@ more (tests/unit/test_helm_chart.py ties every verb to a call in the code or in 
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
 {{- end }}
+
+{{/* The notifier's settings as a JSON object of digdag's `notification.*` keys (KUDIG_NOTIFICATION):
+     `notifications.mail.bodyTemplate` becomes `notification.mail.body_template`, each header
+     `notification.http.headers.<Name>`; empty values are left out. */}}
+{{- define "kudig.notification" -}}
+{{- $n := .Values.notifications | default dict -}}
+{{- $out := dict "notification.type" $n.type "notification.retries" $n.retries -}}
+{{- range $kind := list "mail" "http" -}}
+{{- range $k, $v := (get $n $kind | default dict) -}}
+{{- if eq $k "headers" -}}
+{{- range $h, $hv := $v -}}
+{{- $_ := set $out (printf "notification.http.headers.%s" $h) $hv -}}
+{{- end -}}
+{{- else if and (not (kindIs "invalid" $v)) (ne (toString $v) "") (ne (toJson $v) "[]") -}}
+{{- $_ := set $out (printf "notification.%s.%s" $kind (ternary "body_template" $k (eq $k "bodyTemplate"))) $v -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end }}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from kudig_operator.podspec import PodContext, build_pod, pod_name, secret_keys
 
 from kudig.api import PodDefaults
@@ -149,3 +150,22 @@ def test_a_timeout_is_the_pods_deadline() -> None:
         "activeDeadlineSeconds"
         not in build_pod(ctx(), name="p", action=StartTask(1, "+t", "sh", {"_command": "x"}, 0))["spec"]
     )
+
+
+def test_a_notify_pod_gets_the_operators_notifier_and_its_secrets_by_reference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = '{"notification.type": "http", "notification.http.url": "http://hooks.example/$(x)"}'
+    monkeypatch.setenv("KUDIG_NOTIFICATION", settings)  # what the chart renders from its values
+    notify = StartTask(4, "+etl^sla^alert", "notify", {"_command": "SLA violation"}, 0)
+    container = build_pod(ctx(), name="n", action=notify)["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert json.loads(env["KUDIG_NOTIFICATION"]["value"].replace("$$(", "$(")) == json.loads(settings)
+    refs = {e["valueFrom"]["secretKeyRef"]["key"] for e in env.values() if "valueFrom" in e}
+    assert refs == {"notification.mail.password", "notification.http.url"}
+    # other tasks never see it; without a notifier the notify pod has none
+    sh = build_pod(ctx(), name="s", action=StartTask(5, "+etl+sh", "sh", {"_command": "true"}, 0))
+    assert "KUDIG_NOTIFICATION" not in str(sh)
+    monkeypatch.delenv("KUDIG_NOTIFICATION")
+    bare = str(build_pod(ctx(), name="n", action=notify))
+    assert "KUDIG_NOTIFICATION" not in bare and "secretKeyRef" not in bare
