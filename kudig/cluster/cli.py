@@ -32,6 +32,7 @@ from kudig.engine.state import SessionState
 from kudig.errors import KudigError
 from kudig.naming import session_name
 from kudig.params import deep_merge, parse_param_args
+from kudig.workflowref import WorkflowRef, in_project, resolve, selector, workflow_ref
 
 
 class Cluster:
@@ -55,6 +56,27 @@ class Cluster:
     def list(self, plural: str) -> list[dict[str, Any]]:
         return self.api.list_objects(plural, self.namespace)
 
+    def workflow(self, workflow: str, project: str | None = None) -> tuple[dict[str, Any], WorkflowRef]:
+        """The Workflow `workflow` (its digdag name, or its object name) of `project`: found by the
+        label `kudig push` sets (the API server filters), else among every Workflow of the
+        namespace (those pushed by an older kudig, or written by hand)."""
+        ns = self.namespace
+        found = resolve(workflow, map(workflow_ref, self.api.list_metadata(WORKFLOWS, ns, selector(workflow, project))), project, ns)
+        if found is None:
+            obj = self.api.get(WORKFLOWS, ns, workflow)
+            if obj is not None and (project is None or in_project(workflow_ref(obj), project)):
+                return obj, workflow_ref(obj)
+            found = resolve(workflow, map(workflow_ref, self.list(WORKFLOWS)), project, ns)
+        if found is None:
+            of = f" of project '{project}'" if project is not None else ""
+            raise KudigError(f"Workflow '{workflow}'{of} not found in namespace {ns}")
+        obj = self.get(WORKFLOWS, found.object_name)
+        return obj, workflow_ref(obj)
+
+    def catalog(self) -> dict[str, WorkflowRef]:
+        """Every Workflow of the namespace: object name -> what it is."""
+        return {r.object_name: r for r in map(workflow_ref, self.list(WORKFLOWS))}
+
     def patch_spec(self, plural: str, name: str, spec: dict[str, Any]) -> None:
         self.api.patch(plural, self.namespace, name, {"spec": spec})
 
@@ -71,10 +93,15 @@ class Cluster:
         except AlreadyExists:
             pass
         current = self.get(plural, meta["name"])
-        if current.get("spec") == obj.get("spec") and (current["metadata"].get("labels") or {}) == (
-            meta.get("labels") or {}
+        annotations = current["metadata"].get("annotations") or {}
+        if (
+            current.get("spec") == obj.get("spec")
+            and (current["metadata"].get("labels") or {}) == (meta.get("labels") or {})
+            and (meta.get("annotations") or {}).items() <= annotations.items()
         ):
             return "unchanged"
+        if annotations or meta.get("annotations"):  # others' annotations stay; ours are set
+            meta["annotations"] = {**annotations, **(meta.get("annotations") or {})}
         meta["resourceVersion"] = current["metadata"]["resourceVersion"]
         self.api.replace(plural, obj)
         return "configured"
@@ -129,14 +156,27 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
-def _workflow_tz(cluster: Cluster, workflow: str) -> tuple[str, Any]:
+def workflow_args(names: list[str]) -> tuple[str | None, str]:
+    """`WORKFLOW` or `PROJECT WORKFLOW` (digdag's form) -> (project, workflow)."""
+    if len(names) == 1:
+        return None, names[0]
+    if len(names) == 2:
+        return names[0], names[1]
+    raise KudigError(f"expected WORKFLOW or PROJECT WORKFLOW, got {len(names)} names: {' '.join(names)}")
+
+
+def _target(cluster: Cluster, args: argparse.Namespace) -> tuple[dict[str, Any], WorkflowRef]:
+    project, workflow = workflow_args(args.names)
+    return cluster.workflow(workflow, project)
+
+
+def _workflow_tz(obj: dict[str, Any]) -> tuple[str, Any]:
     from kudig.timezones import parse_timezone
     from kudig.yamlload import load_dig_text
 
-    obj = cluster.get(WORKFLOWS, workflow)
     tz_name = (obj.get("status") or {}).get("timezone")
     if not tz_name:
-        definition = load_dig_text(obj["spec"]["dig"], f"{workflow}.dig", Path("."))
+        definition = load_dig_text(obj["spec"]["dig"], f"{obj['metadata']['name']}.dig", Path("."))
         tz_name = str(definition.get("timezone", "UTC"))
     return tz_name, parse_timezone(tz_name)
 
@@ -145,15 +185,16 @@ def cmd_start(args: argparse.Namespace) -> int:
     from kudig.session_vars import local_session_time
 
     cluster = Cluster(args.namespace)
-    _, tz = _workflow_tz(cluster, args.workflow)
+    obj, ref = _target(cluster, args)
+    _, tz = _workflow_tz(obj)
     spec_text = "daily" if args.session == "now" else args.session
     when = (
         datetime.now(tz)
         if args.session == "now"
         else local_session_time(spec_text, timezone=tz, schedule=None, now=datetime.now(tz))
     )
-    name = session_name(args.workflow, when)
-    body = session_manifest(args.workflow, when, params=parse_param_args(args.param or []))
+    name = session_name(ref.object_name, when)
+    body = session_manifest(ref.object_name, when, params=parse_param_args(args.param or []))
     try:
         cluster.api.create(SESSIONS, cluster.namespace, body)
     except AlreadyExists:
@@ -162,18 +203,40 @@ def cmd_start(args: argparse.Namespace) -> int:
             f"hint: use `kudig retry {name} --all` to run it again"
         ) from None
     print(f"Started a session: {name}")
-    print(f"  workflow: {args.workflow}\n  session time: {when.isoformat()}")
+    print(f"  workflow: {ref.name}\n  session time: {when.isoformat()}")
     print(f"  * use `kudig session {name}` to show the session")
     return 0
 
 
+class _Names:
+    """What a Session's spec.workflow (an object name, or a digdag name) means, for listings: the
+    object of that name first, as the controller looks it up."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.catalog = cluster.catalog()
+        self.namespace = cluster.namespace
+        self._memo: dict[str, WorkflowRef | None] = {}
+
+    def of(self, workflow: str) -> WorkflowRef | None:
+        if workflow not in self._memo:
+            try:
+                found = self.catalog.get(workflow) or resolve(workflow, self.catalog.values())
+            except KudigError:  # ambiguous: the controller reports it on the Session
+                found = None
+            self._memo[workflow] = found
+        return self._memo[workflow]
+
+
 def cmd_sessions(args: argparse.Namespace) -> int:
     cluster = Cluster(args.namespace)
+    target = _target(cluster, args)[1] if args.names else None
+    names = _Names(cluster)
     selected = []
     for s in sorted(cluster.list(SESSIONS), key=lambda o: o["metadata"]["creationTimestamp"]):
         spec, status = s.get("spec") or {}, s.get("status") or {}
         phase = status.get("phase") or "Pending"
-        if args.workflow and spec.get("workflow") != args.workflow:
+        ref = names.of(str(spec.get("workflow", "")))
+        if target is not None and ref != target:
             continue
         if args.running and phase in TERMINAL:
             continue
@@ -182,7 +245,8 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         selected.append(
             {
                 "name": s["metadata"]["name"],
-                "workflow": spec.get("workflow", ""),
+                "project": ref.project if ref is not None else None,
+                "workflow": ref.name if ref is not None else spec.get("workflow", ""),
                 "sessionTime": spec.get("sessionTime", ""),
                 "phase": phase,
                 "progress": status.get("progress", ""),
@@ -217,9 +281,11 @@ def cmd_session(args: argparse.Namespace) -> int:
     cluster = Cluster(args.namespace)
     s = cluster.get(SESSIONS, args.session)
     spec, status = s.get("spec") or {}, s.get("status") or {}
+    ref = _Names(cluster).of(str(spec.get("workflow", "")))
     data = {
         "name": args.session,
-        "workflow": spec.get("workflow"),
+        "project": ref.project if ref is not None else None,
+        "workflow": ref.name if ref is not None else spec.get("workflow"),
         "sessionTime": spec.get("sessionTime"),
         "phase": status.get("phase", "Pending"),
         "progress": status.get("progress", ""),
@@ -233,6 +299,7 @@ def cmd_session(args: argparse.Namespace) -> int:
     def text() -> str:
         lines = [
             f"  session: {data['name']}",
+            f"  project: {data['project'] or ''}",
             f"  workflow: {data['workflow']}",
             f"  session time: {data['sessionTime']}",
             f"  state: {data['phase']}",
@@ -447,13 +514,16 @@ def _schedule_of(obj: dict[str, Any]) -> Any:
 def cmd_schedules(args: argparse.Namespace) -> int:
     cluster = Cluster(args.namespace)
     rows = []
-    for obj in sorted(cluster.list(WORKFLOWS), key=lambda o: o["metadata"]["name"]):
+    for obj in cluster.list(WORKFLOWS):
         status = obj.get("status") or {}
         if not status.get("schedule"):
             continue
+        ref = workflow_ref(obj)
         rows.append(
             {
-                "workflow": obj["metadata"]["name"],
+                "project": ref.project,
+                "workflow": ref.name,
+                "object": ref.object_name,
                 "schedule": status.get("schedule"),
                 "timezone": status.get("timezone"),
                 "nextSessionTime": status.get("nextSessionTime"),
@@ -462,12 +532,14 @@ def cmd_schedules(args: argparse.Namespace) -> int:
                 "disabled": bool((obj.get("spec") or {}).get("suspend")),
             }
         )
+    rows.sort(key=lambda r: (r["project"] or "", r["workflow"]))
     _print(
         rows,
         args.output,
         lambda: _table(
             [
                 [
+                    r["project"] or "",
                     r["workflow"],
                     r["schedule"] or "",
                     r["nextSessionTime"] or "-",
@@ -476,24 +548,24 @@ def cmd_schedules(args: argparse.Namespace) -> int:
                 ]
                 for r in rows
             ],
-            ["WORKFLOW", "SCHEDULE", "NEXT SESSION TIME", "NEXT RUN TIME", ""],
+            ["PROJECT", "WORKFLOW", "SCHEDULE", "NEXT SESSION TIME", "NEXT RUN TIME", ""],
         ),
     )
     return 0
 
 
-def _scheduled_workflow(cluster: Cluster, workflow: str) -> dict[str, Any]:
-    obj = cluster.get(WORKFLOWS, workflow)
+def _scheduled_workflow(cluster: Cluster, args: argparse.Namespace) -> tuple[dict[str, Any], WorkflowRef]:
+    obj, ref = _target(cluster, args)
     if _schedule_of(obj) is None:
-        raise KudigError(f"Workflow '{workflow}' has no schedule")
-    return obj
+        raise KudigError(f"Workflow '{ref.name}' has no schedule")
+    return obj, ref
 
 
 def cmd_disable(args: argparse.Namespace) -> int:
     cluster = Cluster(args.namespace)
-    _scheduled_workflow(cluster, args.workflow)
-    cluster.patch_spec(WORKFLOWS, args.workflow, {"suspend": True})
-    print(f"Disabled the schedule of {args.workflow}")
+    _, ref = _scheduled_workflow(cluster, args)
+    cluster.patch_spec(WORKFLOWS, ref.object_name, {"suspend": True})
+    print(f"Disabled the schedule of {ref.name}")
     return 0
 
 
@@ -502,13 +574,13 @@ def cmd_enable(args: argparse.Namespace) -> int:
     from datetime import UTC
 
     cluster = Cluster(args.namespace)
-    _scheduled_workflow(cluster, args.workflow)
+    _, ref = _scheduled_workflow(cluster, args)
     spec: dict[str, Any] = {"suspend": False}
     if not args.catch_up:
         spec["scheduleFrom"] = datetime.now(UTC).isoformat()
-    cluster.patch_spec(WORKFLOWS, args.workflow, spec)
+    cluster.patch_spec(WORKFLOWS, ref.object_name, spec)
     how = "runs the slots missed while disabled" if args.catch_up else "from now on (missed slots skipped)"
-    print(f"Enabled the schedule of {args.workflow}: {how}")
+    print(f"Enabled the schedule of {ref.name}: {how}")
     return 0
 
 
@@ -516,15 +588,15 @@ def cmd_reschedule(args: argparse.Namespace) -> int:
     from kudig.session_vars import local_session_time
 
     cluster = Cluster(args.namespace)
-    obj = _scheduled_workflow(cluster, args.workflow)
+    obj, ref = _scheduled_workflow(cluster, args)
     schedule = _schedule_of(obj)
     status = obj.get("status") or {}
     current = status.get("nextRunTime")
     if not current:
-        raise KudigError(f"Workflow '{args.workflow}' has no next run time yet (is it compiled?)")
+        raise KudigError(f"Workflow '{ref.name}' has no next run time yet (is it compiled?)")
     now_next = datetime.fromisoformat(current)
     if args.skip_to:
-        _, tz = _workflow_tz(cluster, args.workflow)
+        _, tz = _workflow_tz(obj)
         target = local_session_time(args.skip_to, timezone=tz, schedule=None, now=datetime.now(tz))
         if target <= now_next:
             raise KudigError(
@@ -541,12 +613,12 @@ def cmd_reschedule(args: argparse.Namespace) -> int:
     first = schedule.first_schedule_time(target)
     if args.dry_run:
         print(
-            f"Would reschedule {args.workflow}: next session {first.session_time.isoformat()}, runs at {first.run_time.isoformat()}"
+            f"Would reschedule {ref.name}: next session {first.session_time.isoformat()}, runs at {first.run_time.isoformat()}"
         )
         return 0
-    cluster.patch_spec(WORKFLOWS, args.workflow, {"scheduleFrom": target.isoformat()})
+    cluster.patch_spec(WORKFLOWS, ref.object_name, {"scheduleFrom": target.isoformat()})
     print(
-        f"Rescheduled {args.workflow}: next session {first.session_time.isoformat()}, runs at {first.run_time.isoformat()}"
+        f"Rescheduled {ref.name}: next session {first.session_time.isoformat()}, runs at {first.run_time.isoformat()}"
     )
     return 0
 
@@ -557,13 +629,13 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from kudig.session_vars import local_session_time
 
     cluster = Cluster(args.namespace)
-    obj = _scheduled_workflow(cluster, args.workflow)
+    obj, ref = _scheduled_workflow(cluster, args)
     schedule = _schedule_of(obj)
     status = obj.get("status") or {}
     if not status.get("nextSessionTime"):
-        raise KudigError(f"Workflow '{args.workflow}' has no next session time yet (is it compiled?)")
+        raise KudigError(f"Workflow '{ref.name}' has no next session time yet (is it compiled?)")
     until = datetime.fromisoformat(status["nextSessionTime"])
-    _, tz = _workflow_tz(cluster, args.workflow)
+    _, tz = _workflow_tz(obj)
     start = local_session_time(args.from_time, timezone=tz, schedule=None, now=datetime.now(tz))
     slot = schedule.first_schedule_time(start)
     if slot.session_time < start:  # first_schedule_time goes by run time; backfill by session time
@@ -574,7 +646,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         slot = schedule.next_schedule_time(slot.session_time)
     if not times:
         raise KudigError(f"No scheduled session between {start.isoformat()} and {until.isoformat()}")
-    names = [session_name(args.workflow, t) for t in times]
+    names = [session_name(ref.object_name, t) for t in times]
     existing = [n for n in names if cluster.api.get(SESSIONS, cluster.namespace, n) is not None]
     if existing:
         raise KudigError(f"Sessions already exist for these times: {', '.join(existing)}")
@@ -586,15 +658,18 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             extra["lastExecutedSessionTime"] = previous
         if i:
             extra["after"] = names[i - 1]
-        bodies.append(session_manifest(args.workflow, when, **extra))
+        bodies.append(session_manifest(ref.object_name, when, **extra))
         previous = when.isoformat()
     for body in bodies:
         print(f"  {body['metadata']['name']}  session time {body['spec']['sessionTime']}")
         if not args.dry_run:
             cluster.api.create(SESSIONS, cluster.namespace, body)
     verb = "Would start" if args.dry_run else "Started"
-    print(f"{verb} {len(bodies)} session(s) of {args.workflow}, one after another")
+    print(f"{verb} {len(bodies)} session(s) of {ref.name}, one after another")
     return 0
+
+
+WORKFLOW_HELP = "the workflow's digdag name (or its Workflow object's name), optionally after its project"
 
 
 def add_commands(sub: Any) -> None:
@@ -619,7 +694,7 @@ def add_commands(sub: Any) -> None:
     push.set_defaults(func=cmd_push)
 
     start = sub.add_parser("start", help="start a session of a workflow on the cluster")
-    start.add_argument("workflow")
+    start.add_argument("names", nargs="+", metavar="[PROJECT] WORKFLOW", help=WORKFLOW_HELP)
     start.add_argument(
         "--session",
         required=True,
@@ -630,7 +705,7 @@ def add_commands(sub: Any) -> None:
     start.set_defaults(func=cmd_start)
 
     sessions = sub.add_parser("sessions", help="list sessions (oldest first)")
-    sessions.add_argument("workflow", nargs="?")
+    sessions.add_argument("names", nargs="*", metavar="[PROJECT] WORKFLOW", help="only this workflow's")
     state = sessions.add_mutually_exclusive_group()
     state.add_argument("--running", action="store_true", help="only sessions not finished")
     state.add_argument("--failed", action="store_true", help="only failed sessions")
@@ -688,12 +763,12 @@ def add_commands(sub: Any) -> None:
     schedules.set_defaults(func=cmd_schedules)
 
     disable = sub.add_parser("disable", help="stop a workflow's schedule")
-    disable.add_argument("workflow")
+    disable.add_argument("names", nargs="+", metavar="[PROJECT] WORKFLOW", help=WORKFLOW_HELP)
     common(disable)
     disable.set_defaults(func=cmd_disable)
 
     enable = sub.add_parser("enable", help="resume a workflow's schedule (from now on)")
-    enable.add_argument("workflow")
+    enable.add_argument("names", nargs="+", metavar="[PROJECT] WORKFLOW", help=WORKFLOW_HELP)
     enable.add_argument(
         "--catch-up",
         action="store_true",
@@ -703,7 +778,7 @@ def add_commands(sub: Any) -> None:
     enable.set_defaults(func=cmd_enable)
 
     reschedule = sub.add_parser("reschedule", help="move a workflow's next scheduled run forward")
-    reschedule.add_argument("workflow")
+    reschedule.add_argument("names", nargs="+", metavar="[PROJECT] WORKFLOW", help=WORKFLOW_HELP)
     what = reschedule.add_mutually_exclusive_group(required=True)
     what.add_argument("-s", "--skip", type=int, metavar="N", help="skip the next N sessions")
     what.add_argument(
@@ -716,7 +791,7 @@ def add_commands(sub: Any) -> None:
     backfill = sub.add_parser(
         "backfill", help="run a workflow's scheduled sessions of the past, one after another"
     )
-    backfill.add_argument("workflow")
+    backfill.add_argument("names", nargs="+", metavar="[PROJECT] WORKFLOW", help=WORKFLOW_HELP)
     backfill.add_argument(
         "-f",
         "--from",
