@@ -32,7 +32,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from kudig_operator.plan import SessionPlan
+from kudig_operator.plan.sessionplan import SessionPlan
 
 #: The metrics docs/metrics.md lists and the Grafana dashboard shows (tests check both against this).
 PUBLIC_METRICS = (

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kudig_operator import controller as controller_module
 from kudig_operator.metrics import PUBLIC_METRICS, Metrics, standby_metrics
+from kudig_operator.reactions import session as session_reaction
 from prometheus_client.parser import text_string_to_metric_families
 from test_controller import NS, SCHEDULED, T0, Harness, tick
 
@@ -195,7 +195,7 @@ def test_reconcile_errors(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ValueError("a bug")
 
-    monkeypatch.setattr(controller_module, "plan_session", broken)
+    monkeypatch.setattr(session_reaction, "plan_session", broken)
     h.watch_session()
     h.ctl.reconcile_session(NS, "s1")
     assert value(h, "kudig_reconcile_errors_total", kind="session") == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from kudig_operator.plan import pod_event, pod_view
+from kudig_operator.plan.pods import pod_event, pod_view
 
 from kudig.engine.core import TaskFailed, TaskSucceeded
 from kudig.engine.state import SessionState, Task, decode_state, encode_state

@@ -1,0 +1,268 @@
+"""The Session reaction: observe a Session and its pods, plan, commit."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from kudig.api import (
+    LABEL_FINISHED,
+    LABEL_SESSION,
+    SESSIONS,
+    TERMINAL,
+    label_value,
+)
+from kudig.cluster.kube import Conflict
+from kudig_operator import results
+from kudig_operator.events import SessionEvent, event_body
+from kudig_operator.plan.pods import PodView, frame_complete, log_lines_needed, pod_view
+from kudig_operator.plan.session import invalid_plan, plan_session, waiting_plan
+from kudig_operator.plan.sessionplan import SessionPlan
+from kudig_operator.plan.view import prepare
+from kudig_operator.plumbing import Key
+from kudig_operator.reactions import history, schedule
+
+log = logging.getLogger("kudig.controller")
+MAX_CONFLICTS = 8
+LOG_TAIL_MARGIN = 50
+
+if TYPE_CHECKING:
+    from kudig_operator.controller import Controller
+
+
+def reconcile(ctl: Controller, namespace: str, name: str, *, fresh: bool = False) -> None:
+    """Reconcile a Session; `fresh` reads it from the API server first (the resync does)."""
+    key = (namespace, name)
+    with ctl.locks.hold(("session", key)), ctl.metrics.reconcile("session"):
+        for _ in range(MAX_CONFLICTS):
+            try:
+                reconcile_once(ctl, key, fresh)
+                return
+            except Conflict:
+                ctl.stats["conflicts"] += 1
+                fresh = True
+        log.warning("session %s/%s: gave up after %d conflicting writes", namespace, name, MAX_CONFLICTS)
+        ctl.metrics.reconcile_errors.labels("session").inc()
+
+
+def session_body(ctl: Controller, key: Key, fresh: bool) -> dict[str, Any] | None:
+    bucket = ctl.bucket(key)
+    if not fresh and bucket.body is not None:
+        return bucket.body
+    obj = ctl.api.get(SESSIONS, *key)
+    if obj is None:
+        return None
+    ctl.remember_body(key, obj)
+    return obj
+
+
+def observe_pod(ctl: Controller, key: Key, name: str) -> PodView | None:
+    bucket = ctl.bucket(key)
+    view = (bucket.pods or {}).get(name)
+    if view is None:
+        ctl.stats["pod_reads"] += 1
+        pod = ctl.api.get_pod(key[0], name)
+        if pod is None:
+            return None
+        view = pod_view(pod, ctl.clock())
+        with ctl.guard:
+            if bucket.pods is None:
+                bucket.pods = {}
+            bucket.pods[name] = view
+    tail = log_lines_needed(view)
+    if tail is not None and view.log is None:
+        # The result is too large for a termination message: it is in the log, at the end
+        # unless the task's own background processes wrote after it.
+        ctl.stats["log_reads"] += 1
+        text = ctl.api.pod_log(key[0], name, tail_lines=tail + LOG_TAIL_MARGIN)
+        if text is not None and not frame_complete(view, text):
+            ctl.stats["log_reads"] += 1
+            text = ctl.api.pod_log(key[0], name)
+        view = replace(view, log=text)
+    return view
+
+
+def refresh_pods(ctl: Controller, key: Key, session: str) -> None:
+    """Forget cached pod views the API server has newer versions of (a lost watch event)."""
+    listed = {
+        str(p["metadata"]["name"]): str(p["metadata"].get("resourceVersion", ""))
+        for p in ctl.api.list_pod_metadata(key[0], f"{LABEL_SESSION}={label_value(session)}")
+    }
+    bucket = ctl.bucket(key)
+    with ctl.guard:
+        for name, view in list((bucket.pods or {}).items()):
+            if listed.get(name) != view.rv:
+                del bucket.pods[name]  # type: ignore[union-attr]
+
+
+def fetch_blobs(ctl: Controller, key: Key, names: list[str]) -> dict[str, bytes]:
+    bucket = ctl.bucket(key)
+    have = dict(bucket.blobs or {})
+    for cm_name in names:
+        if cm_name in have:
+            continue
+        ctl.stats["result_reads"] += 1
+        cm = ctl.api.get_config_map(key[0], cm_name)
+        if cm is not None:
+            have[cm_name] = results.blob_of(cm)
+    with ctl.guard:
+        bucket.blobs = {n: have[n] for n in names if n in have}
+    return bucket.blobs
+
+
+def reconcile_once(ctl: Controller, key: Key, fresh: bool) -> None:
+    ctl.stats["reconciles"] += 1
+    obj = session_body(ctl, key, fresh)
+    if obj is None:
+        ctl.forget_session(key)
+        return
+    bucket = ctl.bucket(key)
+    with ctl.guard:
+        cached, bucket.decoded = bucket.decoded, None  # consumed: the plan mutates it
+    rv = str(obj["metadata"].get("resourceVersion", ""))
+    view = prepare(obj, cached[1] if cached is not None and cached[0] == rv else None)
+    if fresh and view.pods:
+        refresh_pods(ctl, key, view.name)
+    suspects = [
+        *(bucket.pods or {}).values(),
+        *(PodView(name, owner_uid=view.uid) for name in bucket.uncommitted or ()),
+    ]
+    if view.finished:
+        carry_out(ctl, key, obj, plan_session(view, None, {}, suspects, {}, ctl.clock(), ctl.settings))
+        history.expire(ctl, key, view)
+        return
+    if view.spec is not None and view.spec.after and view.data is None and view.decoded is None:
+        after = ctl.phase_of((key[0], view.spec.after))
+        if after not in TERMINAL:
+            carry_out(ctl, key, obj, waiting_plan(view, view.spec.after, ctl.clock(), ctl.settings))
+            return
+    workflow = ctl.workflow(key[0], view.spec.workflow) if view.spec is not None else None
+    pods = {name: observe_pod(ctl, key, name) for name in view.pods}
+    fetched = fetch_blobs(ctl, key, view.refs)
+    now = ctl.clock()
+    triggered = ctl.workflows.dependents(key[0], workflow) if workflow is not None else []
+    required = {name: ctl.api.get(SESSIONS, key[0], name) for name in view.required}
+    project = workflow.project if workflow is not None else None
+
+    def resolve(name: str, in_project: str | None) -> str | None:
+        return ctl.workflows.find(key[0], name, in_project if in_project is not None else project)
+
+    try:
+        plan = plan_session(
+            view, workflow, pods, suspects, fetched, now, ctl.settings, triggered, required, resolve
+        )
+    except Exception as e:  # a bug of ours: say so on the Session instead of retrying forever
+        log.exception("planning session %s/%s failed", *key)
+        ctl.metrics.reconcile_errors.labels("session").inc()
+        message = f"kudig internal error while planning this session: {type(e).__name__}: {e}"
+        plan = invalid_plan(view, message, now, ctl.settings)
+    carry_out(ctl, key, obj, plan)
+
+
+def carry_out(ctl: Controller, key: Key, obj: dict[str, Any], plan: SessionPlan) -> None:
+    namespace = key[0]
+    bucket = ctl.bucket(key)
+    for cm in plan.create_config_maps:
+        if ctl.api.create_config_map(namespace, cm):
+            ctl.stats["results_written"] += 1
+    for pod in plan.create_pods:
+        with ctl.guard:
+            bucket.uncommitted = (bucket.uncommitted or set()) | {pod["metadata"]["name"]}
+        if ctl.api.create_pod(namespace, pod):
+            ctl.stats["pods_created"] += 1
+            at = ctl.clock()
+            # We know it exists and has not run yet: no need to ask before the watch says more.
+            created = PodView(pod["metadata"]["name"], owner_uid=obj["metadata"].get("uid"), phase="Pending")
+            with ctl.guard:
+                if bucket.pods is None:
+                    bucket.pods = {}
+                bucket.pods.setdefault(created.name, created)
+                if bucket.created is None:
+                    bucket.created = {}
+                bucket.created[created.name] = at
+            origin = plan.step_origins.get(created.name)
+            if origin is not None:
+                ctl.metrics.step_gap.observe(max(0.0, at - origin))
+        else:
+            ctl.stats["pods_adopted"] += 1
+    rv = str(obj["metadata"].get("resourceVersion", ""))
+    written = obj
+    schedule.create_sessions(ctl, namespace, plan.create_sessions, f"for {key[1]}")
+    for other, spec in plan.patch_sessions.items():
+        log.info("session %s/%s: new attempt %s, required by %s", namespace, other, spec["attempt"], key[1])
+        ctl.api.patch(SESSIONS, namespace, other, {"spec": spec})
+    if plan.status is not None:
+        if log.isEnabledFor(logging.DEBUG):
+            old = obj.get("status") or {}
+            changed = sorted(k for k in set(old) | set(plan.status) if old.get(k) != plan.status.get(k))
+            log.debug("session %s/%s: status write (%s changed)", *key, ", ".join(changed))
+        written = ctl.api.replace_status(SESSIONS, {**obj, "status": plan.status})  # Conflict: retry
+        ctl.remember_body(key, written)
+        rv = str(written["metadata"].get("resourceVersion", ""))
+        # committed: count what it did (once; a plan dropped on a 409 never got here)
+        ctl.metrics.observe_session_plan(namespace, str((obj.get("spec") or {}).get("workflow")), plan)
+    with ctl.guard:
+        bucket.uncommitted = None  # committed: the state knows them, or the plan deletes them
+        if plan.decoded is not None and not plan.finished:
+            bucket.decoded = (rv, plan.decoded)
+        if plan.running is not None:
+            bucket.running = plan.running
+    delete_pods(ctl, key, plan.delete_pods)
+    if plan.sweep:
+        sweep(ctl, key, obj, set(plan.delete_pods))
+    if plan.labels:
+        ctl.api.patch(SESSIONS, namespace, key[1], {"metadata": {"labels": plan.labels}})
+        workflow = (obj.get("spec") or {}).get("workflow")
+        if plan.labels.get(LABEL_FINISHED) and workflow:
+            history.keep_history(ctl, namespace, str(workflow))
+    if plan.status is not None and plan.events:
+        emit(ctl, key, written, plan.events)
+    if plan.waiting_for_workflow is not None:
+        with ctl.guard:
+            ctl.waiting.setdefault((namespace, plan.waiting_for_workflow), set()).add(key)
+    waits = [plan.waiting_for_session] if plan.waiting_for_session is not None else []
+    for other in [*waits, *plan.waiting_for_sessions]:
+        with ctl.guard:
+            ctl.after.setdefault((namespace, other), set()).add(key)
+    if plan.finished:
+        ctl.forget_session(key)
+        with ctl.guard:
+            waiters = ctl.after.pop(key, set())
+        for waiter in sorted(waiters):
+            ctl.reconcile_session(*waiter)
+    elif ctl.wakeups is not None:
+        if plan.wakeup is not None:
+            ctl.wakeups.set(("session", key), plan.wakeup)
+        else:
+            ctl.wakeups.cancel(("session", key))
+
+
+def emit(ctl: Controller, key: Key, session: Mapping[str, Any], events: list[SessionEvent]) -> None:
+    """Create the Events a committed plan lists; a failure is logged, never raised (an Event
+    is worth less than the reconcile that reports it)."""
+    now = ctl.clock()
+    for i, event in enumerate(events):
+        body = event_body(session, event, now, ctl.settings.controller_id, f"{time.time_ns() + i:x}")
+        try:
+            ctl.api.create_event(key[0], body)
+            ctl.stats["events"] += 1
+        except Exception as e:
+            log.warning("session %s/%s: event %s not created: %s", *key, event.reason, e)
+
+
+def sweep(ctl: Controller, key: Key, obj: Mapping[str, Any], done: set[str]) -> None:
+    """Delete every still-running pod of a killed Session, seen by this controller or not."""
+    uid = obj["metadata"].get("uid")
+    for pod in ctl.api.list_pods(key[0], f"{LABEL_SESSION}={label_value(key[1])}"):
+        view = pod_view(pod)
+        if view.active and view.owner_uid == uid and view.name not in done:
+            delete_pods(ctl, key, [view.name])
+
+
+def delete_pods(ctl: Controller, key: Key, names: list[str]) -> None:
+    for name in names:
+        ctl.api.delete_pod(key[0], name)
+        ctl.stats["pods_deleted"] += 1
