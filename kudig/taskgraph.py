@@ -81,7 +81,9 @@ def dot(tasks: Sequence[TaskSpec], title: str) -> str:
                 emit(child, indent + "  ")
             out.append(f"{indent}}}")
         else:
-            out.append(f"{indent}t{i} [label={_quote(short_name(spec) + chr(10) + operator_label(spec, 40))}];")
+            out.append(
+                f"{indent}t{i} [label={_quote(short_name(spec) + chr(10) + operator_label(spec, 40))}];"
+            )
 
     if tasks:
         emit(0, "  ")

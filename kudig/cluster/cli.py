@@ -61,7 +61,12 @@ class Cluster:
         label `kudig push` sets (the API server filters), else among every Workflow of the
         namespace (those pushed by an older kudig, or written by hand)."""
         ns = self.namespace
-        found = resolve(workflow, map(workflow_ref, self.api.list_metadata(WORKFLOWS, ns, selector(workflow, project))), project, ns)
+        found = resolve(
+            workflow,
+            map(workflow_ref, self.api.list_metadata(WORKFLOWS, ns, selector(workflow, project))),
+            project,
+            ns,
+        )
         if found is None:
             obj = self.api.get(WORKFLOWS, ns, workflow)
             if obj is not None and (project is None or in_project(workflow_ref(obj), project)):
@@ -513,7 +518,7 @@ def _schedule_of(obj: dict[str, Any]) -> Any:
 
 def cmd_schedules(args: argparse.Namespace) -> int:
     cluster = Cluster(args.namespace)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for obj in cluster.list(WORKFLOWS):
         status = obj.get("status") or {}
         if not status.get("schedule"):
@@ -714,13 +719,13 @@ def add_commands(sub: Any) -> None:
     common(sessions)
     sessions.set_defaults(func=cmd_sessions)
 
-    for cmd, func, text in (
-        ("session", cmd_session, "show a session"),
-        ("attempts", cmd_attempts, "list a session's attempts"),
-        ("tasks", cmd_tasks, "list a session's tasks"),
-        ("kill", cmd_kill, "kill a running session (its running pods are stopped at once)"),
+    for cmd, func, text, aliases in (
+        ("session", cmd_session, "show a session", []),
+        ("attempts", cmd_attempts, "list a session's attempts", []),
+        ("tasks", cmd_tasks, "list a session's tasks", ["task"]),
+        ("kill", cmd_kill, "kill a running session (its running pods are stopped at once)", []),
     ):
-        p = sub.add_parser(cmd, help=text)
+        p = sub.add_parser(cmd, help=text, aliases=aliases)
         p.add_argument("session")
         if cmd != "kill":
             p.add_argument("-o", "--output", choices=["json", "yaml"])
@@ -748,16 +753,18 @@ def add_commands(sub: Any) -> None:
     common(retry)
     retry.set_defaults(func=cmd_retry)
 
-    logc = sub.add_parser("log", help="show task logs of a session")
+    logc = sub.add_parser("log", aliases=["logs"], help="show task logs of a session (or of one task)")
     logc.add_argument("session")
-    logc.add_argument("task", nargs="?", help="+task (default: all)")
+    logc.add_argument("task", nargs="?", help="+task: only this task's log (default: all)")
     logc.add_argument(
         "-f", "--follow", action="store_true", help="follow running tasks until the session ends"
     )
     common(logc)
     logc.set_defaults(func=cmd_log)
 
-    schedules = sub.add_parser("schedules", help="list the scheduled workflows and their next times")
+    schedules = sub.add_parser(
+        "schedules", aliases=["schedule"], help="list the scheduled workflows and their next times"
+    )
     schedules.add_argument("-o", "--output", choices=["json", "yaml"])
     common(schedules)
     schedules.set_defaults(func=cmd_schedules)
@@ -804,3 +811,269 @@ def add_commands(sub: Any) -> None:
     backfill.add_argument("-d", "--dry-run", action="store_true")
     common(backfill)
     backfill.set_defaults(func=cmd_backfill)
+
+    workflows = sub.add_parser(
+        "workflows",
+        aliases=["workflow"],
+        help="list the workflows by project, or show one definition (PROJECT WORKFLOW)",
+    )
+    workflows.add_argument("names", nargs="*", metavar="[PROJECT] [WORKFLOW]")
+    workflows.add_argument("-o", "--output", choices=["json", "yaml"])
+    common(workflows)
+    workflows.set_defaults(func=cmd_workflows)
+
+    projects = sub.add_parser(
+        "projects", aliases=["project"], help="list the projects (kudig push) and their workflows"
+    )
+    projects.add_argument("-o", "--output", choices=["json", "yaml"])
+    common(projects)
+    projects.set_defaults(func=cmd_projects)
+
+    delete = sub.add_parser(
+        "delete", help="delete a project: its Workflows and ConfigMaps (its finished Sessions stay)"
+    )
+    delete.add_argument("project")
+    delete.add_argument("--force", action="store_true", help="skip the y/N prompt")
+    common(delete)
+    delete.set_defaults(func=cmd_delete)
+
+    show = sub.add_parser(
+        "show", help="a workflow's task tree, or its DAG as DOT or SVG (a local .dig needs no cluster)"
+    )
+    show.add_argument("names", nargs="+", metavar="[PROJECT] WORKFLOW|FILE.dig")
+    show.add_argument("--format", choices=["text", "dot", "svg"], default="text")
+    show.add_argument("--project", help="project directory of a local .dig (default: its directory)")
+    common(show)
+    show.set_defaults(func=cmd_show)
+
+
+# --------------------------------------------------------------------------- projects and workflows
+
+
+def _projects(cluster: Cluster) -> dict[str, list[dict[str, Any]]]:
+    """Project name -> its Workflows (by digdag name); Workflows of no project under ''."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for obj in cluster.list(WORKFLOWS):
+        out.setdefault(workflow_ref(obj).project or "", []).append(obj)
+    for objs in out.values():
+        objs.sort(key=lambda o: workflow_ref(o).name)
+    return dict(sorted(out.items()))
+
+
+def _workflow_row(obj: dict[str, Any]) -> dict[str, Any]:
+    ref = workflow_ref(obj)
+    status = obj.get("status") or {}
+    compiled: dict[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Compiled"), {}
+    )
+    return {
+        "project": ref.project,
+        "workflow": ref.name,
+        "object": ref.object_name,
+        "revision": status.get("revision"),
+        "compiled": compiled.get("status"),
+        "timezone": status.get("timezone"),
+        "schedule": status.get("schedule"),
+        "suspended": bool((obj.get("spec") or {}).get("suspend")),
+        "error": status.get("error"),
+    }
+
+
+def cmd_workflows(args: argparse.Namespace) -> int:
+    """digdag's `workflows [project] [name]`: every workflow by project, a project's, or one
+    workflow's definition (its .dig text)."""
+    cluster = Cluster(args.namespace)
+    if len(args.names) > 2:
+        raise KudigError("expected at most PROJECT WORKFLOW")
+    if len(args.names) == 2:
+        obj, _ = cluster.workflow(args.names[1], args.names[0])
+        row = {**_workflow_row(obj), "dig": (obj.get("spec") or {}).get("dig", "")}
+        _print(row, args.output, lambda: str(row["dig"]).rstrip("\n"))
+        return 0
+    projects = _projects(cluster)
+    if args.names:
+        wanted = args.names[0]
+        match = [p for p in projects if p and in_project(WorkflowRef("", "", p), wanted)]
+        if not match:
+            raise KudigError(f"Project '{wanted}' not found in namespace {cluster.namespace}")
+        projects = {p: projects[p] for p in match}
+    rows = [_workflow_row(o) for objs in projects.values() for o in objs]
+
+    def text() -> str:
+        lines = []
+        for project, objs in projects.items():
+            lines.append(f"  {project or '(no project)'}")
+            lines += [f"    {workflow_ref(o).name}" for o in objs]
+        lines.append("")
+        lines.append("Use `kudig workflows <project-name> <name>` to show details.")
+        return "\n".join(lines)
+
+    _print(rows, args.output, text)
+    return 0
+
+
+def cmd_projects(args: argparse.Namespace) -> int:
+    """digdag's `projects` (`td wf list`): the projects of the namespace and their workflows."""
+    cluster = Cluster(args.namespace)
+    rows: list[dict[str, Any]] = []
+    for project, objs in _projects(cluster).items():
+        digests = {((o.get("spec") or {}).get("project") or {}).get("digest") for o in objs}
+        digest = next(iter(digests)) if len(digests) == 1 else None
+        rows.append(
+            {
+                "project": project or None,
+                "workflows": [workflow_ref(o).name for o in objs],
+                "digest": digest,
+                "updated": max(o["metadata"].get("creationTimestamp") or "" for o in objs),
+            }
+        )
+    _print(
+        rows,
+        args.output,
+        lambda: _table(
+            [
+                [r["project"] or "(no project)", str(len(r["workflows"])), (r["digest"] or "")[:19]]
+                for r in rows
+            ],
+            ["PROJECT", "WORKFLOWS", "DIGEST"],
+        ),
+    )
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    """digdag's `delete <project>`: its Workflows and project ConfigMaps. Sessions are not
+    deleted (their history, logs and results stay until `kubectl delete sessions`), and a
+    project with a Session still running is refused: kill or wait first."""
+    import sys
+
+    from kudig.api import LABEL_PROJECT
+    from kudig.workflowref import project_label
+
+    cluster = Cluster(args.namespace)
+    objs = [o for o in cluster.list(WORKFLOWS) if in_project(workflow_ref(o), args.project)]
+    config_maps = cluster.api.list_config_map_names(
+        cluster.namespace, f"{LABEL_PROJECT}={project_label(args.project)}"
+    )
+    if not objs and not config_maps:
+        raise KudigError(f"Project '{args.project}' not found in namespace {cluster.namespace}")
+    mine = {o["metadata"]["name"] for o in objs} | {workflow_ref(o).name for o in objs}
+    running = [
+        s["metadata"]["name"]
+        for s in cluster.list(SESSIONS)
+        if (s.get("spec") or {}).get("workflow") in mine
+        and ((s.get("status") or {}).get("phase") or "Pending") not in TERMINAL
+    ]
+    if running:
+        raise KudigError(
+            f"Project '{args.project}' has unfinished sessions: {', '.join(sorted(running))}; "
+            "kill them (kudig kill SESSION) or wait until they finish"
+        )
+    print("Project:")
+    print(f"  name: {args.project}")
+    print(f"  namespace: {cluster.namespace}")
+    print(f"  workflows: {', '.join(sorted(workflow_ref(o).name for o in objs)) or '-'}")
+    print(f"  config maps: {', '.join(sorted(config_maps)) or '-'}")
+    if not args.force:
+        print(f"Are you sure you want to delete project {args.project}? [y/N]: ", end="", flush=True)
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            print("Canceled.")
+            return 1
+    for obj in objs:
+        cluster.api.delete(WORKFLOWS, cluster.namespace, obj["metadata"]["name"])
+    for name in config_maps:
+        cluster.api.delete_config_map(cluster.namespace, name)
+    print(f"Project '{args.project}' is deleted.")
+    return 0
+
+
+def _compiled(cluster: Cluster, obj: dict[str, Any]) -> Any:
+    """The Workflow compiled from its project files as pushed (call>, !include, ...), in a
+    temporary directory."""
+    import base64
+    import tempfile
+
+    from kudig.api import key_path
+    from kudig.workflow import load_workflow, load_workflow_text
+
+    ref = workflow_ref(obj)
+    spec = obj.get("spec") or {}
+    with tempfile.TemporaryDirectory(prefix="kudig-show-") as tmp:
+        root = Path(tmp)
+        for name in (spec.get("project") or {}).get("configMaps") or []:
+            cm = cluster.api.get_config_map(cluster.namespace, name)
+            if cm is None:
+                raise KudigError(f"Project ConfigMap '{name}' not found in namespace {cluster.namespace}")
+            files = [(k, str(v).encode("utf-8")) for k, v in (cm.get("data") or {}).items()]
+            files += [(k, base64.b64decode(v)) for k, v in (cm.get("binaryData") or {}).items()]
+            for key, raw in files:
+                path = root / key_path(key)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(raw)
+        dig = root / f"{ref.name}.dig"
+        if dig.is_file():
+            return load_workflow(dig, root)
+        return load_workflow_text(ref.name, str(spec.get("dig", "")), root)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """digdag's `show`: a workflow's task tree, or its DAG as DOT or SVG. A `.dig` file (or an
+    existing path) is compiled here with no cluster; else the workflow is read from the cluster."""
+    from kudig import taskgraph
+    from kudig.workflow import load_workflow
+
+    project, name = workflow_args(args.names)
+    path = Path(name)
+    if project is None and (name.endswith(".dig") or path.is_file()):
+        wf = load_workflow(path, Path(args.project) if args.project else None)
+    else:
+        cluster = Cluster(args.namespace)
+        wf = _compiled(cluster, cluster.workflow(name, project)[0])
+    if args.format == "dot":
+        print(taskgraph.dot(wf.tasks, wf.name), end="")
+    elif args.format == "svg":
+        print(taskgraph.svg(wf.tasks, wf.name), end="")
+    else:
+        print(taskgraph.text_tree(wf.tasks))
+    return 0
+
+
+def cluster_secrets(args: argparse.Namespace, values: dict[str, str], delete: list[str]) -> int:
+    """digdag's `secrets --project P`: the keys of the Secret the project's Workflows read
+    (`spec.secretName`, default kudig-secrets), `--set` and `--delete` in it. Values are never
+    printed."""
+    from kudig.api import MANAGED_BY, MANAGER
+
+    cluster = Cluster(args.namespace)
+    objs = [o for o in cluster.list(WORKFLOWS) if in_project(workflow_ref(o), args.project)]
+    if not objs:
+        raise KudigError(
+            f"Project '{args.project}' not found in namespace {cluster.namespace} (kudig push it first)"
+        )
+    names = sorted({(o.get("spec") or {}).get("secretName") or "kudig-secrets" for o in objs})
+    if len(names) > 1:
+        raise KudigError(
+            f"The workflows of project '{args.project}' read different Secrets ({', '.join(names)}); "
+            "give them one spec.secretName"
+        )
+    secret = names[0]
+    where = f"Secret {secret} in namespace {cluster.namespace}"
+    if values or delete:
+        keys = cluster.api.secret_keys(cluster.namespace, secret) or []
+        missing = [k for k in delete if k not in keys]
+        if missing:
+            raise KudigError(f"No secret '{missing[0]}' in {where}")
+        cluster.api.update_secret(cluster.namespace, secret, values, delete, {MANAGED_BY: MANAGER})
+        for key in values:
+            print(f"Secret '{key}' set ({where})")
+        for key in delete:
+            print(f"Secret '{key}' deleted ({where})")
+        return 0
+    keys = cluster.api.secret_keys(cluster.namespace, secret) or []
+    _print(
+        {"secret": secret, "keys": keys},
+        args.output,
+        lambda: "\n".join(keys) if keys else f"(no secrets: {where} has no keys or does not exist)",
+    )
+    return 0

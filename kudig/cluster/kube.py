@@ -431,7 +431,10 @@ class Kube:
         self._count("list", "configmaps")
         data = self._json(
             self.core.list_namespaced_config_map(
-                namespace, label_selector=selector, _preload_content=False, _headers={"Accept": _METADATA_LIST}
+                namespace,
+                label_selector=selector,
+                _preload_content=False,
+                _headers={"Accept": _METADATA_LIST},
             )
         )
         return [str(item["metadata"]["name"]) for item in data.get("items") or []]
@@ -469,7 +472,9 @@ class Kube:
                 "stringData": values,
             }
             self._count("create", "secrets")
-            if self._created(lambda: self.core.create_namespaced_secret(namespace, body, _preload_content=False)):
+            if self._created(
+                lambda: self.core.create_namespaced_secret(namespace, body, _preload_content=False)
+            ):
                 return
         patch: dict[str, Any] = {"stringData": values, "data": dict.fromkeys(delete)}
         self._count("patch", "secrets")
