@@ -17,7 +17,9 @@ def push(h: Harness, root: Path, project: str) -> None:
     for obj in build_objects(root, project, NS):
         if obj["kind"] == "ConfigMap":
             h.kube.add_config_map(NS, obj["metadata"]["name"], obj["data"])
-            h.kube.config_maps[(NS, obj["metadata"]["name"])]["metadata"]["labels"] = obj["metadata"]["labels"]
+            h.kube.config_maps[(NS, obj["metadata"]["name"])]["metadata"]["labels"] = obj["metadata"][
+                "labels"
+            ]
         else:
             added = h.kube.add(WORKFLOWS, NS, obj)
             h.ctl.on_workflow_event(NS, added["metadata"]["name"], added)
