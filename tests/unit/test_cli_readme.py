@@ -80,4 +80,6 @@ def test_the_readme_helm_install_runs_the_built_images() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     images = images_of([d for d in yaml.safe_load_all(proc.stdout) if d])
-    assert images and images <= built_images(), f"{text}\nruns {sorted(images)}, built: {sorted(built_images())}"
+    assert images and images <= built_images(), (
+        f"{text}\nruns {sorted(images)}, built: {sorted(built_images())}"
+    )
