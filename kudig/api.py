@@ -40,6 +40,11 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "kudig"
 LABEL_PROJECT = "kudig.io/project"
 LABEL_WORKFLOW = "kudig.io/workflow"
+# On a Workflow (kudig push): its digdag name as a label value (kudig.workflowref.name_label), for
+# server-side lookups by digdag name, and the exact digdag and project names as annotations.
+LABEL_WORKFLOW_NAME = "kudig.io/workflow-name"
+ANNOTATION_WORKFLOW_NAME = "kudig.io/workflow-name"
+ANNOTATION_PROJECT_NAME = "kudig.io/project-name"
 LABEL_SESSION = "kudig.io/session"
 LABEL_ATTEMPT = "kudig.io/attempt"
 LABEL_TASK_ID = "kudig.io/task-id"

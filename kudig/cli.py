@@ -319,18 +319,14 @@ def _debug_tasks(console: Console, engine: Engine) -> None:
             console.log("DEBUG", line)
 
 
-def cmd_secrets(args: argparse.Namespace) -> int:
-    """digdag's `secrets --local`: list the keys, `--set k=v | k=@file | @file.json | k` (value read
-    from standard input), `--delete k`."""
+def secret_pairs(items: Sequence[str], stdin: Any = None) -> dict[str, str]:
+    """digdag's `--set` forms: `k=v`, `k=@file` (the file's text), `@file.json` (a JSON map) and
+    `k` (the value read from standard input, once)."""
     from kudig.local import secrets
 
-    if not args.local:
-        raise KudigError(
-            "kudig secrets manages --local secrets (kudig run); on a cluster, put them in the Kubernetes "
-            "Secret the Workflow names (spec.secretName, default kudig-secrets)"
-        )
-    store = secrets.load()
-    for item in args.set or []:
+    out: dict[str, str] = {}
+    read_stdin = False
+    for item in items:
         if item.startswith("@"):
             try:
                 data = json.loads(Path(item[1:]).read_text(encoding="utf-8"))
@@ -348,19 +344,73 @@ def cmd_secrets(args: argparse.Namespace) -> int:
                     raise KudigError(f"Cannot read {value[1:]}: {e.strerror or e}") from None
             pairs = [(key, value)]
         else:
-            pairs = [(item, sys.stdin.readline().rstrip("\n"))]
+            if read_stdin:
+                raise KudigError("Can only read one secret value from standard input")
+            read_stdin = True
+            pairs = [(item, (stdin or sys.stdin).readline().rstrip("\n"))]
         for key, value in pairs:
-            store[secrets.check_key(key)] = value
-            print(f"Secret '{key}' set")
-    for key in args.delete or []:
+            if key in out:
+                raise KudigError(f"Duplicate --set secret key: '{key}'")
+            out[secrets.check_key(key)] = value
+    return out
+
+
+def cmd_secrets(args: argparse.Namespace) -> int:
+    """digdag's `secrets`: list the keys, `--set k=v | k=@file | @file.json | k` (value read from
+    standard input), `--delete k`; `--local` for kudig run, `--project P` on the cluster. Values are
+    never printed."""
+    from kudig.local import secrets
+
+    if not args.local and not args.project:
+        raise KudigError(
+            "Please specify either --project PROJECT (the Kubernetes Secret its Workflows read: "
+            "spec.secretName, default kudig-secrets) or --local (the secrets of kudig run)"
+        )
+    values = secret_pairs(args.set or [])
+    delete = list(dict.fromkeys(args.delete or []))
+    both = sorted(set(values) & set(delete))
+    if both:
+        raise KudigError(f"Secret '{both[0]}' is both in --set and in --delete")
+    if args.project:
+        from kudig.cluster.cli import cluster_secrets
+
+        return cluster_secrets(args, values, delete)
+    store = secrets.load()
+    for key, value in values.items():
+        store[key] = value
+        print(f"Secret '{key}' set")
+    for key in delete:
         if store.pop(key, None) is None:
             raise KudigError(f"No local secret '{key}'")
         print(f"Secret '{key}' deleted")
-    if args.set or args.delete:
+    if values or delete:
         secrets.save(store)
+    elif args.output:
+        print(
+            json.dumps(sorted(store), indent=2) if args.output == "json" else _yaml_list(sorted(store)),
+            end="",
+        )
     else:
         for key in sorted(store):
             print(key)
+    return 0
+
+
+def _yaml_list(items: list[str]) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(items, sort_keys=False))
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    """digdag's `version`: this client's version (the controller's is its image's tag)."""
+    data = {"client": _version()}
+    if args.output == "json":
+        print(json.dumps(data, indent=2))
+    elif args.output == "yaml":
+        print(f"client: {data['client']}")
+    else:
+        print(f"Client version: {data['client']}")
     return 0
 
 
@@ -541,7 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-L", "--log", metavar="PATH", help="write log lines to this file (default: -, the terminal)"
     )
 
-    run = sub.add_parser("run", parents=[common], help="run a workflow on this machine (digdag's local mode)")
+    run = sub.add_parser(
+        "run", aliases=["r"], parents=[common], help="run a workflow on this machine (digdag's local mode)"
+    )
     run.add_argument("workflow", help="the .dig file")
     run.add_argument("task", nargs="?", help="run only this task (+name) and its children")
     run.add_argument("-p", "--param", action="append", metavar="KEY=VALUE")
@@ -578,6 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser(
         "check",
+        aliases=["c"],
         parents=[common],
         help="validate a workflow (default: every one of the project) and print its plan",
     )
@@ -601,27 +654,49 @@ def build_parser() -> argparse.ArgumentParser:
     sched.add_argument("-O", "--task-log", metavar="DIR", help="store each task's log in this directory")
     sched.set_defaults(func=cmd_scheduler)
 
-    init = sub.add_parser("init", help="create a new project with a sample workflow (digdag's init)")
+    init = sub.add_parser(
+        "init", aliases=["new"], help="create a new project with a sample workflow (digdag's init)"
+    )
     init.add_argument("directory", nargs="?", default=".")
     init.add_argument("-t", "--type", choices=sorted(INIT_TEMPLATES), default="echo")
     init.set_defaults(func=cmd_init)
 
-    sec = sub.add_parser("secrets", help="local secrets for kudig run (digdag's secrets --local)")
-    sec.add_argument("--local", action="store_true", help="the secrets of kudig run on this machine")
+    sec = sub.add_parser(
+        "secrets",
+        aliases=["secret"],
+        help="secrets: --local for kudig run, --project P for the project's Kubernetes Secret",
+    )
+    where = sec.add_mutually_exclusive_group()
+    where.add_argument("--local", action="store_true", help="the secrets of kudig run on this machine")
+    where.add_argument(
+        "--project", help="the Secret this project's Workflows read (spec.secretName, default kudig-secrets)"
+    )
     sec.add_argument("--set", action="append", metavar="KEY=VALUE|KEY=@FILE|@FILE.json|KEY")
     sec.add_argument("--delete", action="append", metavar="KEY")
+    sec.add_argument("-o", "--output", choices=["json", "yaml"], help="the key list as JSON or YAML")
+    sec.add_argument("-n", "--namespace", help="namespace (--project; default: the kubeconfig context's)")
     sec.set_defaults(func=cmd_secrets)
 
-    from kudig.cluster.cli import add_commands
+    version = sub.add_parser("version", help="print the version")
+    version.add_argument("-o", "--output", choices=["json", "yaml"])
+    version.set_defaults(func=cmd_version)
 
-    add_commands(sub)
+    register_commands(sub)
     return parser
+
+
+def register_commands(sub: Any) -> None:
+    """The command groups kept in their own modules: each `add_commands(sub)` adds its
+    subcommands (the cluster's here; a new group, such as `kudig ui`, adds one line)."""
+    from kudig.cluster.cli import add_commands as add_cluster_commands
+
+    add_cluster_commands(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command == "run" and args.task is None and len(extra) == 1 and extra[0].startswith("+"):
+    if extra and args.func is cmd_run and args.task is None and len(extra) == 1 and extra[0].startswith("+"):
         args.task = extra[0]  # digdag takes `+task` anywhere among the options
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -34,6 +34,7 @@ from kudig.engine.state import SessionState
 from kudig.errors import KudigError
 from kudig.naming import session_name
 from kudig.params import deep_merge, parse_param_args
+from kudig.workflowref import WorkflowRef, in_project, resolve, selector, workflow_ref
 
 
 class Cluster:
@@ -57,6 +58,32 @@ class Cluster:
     def list(self, plural: str) -> list[dict[str, Any]]:
         return self.api.list_objects(plural, self.namespace)
 
+    def workflow(self, workflow: str, project: str | None = None) -> tuple[dict[str, Any], WorkflowRef]:
+        """The Workflow `workflow` (its digdag name, or its object name) of `project`: found by the
+        label `kudig push` sets (the API server filters), else among every Workflow of the
+        namespace (those pushed by an older kudig, or written by hand)."""
+        ns = self.namespace
+        found = resolve(
+            workflow,
+            map(workflow_ref, self.api.list_metadata(WORKFLOWS, ns, selector(workflow, project))),
+            project,
+            ns,
+        )
+        if found is None:
+            obj = self.api.get(WORKFLOWS, ns, workflow)
+            if obj is not None and (project is None or in_project(workflow_ref(obj), project)):
+                return obj, workflow_ref(obj)
+            found = resolve(workflow, map(workflow_ref, self.list(WORKFLOWS)), project, ns)
+        if found is None:
+            of = f" of project '{project}'" if project is not None else ""
+            raise KudigError(f"Workflow '{workflow}'{of} not found in namespace {ns}")
+        obj = self.get(WORKFLOWS, found.object_name)
+        return obj, workflow_ref(obj)
+
+    def catalog(self) -> dict[str, WorkflowRef]:
+        """Every Workflow of the namespace: object name -> what it is."""
+        return {r.object_name: r for r in map(workflow_ref, self.list(WORKFLOWS))}
+
     def patch_spec(self, plural: str, name: str, spec: dict[str, Any]) -> None:
         self.api.patch(plural, self.namespace, name, {"spec": spec})
 
@@ -73,10 +100,15 @@ class Cluster:
         except AlreadyExists:
             pass
         current = self.get(plural, meta["name"])
-        if current.get("spec") == obj.get("spec") and (current["metadata"].get("labels") or {}) == (
-            meta.get("labels") or {}
+        annotations = current["metadata"].get("annotations") or {}
+        if (
+            current.get("spec") == obj.get("spec")
+            and (current["metadata"].get("labels") or {}) == (meta.get("labels") or {})
+            and (meta.get("annotations") or {}).items() <= annotations.items()
         ):
             return "unchanged"
+        if annotations or meta.get("annotations"):  # others' annotations stay; ours are set
+            meta["annotations"] = {**annotations, **(meta.get("annotations") or {})}
         meta["resourceVersion"] = current["metadata"]["resourceVersion"]
         self.api.replace(plural, obj)
         return "configured"
@@ -162,14 +194,27 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
-def _workflow_tz(cluster: Cluster, workflow: str) -> tuple[str, Any]:
+def workflow_args(names: list[str]) -> tuple[str | None, str]:
+    """`WORKFLOW` or `PROJECT WORKFLOW` (digdag's form) -> (project, workflow)."""
+    if len(names) == 1:
+        return None, names[0]
+    if len(names) == 2:
+        return names[0], names[1]
+    raise KudigError(f"expected WORKFLOW or PROJECT WORKFLOW, got {len(names)} names: {' '.join(names)}")
+
+
+def _target(cluster: Cluster, args: argparse.Namespace) -> tuple[dict[str, Any], WorkflowRef]:
+    project, workflow = workflow_args(args.names)
+    return cluster.workflow(workflow, project)
+
+
+def _workflow_tz(obj: dict[str, Any]) -> tuple[str, Any]:
     from kudig.timezones import parse_timezone
     from kudig.yamlload import load_dig_text
 
-    obj = cluster.get(WORKFLOWS, workflow)
     tz_name = (obj.get("status") or {}).get("timezone")
     if not tz_name:
-        definition = load_dig_text(obj["spec"]["dig"], f"{workflow}.dig", Path("."))
+        definition = load_dig_text(obj["spec"]["dig"], f"{obj['metadata']['name']}.dig", Path("."))
         tz_name = str(definition.get("timezone", "UTC"))
     return tz_name, parse_timezone(tz_name)
 
@@ -178,15 +223,16 @@ def cmd_start(args: argparse.Namespace) -> int:
     from kudig.session_vars import local_session_time
 
     cluster = Cluster(args.namespace)
-    _, tz = _workflow_tz(cluster, args.workflow)
+    obj, ref = _target(cluster, args)
+    _, tz = _workflow_tz(obj)
     spec_text = "daily" if args.session == "now" else args.session
     when = (
         datetime.now(tz)
         if args.session == "now"
         else local_session_time(spec_text, timezone=tz, schedule=None, now=datetime.now(tz))
     )
-    name = session_name(args.workflow, when)
-    body = session_manifest(args.workflow, when, params=parse_param_args(args.param or []))
+    name = session_name(ref.object_name, when)
+    body = session_manifest(ref.object_name, when, params=parse_param_args(args.param or []))
     try:
         cluster.api.create(SESSIONS, cluster.namespace, body)
     except AlreadyExists:
@@ -195,18 +241,40 @@ def cmd_start(args: argparse.Namespace) -> int:
             f"hint: use `kudig retry {name} --all` to run it again"
         ) from None
     print(f"Started a session: {name}")
-    print(f"  workflow: {args.workflow}\n  session time: {when.isoformat()}")
+    print(f"  workflow: {ref.name}\n  session time: {when.isoformat()}")
     print(f"  * use `kudig session {name}` to show the session")
     return 0
 
 
+class _Names:
+    """What a Session's spec.workflow (an object name, or a digdag name) means, for listings: the
+    object of that name first, as the controller looks it up."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.catalog = cluster.catalog()
+        self.namespace = cluster.namespace
+        self._memo: dict[str, WorkflowRef | None] = {}
+
+    def of(self, workflow: str) -> WorkflowRef | None:
+        if workflow not in self._memo:
+            try:
+                found = self.catalog.get(workflow) or resolve(workflow, self.catalog.values())
+            except KudigError:  # ambiguous: the controller reports it on the Session
+                found = None
+            self._memo[workflow] = found
+        return self._memo[workflow]
+
+
 def cmd_sessions(args: argparse.Namespace) -> int:
     cluster = Cluster(args.namespace)
+    target = _target(cluster, args)[1] if args.names else None
+    names = _Names(cluster)
     selected = []
     for s in sorted(cluster.list(SESSIONS), key=lambda o: o["metadata"]["creationTimestamp"]):
         spec, status = s.get("spec") or {}, s.get("status") or {}
         phase = status.get("phase") or "Pending"
-        if args.workflow and spec.get("workflow") != args.workflow:
+        ref = names.of(str(spec.get("workflow", "")))
+        if target is not None and ref != target:
             continue
         if args.running and phase in TERMINAL:
             continue
@@ -215,7 +283,8 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         selected.append(
             {
                 "name": s["metadata"]["name"],
-                "workflow": spec.get("workflow", ""),
+                "project": ref.project if ref is not None else None,
+                "workflow": ref.name if ref is not None else spec.get("workflow", ""),
                 "sessionTime": spec.get("sessionTime", ""),
                 "phase": phase,
                 "progress": status.get("progress", ""),
@@ -250,9 +319,11 @@ def cmd_session(args: argparse.Namespace) -> int:
     cluster = Cluster(args.namespace)
     s = cluster.get(SESSIONS, args.session)
     spec, status = s.get("spec") or {}, s.get("status") or {}
+    ref = _Names(cluster).of(str(spec.get("workflow", "")))
     data = {
         "name": args.session,
-        "workflow": spec.get("workflow"),
+        "project": ref.project if ref is not None else None,
+        "workflow": ref.name if ref is not None else spec.get("workflow"),
         "sessionTime": spec.get("sessionTime"),
         "phase": status.get("phase", "Pending"),
         "progress": status.get("progress", ""),
@@ -266,6 +337,7 @@ def cmd_session(args: argparse.Namespace) -> int:
     def text() -> str:
         lines = [
             f"  session: {data['name']}",
+            f"  project: {data['project'] or ''}",
             f"  workflow: {data['workflow']}",
             f"  session time: {data['sessionTime']}",
             f"  state: {data['phase']}",
@@ -503,14 +575,17 @@ def _schedule_of(obj: dict[str, Any]) -> Any:
 
 def cmd_schedules(args: argparse.Namespace) -> int:
     cluster = Cluster(args.namespace)
-    rows = []
-    for obj in sorted(cluster.list(WORKFLOWS), key=lambda o: o["metadata"]["name"]):
+    rows: list[dict[str, Any]] = []
+    for obj in cluster.list(WORKFLOWS):
         status = obj.get("status") or {}
         if not status.get("schedule"):
             continue
+        ref = workflow_ref(obj)
         rows.append(
             {
-                "workflow": obj["metadata"]["name"],
+                "project": ref.project,
+                "workflow": ref.name,
+                "object": ref.object_name,
                 "schedule": status.get("schedule"),
                 "timezone": status.get("timezone"),
                 "nextSessionTime": status.get("nextSessionTime"),
@@ -519,12 +594,14 @@ def cmd_schedules(args: argparse.Namespace) -> int:
                 "disabled": bool((obj.get("spec") or {}).get("suspend")),
             }
         )
+    rows.sort(key=lambda r: (r["project"] or "", r["workflow"]))
     _print(
         rows,
         args.output,
         lambda: _table(
             [
                 [
+                    r["project"] or "",
                     r["workflow"],
                     r["schedule"] or "",
                     r["nextSessionTime"] or "-",
@@ -533,24 +610,24 @@ def cmd_schedules(args: argparse.Namespace) -> int:
                 ]
                 for r in rows
             ],
-            ["WORKFLOW", "SCHEDULE", "NEXT SESSION TIME", "NEXT RUN TIME", ""],
+            ["PROJECT", "WORKFLOW", "SCHEDULE", "NEXT SESSION TIME", "NEXT RUN TIME", ""],
         ),
     )
     return 0
 
 
-def _scheduled_workflow(cluster: Cluster, workflow: str) -> dict[str, Any]:
-    obj = cluster.get(WORKFLOWS, workflow)
+def _scheduled_workflow(cluster: Cluster, args: argparse.Namespace) -> tuple[dict[str, Any], WorkflowRef]:
+    obj, ref = _target(cluster, args)
     if _schedule_of(obj) is None:
-        raise KudigError(f"Workflow '{workflow}' has no schedule")
-    return obj
+        raise KudigError(f"Workflow '{ref.name}' has no schedule")
+    return obj, ref
 
 
 def cmd_disable(args: argparse.Namespace) -> int:
     cluster = Cluster(args.namespace)
-    _scheduled_workflow(cluster, args.workflow)
-    cluster.patch_spec(WORKFLOWS, args.workflow, {"suspend": True})
-    print(f"Disabled the schedule of {args.workflow}")
+    _, ref = _scheduled_workflow(cluster, args)
+    cluster.patch_spec(WORKFLOWS, ref.object_name, {"suspend": True})
+    print(f"Disabled the schedule of {ref.name}")
     return 0
 
 
@@ -559,13 +636,13 @@ def cmd_enable(args: argparse.Namespace) -> int:
     from datetime import UTC
 
     cluster = Cluster(args.namespace)
-    _scheduled_workflow(cluster, args.workflow)
+    _, ref = _scheduled_workflow(cluster, args)
     spec: dict[str, Any] = {"suspend": False}
     if not args.catch_up:
         spec["scheduleFrom"] = datetime.now(UTC).isoformat()
-    cluster.patch_spec(WORKFLOWS, args.workflow, spec)
+    cluster.patch_spec(WORKFLOWS, ref.object_name, spec)
     how = "runs the slots missed while disabled" if args.catch_up else "from now on (missed slots skipped)"
-    print(f"Enabled the schedule of {args.workflow}: {how}")
+    print(f"Enabled the schedule of {ref.name}: {how}")
     return 0
 
 
@@ -573,15 +650,15 @@ def cmd_reschedule(args: argparse.Namespace) -> int:
     from kudig.session_vars import local_session_time
 
     cluster = Cluster(args.namespace)
-    obj = _scheduled_workflow(cluster, args.workflow)
+    obj, ref = _scheduled_workflow(cluster, args)
     schedule = _schedule_of(obj)
     status = obj.get("status") or {}
     current = status.get("nextRunTime")
     if not current:
-        raise KudigError(f"Workflow '{args.workflow}' has no next run time yet (is it compiled?)")
+        raise KudigError(f"Workflow '{ref.name}' has no next run time yet (is it compiled?)")
     now_next = datetime.fromisoformat(current)
     if args.skip_to:
-        _, tz = _workflow_tz(cluster, args.workflow)
+        _, tz = _workflow_tz(obj)
         target = local_session_time(args.skip_to, timezone=tz, schedule=None, now=datetime.now(tz))
         if target <= now_next:
             raise KudigError(
@@ -598,12 +675,12 @@ def cmd_reschedule(args: argparse.Namespace) -> int:
     first = schedule.first_schedule_time(target)
     if args.dry_run:
         print(
-            f"Would reschedule {args.workflow}: next session {first.session_time.isoformat()}, runs at {first.run_time.isoformat()}"
+            f"Would reschedule {ref.name}: next session {first.session_time.isoformat()}, runs at {first.run_time.isoformat()}"
         )
         return 0
-    cluster.patch_spec(WORKFLOWS, args.workflow, {"scheduleFrom": target.isoformat()})
+    cluster.patch_spec(WORKFLOWS, ref.object_name, {"scheduleFrom": target.isoformat()})
     print(
-        f"Rescheduled {args.workflow}: next session {first.session_time.isoformat()}, runs at {first.run_time.isoformat()}"
+        f"Rescheduled {ref.name}: next session {first.session_time.isoformat()}, runs at {first.run_time.isoformat()}"
     )
     return 0
 
@@ -614,13 +691,13 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from kudig.session_vars import local_session_time
 
     cluster = Cluster(args.namespace)
-    obj = _scheduled_workflow(cluster, args.workflow)
+    obj, ref = _scheduled_workflow(cluster, args)
     schedule = _schedule_of(obj)
     status = obj.get("status") or {}
     if not status.get("nextSessionTime"):
-        raise KudigError(f"Workflow '{args.workflow}' has no next session time yet (is it compiled?)")
+        raise KudigError(f"Workflow '{ref.name}' has no next session time yet (is it compiled?)")
     until = datetime.fromisoformat(status["nextSessionTime"])
-    _, tz = _workflow_tz(cluster, args.workflow)
+    _, tz = _workflow_tz(obj)
     start = local_session_time(args.from_time, timezone=tz, schedule=None, now=datetime.now(tz))
     slot = schedule.first_schedule_time(start)
     if slot.session_time < start:  # first_schedule_time goes by run time; backfill by session time
@@ -631,7 +708,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         slot = schedule.next_schedule_time(slot.session_time)
     if not times:
         raise KudigError(f"No scheduled session between {start.isoformat()} and {until.isoformat()}")
-    names = [session_name(args.workflow, t) for t in times]
+    names = [session_name(ref.object_name, t) for t in times]
     existing = [n for n in names if cluster.api.get(SESSIONS, cluster.namespace, n) is not None]
     if existing:
         raise KudigError(f"Sessions already exist for these times: {', '.join(existing)}")
@@ -643,15 +720,18 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             extra["lastExecutedSessionTime"] = previous
         if i:
             extra["after"] = names[i - 1]
-        bodies.append(session_manifest(args.workflow, when, **extra))
+        bodies.append(session_manifest(ref.object_name, when, **extra))
         previous = when.isoformat()
     for body in bodies:
         print(f"  {body['metadata']['name']}  session time {body['spec']['sessionTime']}")
         if not args.dry_run:
             cluster.api.create(SESSIONS, cluster.namespace, body)
     verb = "Would start" if args.dry_run else "Started"
-    print(f"{verb} {len(bodies)} session(s) of {args.workflow}, one after another")
+    print(f"{verb} {len(bodies)} session(s) of {ref.name}, one after another")
     return 0
+
+
+WORKFLOW_HELP = "the workflow's digdag name (or its Workflow object's name), optionally after its project"
 
 
 def add_commands(sub: Any) -> None:
@@ -676,7 +756,7 @@ def add_commands(sub: Any) -> None:
     push.set_defaults(func=cmd_push)
 
     start = sub.add_parser("start", help="start a session of a workflow on the cluster")
-    start.add_argument("workflow")
+    start.add_argument("names", nargs="+", metavar="[PROJECT] WORKFLOW", help=WORKFLOW_HELP)
     start.add_argument(
         "--session",
         required=True,
@@ -687,7 +767,7 @@ def add_commands(sub: Any) -> None:
     start.set_defaults(func=cmd_start)
 
     sessions = sub.add_parser("sessions", help="list sessions (oldest first)")
-    sessions.add_argument("workflow", nargs="?")
+    sessions.add_argument("names", nargs="*", metavar="[PROJECT] WORKFLOW", help="only this workflow's")
     state = sessions.add_mutually_exclusive_group()
     state.add_argument("--running", action="store_true", help="only sessions not finished")
     state.add_argument("--failed", action="store_true", help="only failed sessions")
@@ -696,13 +776,13 @@ def add_commands(sub: Any) -> None:
     common(sessions)
     sessions.set_defaults(func=cmd_sessions)
 
-    for cmd, func, text in (
-        ("session", cmd_session, "show a session"),
-        ("attempts", cmd_attempts, "list a session's attempts"),
-        ("tasks", cmd_tasks, "list a session's tasks"),
-        ("kill", cmd_kill, "kill a running session (its running pods are stopped at once)"),
+    for cmd, func, text, aliases in (
+        ("session", cmd_session, "show a session", []),
+        ("attempts", cmd_attempts, "list a session's attempts", []),
+        ("tasks", cmd_tasks, "list a session's tasks", ["task"]),
+        ("kill", cmd_kill, "kill a running session (its running pods are stopped at once)", []),
     ):
-        p = sub.add_parser(cmd, help=text)
+        p = sub.add_parser(cmd, help=text, aliases=aliases)
         p.add_argument("session")
         if cmd != "kill":
             p.add_argument("-o", "--output", choices=["json", "yaml"])
@@ -730,27 +810,29 @@ def add_commands(sub: Any) -> None:
     common(retry)
     retry.set_defaults(func=cmd_retry)
 
-    logc = sub.add_parser("log", help="show task logs of a session")
+    logc = sub.add_parser("log", aliases=["logs"], help="show task logs of a session (or of one task)")
     logc.add_argument("session")
-    logc.add_argument("task", nargs="?", help="+task (default: all)")
+    logc.add_argument("task", nargs="?", help="+task: only this task's log (default: all)")
     logc.add_argument(
         "-f", "--follow", action="store_true", help="follow running tasks until the session ends"
     )
     common(logc)
     logc.set_defaults(func=cmd_log)
 
-    schedules = sub.add_parser("schedules", help="list the scheduled workflows and their next times")
+    schedules = sub.add_parser(
+        "schedules", aliases=["schedule"], help="list the scheduled workflows and their next times"
+    )
     schedules.add_argument("-o", "--output", choices=["json", "yaml"])
     common(schedules)
     schedules.set_defaults(func=cmd_schedules)
 
     disable = sub.add_parser("disable", help="stop a workflow's schedule")
-    disable.add_argument("workflow")
+    disable.add_argument("names", nargs="+", metavar="[PROJECT] WORKFLOW", help=WORKFLOW_HELP)
     common(disable)
     disable.set_defaults(func=cmd_disable)
 
     enable = sub.add_parser("enable", help="resume a workflow's schedule (from now on)")
-    enable.add_argument("workflow")
+    enable.add_argument("names", nargs="+", metavar="[PROJECT] WORKFLOW", help=WORKFLOW_HELP)
     enable.add_argument(
         "--catch-up",
         action="store_true",
@@ -760,7 +842,7 @@ def add_commands(sub: Any) -> None:
     enable.set_defaults(func=cmd_enable)
 
     reschedule = sub.add_parser("reschedule", help="move a workflow's next scheduled run forward")
-    reschedule.add_argument("workflow")
+    reschedule.add_argument("names", nargs="+", metavar="[PROJECT] WORKFLOW", help=WORKFLOW_HELP)
     what = reschedule.add_mutually_exclusive_group(required=True)
     what.add_argument("-s", "--skip", type=int, metavar="N", help="skip the next N sessions")
     what.add_argument(
@@ -773,7 +855,7 @@ def add_commands(sub: Any) -> None:
     backfill = sub.add_parser(
         "backfill", help="run a workflow's scheduled sessions of the past, one after another"
     )
-    backfill.add_argument("workflow")
+    backfill.add_argument("names", nargs="+", metavar="[PROJECT] WORKFLOW", help=WORKFLOW_HELP)
     backfill.add_argument(
         "-f",
         "--from",
@@ -786,3 +868,269 @@ def add_commands(sub: Any) -> None:
     backfill.add_argument("-d", "--dry-run", action="store_true")
     common(backfill)
     backfill.set_defaults(func=cmd_backfill)
+
+    workflows = sub.add_parser(
+        "workflows",
+        aliases=["workflow"],
+        help="list the workflows by project, or show one definition (PROJECT WORKFLOW)",
+    )
+    workflows.add_argument("names", nargs="*", metavar="[PROJECT] [WORKFLOW]")
+    workflows.add_argument("-o", "--output", choices=["json", "yaml"])
+    common(workflows)
+    workflows.set_defaults(func=cmd_workflows)
+
+    projects = sub.add_parser(
+        "projects", aliases=["project"], help="list the projects (kudig push) and their workflows"
+    )
+    projects.add_argument("-o", "--output", choices=["json", "yaml"])
+    common(projects)
+    projects.set_defaults(func=cmd_projects)
+
+    delete = sub.add_parser(
+        "delete", help="delete a project: its Workflows and ConfigMaps (its finished Sessions stay)"
+    )
+    delete.add_argument("project")
+    delete.add_argument("--force", action="store_true", help="skip the y/N prompt")
+    common(delete)
+    delete.set_defaults(func=cmd_delete)
+
+    show = sub.add_parser(
+        "show", help="a workflow's task tree, or its DAG as DOT or SVG (a local .dig needs no cluster)"
+    )
+    show.add_argument("names", nargs="+", metavar="[PROJECT] WORKFLOW|FILE.dig")
+    show.add_argument("--format", choices=["text", "dot", "svg"], default="text")
+    show.add_argument("--project", help="project directory of a local .dig (default: its directory)")
+    common(show)
+    show.set_defaults(func=cmd_show)
+
+
+# --------------------------------------------------------------------------- projects and workflows
+
+
+def _projects(cluster: Cluster) -> dict[str, list[dict[str, Any]]]:
+    """Project name -> its Workflows (by digdag name); Workflows of no project under ''."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for obj in cluster.list(WORKFLOWS):
+        out.setdefault(workflow_ref(obj).project or "", []).append(obj)
+    for objs in out.values():
+        objs.sort(key=lambda o: workflow_ref(o).name)
+    return dict(sorted(out.items()))
+
+
+def _workflow_row(obj: dict[str, Any]) -> dict[str, Any]:
+    ref = workflow_ref(obj)
+    status = obj.get("status") or {}
+    compiled: dict[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Compiled"), {}
+    )
+    return {
+        "project": ref.project,
+        "workflow": ref.name,
+        "object": ref.object_name,
+        "revision": status.get("revision"),
+        "compiled": compiled.get("status"),
+        "timezone": status.get("timezone"),
+        "schedule": status.get("schedule"),
+        "suspended": bool((obj.get("spec") or {}).get("suspend")),
+        "error": status.get("error"),
+    }
+
+
+def cmd_workflows(args: argparse.Namespace) -> int:
+    """digdag's `workflows [project] [name]`: every workflow by project, a project's, or one
+    workflow's definition (its .dig text)."""
+    cluster = Cluster(args.namespace)
+    if len(args.names) > 2:
+        raise KudigError("expected at most PROJECT WORKFLOW")
+    if len(args.names) == 2:
+        obj, _ = cluster.workflow(args.names[1], args.names[0])
+        row = {**_workflow_row(obj), "dig": (obj.get("spec") or {}).get("dig", "")}
+        _print(row, args.output, lambda: str(row["dig"]).rstrip("\n"))
+        return 0
+    projects = _projects(cluster)
+    if args.names:
+        wanted = args.names[0]
+        match = [p for p in projects if p and in_project(WorkflowRef("", "", p), wanted)]
+        if not match:
+            raise KudigError(f"Project '{wanted}' not found in namespace {cluster.namespace}")
+        projects = {p: projects[p] for p in match}
+    rows = [_workflow_row(o) for objs in projects.values() for o in objs]
+
+    def text() -> str:
+        lines = []
+        for project, objs in projects.items():
+            lines.append(f"  {project or '(no project)'}")
+            lines += [f"    {workflow_ref(o).name}" for o in objs]
+        lines.append("")
+        lines.append("Use `kudig workflows <project-name> <name>` to show details.")
+        return "\n".join(lines)
+
+    _print(rows, args.output, text)
+    return 0
+
+
+def cmd_projects(args: argparse.Namespace) -> int:
+    """digdag's `projects` (`td wf list`): the projects of the namespace and their workflows."""
+    cluster = Cluster(args.namespace)
+    rows: list[dict[str, Any]] = []
+    for project, objs in _projects(cluster).items():
+        digests = {((o.get("spec") or {}).get("project") or {}).get("digest") for o in objs}
+        digest = next(iter(digests)) if len(digests) == 1 else None
+        rows.append(
+            {
+                "project": project or None,
+                "workflows": [workflow_ref(o).name for o in objs],
+                "digest": digest,
+                "updated": max(o["metadata"].get("creationTimestamp") or "" for o in objs),
+            }
+        )
+    _print(
+        rows,
+        args.output,
+        lambda: _table(
+            [
+                [r["project"] or "(no project)", str(len(r["workflows"])), (r["digest"] or "")[:19]]
+                for r in rows
+            ],
+            ["PROJECT", "WORKFLOWS", "DIGEST"],
+        ),
+    )
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    """digdag's `delete <project>`: its Workflows and project ConfigMaps. Sessions are not
+    deleted (their history, logs and results stay until `kubectl delete sessions`), and a
+    project with a Session still running is refused: kill or wait first."""
+    import sys
+
+    from kudig.api import LABEL_PROJECT
+    from kudig.workflowref import project_label
+
+    cluster = Cluster(args.namespace)
+    objs = [o for o in cluster.list(WORKFLOWS) if in_project(workflow_ref(o), args.project)]
+    config_maps = cluster.api.list_config_map_names(
+        cluster.namespace, f"{LABEL_PROJECT}={project_label(args.project)}"
+    )
+    if not objs and not config_maps:
+        raise KudigError(f"Project '{args.project}' not found in namespace {cluster.namespace}")
+    mine = {o["metadata"]["name"] for o in objs} | {workflow_ref(o).name for o in objs}
+    running = [
+        s["metadata"]["name"]
+        for s in cluster.list(SESSIONS)
+        if (s.get("spec") or {}).get("workflow") in mine
+        and ((s.get("status") or {}).get("phase") or "Pending") not in TERMINAL
+    ]
+    if running:
+        raise KudigError(
+            f"Project '{args.project}' has unfinished sessions: {', '.join(sorted(running))}; "
+            "kill them (kudig kill SESSION) or wait until they finish"
+        )
+    print("Project:")
+    print(f"  name: {args.project}")
+    print(f"  namespace: {cluster.namespace}")
+    print(f"  workflows: {', '.join(sorted(workflow_ref(o).name for o in objs)) or '-'}")
+    print(f"  config maps: {', '.join(sorted(config_maps)) or '-'}")
+    if not args.force:
+        print(f"Are you sure you want to delete project {args.project}? [y/N]: ", end="", flush=True)
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            print("Canceled.")
+            return 1
+    for obj in objs:
+        cluster.api.delete(WORKFLOWS, cluster.namespace, obj["metadata"]["name"])
+    for name in config_maps:
+        cluster.api.delete_config_map(cluster.namespace, name)
+    print(f"Project '{args.project}' is deleted.")
+    return 0
+
+
+def _compiled(cluster: Cluster, obj: dict[str, Any]) -> Any:
+    """The Workflow compiled from its project files as pushed (call>, !include, ...), in a
+    temporary directory."""
+    import base64
+    import tempfile
+
+    from kudig.api import key_path
+    from kudig.workflow import load_workflow, load_workflow_text
+
+    ref = workflow_ref(obj)
+    spec = obj.get("spec") or {}
+    with tempfile.TemporaryDirectory(prefix="kudig-show-") as tmp:
+        root = Path(tmp)
+        for name in (spec.get("project") or {}).get("configMaps") or []:
+            cm = cluster.api.get_config_map(cluster.namespace, name)
+            if cm is None:
+                raise KudigError(f"Project ConfigMap '{name}' not found in namespace {cluster.namespace}")
+            files = [(k, str(v).encode("utf-8")) for k, v in (cm.get("data") or {}).items()]
+            files += [(k, base64.b64decode(v)) for k, v in (cm.get("binaryData") or {}).items()]
+            for key, raw in files:
+                path = root / key_path(key)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(raw)
+        dig = root / f"{ref.name}.dig"
+        if dig.is_file():
+            return load_workflow(dig, root)
+        return load_workflow_text(ref.name, str(spec.get("dig", "")), root)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """digdag's `show`: a workflow's task tree, or its DAG as DOT or SVG. A `.dig` file (or an
+    existing path) is compiled here with no cluster; else the workflow is read from the cluster."""
+    from kudig import taskgraph
+    from kudig.workflow import load_workflow
+
+    project, name = workflow_args(args.names)
+    path = Path(name)
+    if project is None and (name.endswith(".dig") or path.is_file()):
+        wf = load_workflow(path, Path(args.project) if args.project else None)
+    else:
+        cluster = Cluster(args.namespace)
+        wf = _compiled(cluster, cluster.workflow(name, project)[0])
+    if args.format == "dot":
+        print(taskgraph.dot(wf.tasks, wf.name), end="")
+    elif args.format == "svg":
+        print(taskgraph.svg(wf.tasks, wf.name), end="")
+    else:
+        print(taskgraph.text_tree(wf.tasks))
+    return 0
+
+
+def cluster_secrets(args: argparse.Namespace, values: dict[str, str], delete: list[str]) -> int:
+    """digdag's `secrets --project P`: the keys of the Secret the project's Workflows read
+    (`spec.secretName`, default kudig-secrets), `--set` and `--delete` in it. Values are never
+    printed."""
+    from kudig.api import MANAGED_BY, MANAGER
+
+    cluster = Cluster(args.namespace)
+    objs = [o for o in cluster.list(WORKFLOWS) if in_project(workflow_ref(o), args.project)]
+    if not objs:
+        raise KudigError(
+            f"Project '{args.project}' not found in namespace {cluster.namespace} (kudig push it first)"
+        )
+    names = sorted({(o.get("spec") or {}).get("secretName") or "kudig-secrets" for o in objs})
+    if len(names) > 1:
+        raise KudigError(
+            f"The workflows of project '{args.project}' read different Secrets ({', '.join(names)}); "
+            "give them one spec.secretName"
+        )
+    secret = names[0]
+    where = f"Secret {secret} in namespace {cluster.namespace}"
+    if values or delete:
+        keys = cluster.api.secret_keys(cluster.namespace, secret) or []
+        missing = [k for k in delete if k not in keys]
+        if missing:
+            raise KudigError(f"No secret '{missing[0]}' in {where}")
+        cluster.api.update_secret(cluster.namespace, secret, values, delete, {MANAGED_BY: MANAGER})
+        for key in values:
+            print(f"Secret '{key}' set ({where})")
+        for key in delete:
+            print(f"Secret '{key}' deleted ({where})")
+        return 0
+    keys = cluster.api.secret_keys(cluster.namespace, secret) or []
+    _print(
+        {"secret": secret, "keys": keys},
+        args.output,
+        lambda: "\n".join(keys) if keys else f"(no secrets: {where} has no keys or does not exist)",
+    )
+    return 0

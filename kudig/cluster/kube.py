@@ -445,6 +445,51 @@ class Kube:
         )
         return "configured"
 
+    def list_config_map_names(self, namespace: str, selector: str) -> list[str]:
+        """The names of the config maps matching `selector` (metadata only)."""
+        self._count("list", "configmaps")
+        data = self._json(
+            self.core.list_namespaced_config_map(
+                namespace,
+                label_selector=selector,
+                _preload_content=False,
+                _headers={"Accept": _METADATA_LIST},
+            )
+        )
+        return [str(item["metadata"]["name"]) for item in data.get("items") or []]
+
+    # ----- secrets (`kudig secrets --project`: the CLI only; the controller never reads a Secret)
+
+    def secret_keys(self, namespace: str, name: str) -> list[str] | None:
+        """The keys of Secret `name` (never its values), or None when it does not exist."""
+        self._count("get", "secrets")
+        secret: dict[str, Any] | None = self._or_none(
+            lambda: self._json(self.core.read_namespaced_secret(name, namespace, _preload_content=False))
+        )
+        return None if secret is None else sorted(secret.get("data") or {})
+
+    def update_secret(
+        self, namespace: str, name: str, values: dict[str, str], delete: list[str], labels: dict[str, str]
+    ) -> None:
+        """Set `values` and remove the keys `delete` of Secret `name` (an Opaque Secret with
+        `labels` is created when it does not exist)."""
+        if self.secret_keys(namespace, name) is None:
+            body = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {"name": name, "labels": labels},
+                "stringData": values,
+            }
+            self._count("create", "secrets")
+            if self._created(
+                lambda: self.core.create_namespaced_secret(namespace, body, _preload_content=False)
+            ):
+                return
+        patch: dict[str, Any] = {"stringData": values, "data": dict.fromkeys(delete)}
+        self._count("patch", "secrets")
+        self._done(self.core.patch_namespaced_secret(name, namespace, patch, _preload_content=False))
+
     # ----- events
 
     # An Event is best effort: never worth a reconcile stuck on a slow API server.

@@ -6,6 +6,8 @@ controller and the task pods apply (`kudig.api.check_relpath`), and a symbolic l
 the project is refused rather than followed, so a push never ships a file from elsewhere on the
 machine. The Workflow carries the digest of the files (`spec.project.digest`): a changed file is
 a new Workflow revision, and the controller waits until the ConfigMaps hold exactly those files.
+Each Workflow carries its digdag and project names (label and annotations, `kudig.workflowref`),
+so commands find it by the name the user knows.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from kudig.api import (
+    ANNOTATION_PROJECT_NAME,
+    ANNOTATION_WORKFLOW_NAME,
     API_VERSION,
     LABEL_PROJECT,
+    LABEL_WORKFLOW_NAME,
     MANAGED_BY,
     MANAGER,
     UnsafePath,
@@ -26,6 +31,7 @@ from kudig.api import (
 )
 from kudig.errors import KudigError
 from kudig.naming import dns_label
+from kudig.workflowref import name_label
 
 CONFIGMAP_LIMIT = 900 * 1024  # stay well under the 1 MiB object limit
 
@@ -123,7 +129,12 @@ def build_objects(
             {
                 "apiVersion": API_VERSION,
                 "kind": "Workflow",
-                "metadata": {"name": dns_label(dig.stem), "namespace": namespace, "labels": labels},
+                "metadata": {
+                    "name": dns_label(dig.stem),
+                    "namespace": namespace,
+                    "labels": {**labels, LABEL_WORKFLOW_NAME: name_label(dig.stem)},
+                    "annotations": {ANNOTATION_WORKFLOW_NAME: dig.stem, ANNOTATION_PROJECT_NAME: project},
+                },
                 "spec": spec,
             }
         )

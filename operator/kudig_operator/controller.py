@@ -33,7 +33,9 @@ from kudig.api import SESSIONS, TERMINAL, WORKFLOWS, PodDefaults
 from kudig.cluster.kube import KubeApi, resource_version_number
 from kudig.cluster.logstore import ConfigMapLogStore, LogStore
 from kudig.compiler import DEFAULT_MAX_TASKS
+from kudig.errors import KudigError
 from kudig.expr import TemplateEngine
+from kudig.workflowref import resolve, selector, workflow_ref
 from kudig_operator.metrics import Metrics
 from kudig_operator.plan.compiled import CompiledWorkflow
 from kudig_operator.plan.pods import PodView, pod_view
@@ -306,15 +308,27 @@ class Controller:
         workflow_reaction.reconcile(self, namespace, name, body, recheck=recheck)
 
     def workflow(self, namespace: str, name: str) -> CompiledWorkflow | None:
-        """The compiled Workflow `name` (a Session's `spec.workflow`): from the store, else read
-        and compiled once."""
+        """The compiled Workflow `name` (a Session's `spec.workflow`: its object name, or its
+        digdag name, found by label as the CLI does): from the store, else read and compiled once."""
         compiled = self.workflows.get((namespace, name))
         if compiled is not None:
             return compiled
         log.debug("workflow %s/%s: not compiled yet, read from the API server", namespace, name)
         obj = self.api.get(WORKFLOWS, namespace, name)
         if obj is None:
-            return None
+            refs = map(workflow_ref, self.api.list_metadata(WORKFLOWS, namespace, selector(name)))
+            try:
+                found = resolve(name, refs, None, namespace)
+            except KudigError as e:  # the same digdag name in several projects: said on the Session
+                return CompiledWorkflow(name, "", 0, None, error=str(e), reason="Ambiguous")
+            if found is None:
+                return None
+            compiled = self.workflows.get((namespace, found.object_name))
+            if compiled is not None:
+                return compiled
+            obj = self.api.get(WORKFLOWS, namespace, found.object_name)
+            if obj is None:
+                return None
         return self.workflows.compile(obj)
 
     def fire(self, what: Any) -> None:
