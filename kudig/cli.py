@@ -611,6 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
     from kudig.cluster.cli import add_commands
 
     add_commands(sub)
+    from kudig.ui.command import add_command as add_ui_command
+
+    add_ui_command(sub)
     return parser
 
 
