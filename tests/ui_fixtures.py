@@ -82,10 +82,14 @@ def session(
     }
 
 
-def chain(workflow: str, names: list[str], t0: float = T0, step: float = 10.0, gap: float = 2.0) -> list[dict[str, Any]]:
+def chain(
+    workflow: str, names: list[str], t0: float = T0, step: float = 10.0, gap: float = 2.0
+) -> list[dict[str, Any]]:
     """A root group `+workflow` with tasks run one after another, each `step` s long with the
     given pod start overhead and a `gap` before the next one is ready."""
-    rows = [task(0, f"+{workflow}", None, group=True, started_at=t0, finished_at=t0 + len(names) * (step + gap))]
+    rows = [
+        task(0, f"+{workflow}", None, group=True, started_at=t0, finished_at=t0 + len(names) * (step + gap))
+    ]
     t = t0
     for i, n in enumerate(names, start=1):
         rows.append(
@@ -115,18 +119,39 @@ def big(workflow: str, n: int, width: int = 100, t0: float = T0) -> list[dict[st
     for g in range(groups):
         gid = next_id
         next_id += 1
-        rows.append(task(gid, f"+{workflow}+g{g}", 0, [prev] if prev is not None else [], group=True,
-                         config={"_parallel": True}, started_at=t0 + g * 5))
+        rows.append(
+            task(
+                gid,
+                f"+{workflow}+g{g}",
+                0,
+                [prev] if prev is not None else [],
+                group=True,
+                config={"_parallel": True},
+                started_at=t0 + g * 5,
+            )
+        )
         for j in range(width):
             s = t0 + g * 5 + j * 0.01
-            rows.append(task(next_id, f"+{workflow}+g{g}+t{j}", gid, ready_at=s, started_at=s + 0.1,
-                             pod_created_at=s + 0.2, running_at=s + 1, finished_at=s + 4))
+            rows.append(
+                task(
+                    next_id,
+                    f"+{workflow}+g{g}+t{j}",
+                    gid,
+                    ready_at=s,
+                    started_at=s + 0.1,
+                    pod_created_at=s + 0.2,
+                    running_at=s + 1,
+                    finished_at=s + 4,
+                )
+            )
             next_id += 1
         prev = gid
     return rows
 
 
-def write_fixtures(root: Path, objects: Iterable[dict[str, Any]], logs: dict[tuple[str, str], str] | None = None) -> Path:
+def write_fixtures(
+    root: Path, objects: Iterable[dict[str, Any]], logs: dict[tuple[str, str], str] | None = None
+) -> Path:
     """Lay objects out as `kudig ui --fixtures` reads them (kind from `kind`)."""
     kinds = {"Session": "sessions", "Workflow": "workflows", "ConfigMap": "configmaps", "Pod": "pods"}
     for obj in objects:
@@ -140,7 +165,9 @@ def write_fixtures(root: Path, objects: Iterable[dict[str, Any]], logs: dict[tup
     return root
 
 
-def pod(namespace: str, name: str, session_name: str, task_name: str, phase: str = "Succeeded") -> dict[str, Any]:
+def pod(
+    namespace: str, name: str, session_name: str, task_name: str, phase: str = "Succeeded"
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -157,7 +157,7 @@ def layout(tasks: Iterable[Task], collapse: Collection[int] = ()) -> dict[str, A
     nodes = []
     for i in order:
         t, box = rows[i], boxes[i]
-        parent = rows[t.parent] if t.parent in rows else None
+        parent = rows.get(t.parent) if t.parent is not None else None
         nodes.append(
             {
                 "id": i,

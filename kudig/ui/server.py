@@ -13,7 +13,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,9 @@ def _error(status: int, message: str) -> web.Response:
 
 
 @web.middleware
-async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as e:
@@ -263,7 +265,10 @@ async def gantt(request: web.Request) -> web.Response:
     _, _, summary, rows = await _session(request)
     attempt = request.query.get("attempt")
     if attempt and (not attempt.isdigit() or int(attempt) != summary.attempt):
-        raise ApiError(404, f"attempt {attempt}: kudig keeps the task rows of the current attempt ({summary.attempt}) only")
+        raise ApiError(
+            404,
+            f"attempt {attempt}: kudig keeps the task rows of the current attempt ({summary.attempt}) only",
+        )
     return web.json_response(views.gantt(rows, summary.attempt))
 
 
@@ -271,7 +276,9 @@ async def _task_pod(src: Source, ns: str, session: str, row: TaskRow) -> dict[st
     """The task's newest pod."""
     if row.pod:
         pod = await src.pod(ns, row.pod)
-        if pod is not None and (pod["metadata"].get("labels") or {}).get(LABEL_SESSION) == label_value(session):
+        if pod is not None and (pod["metadata"].get("labels") or {}).get(LABEL_SESSION) == label_value(
+            session
+        ):
             return pod
     pods = [
         p
@@ -296,11 +303,13 @@ def _offset(text: str | None, what: str) -> int:
 
 @routes.get("/api/v1/sessions/{ns}/{name}/tasks/{task}/log")
 async def log(request: web.Request) -> web.Response:
-    src, obj, summary, rows = await _session(request)
+    src, _obj, summary, rows = await _session(request)
     row = _task(rows, request)
     offset = _offset(request.query.get("offset"), "offset")
     pod = await _task_pod(src, summary.namespace, summary.name, row)
-    text = None if pod is None else await src.pod_log(summary.namespace, pod["metadata"]["name"], TASK_CONTAINER)
+    text = (
+        None if pod is None else await src.pod_log(summary.namespace, pod["metadata"]["name"], TASK_CONTAINER)
+    )
     lines = (text or "").splitlines()
     return web.json_response(
         {
@@ -315,7 +324,9 @@ async def log(request: web.Request) -> web.Response:
 
 
 async def _sse(request: web.Request) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    resp = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
     await resp.prepare(request)
     return resp
 
@@ -345,7 +356,7 @@ async def _pump(
 
 @routes.get("/api/v1/sessions/{ns}/{name}/tasks/{task}/log/stream")
 async def log_stream(request: web.Request) -> web.StreamResponse:
-    src, obj, summary, rows = await _session(request)
+    src, _obj, summary, rows = await _session(request)
     row = _task(rows, request)
     last = request.headers.get("Last-Event-ID")
     start = _offset(last, "Last-Event-ID") + 1 if last else _offset(request.query.get("offset"), "offset")
@@ -441,7 +452,9 @@ async def events(request: web.Request) -> web.StreamResponse:
             new = views.rows_json(await _rows(src, obj))
             for row in views.changed_rows(rows, new):
                 rows[int(row["id"])] = dict(row)
-                await queue.put(("task", {"kind": "task", "namespace": key[0], "session": key[1], "row": row}, None))
+                await queue.put(
+                    ("task", {"kind": "task", "namespace": key[0], "session": key[1], "row": row}, None)
+                )
 
     async def watch(target_ns: str | None, rv: str) -> None:
         async for kind, obj in src.watch("sessions", target_ns, rv):
@@ -513,7 +526,8 @@ async def workflow(request: web.Request) -> web.Response:
     item = views.workflow_item(obj)
     spec = obj.get("spec") or {}
     dig = str(spec.get("dig", ""))
-    schedule, tz, tz_name, error = None, UTC, item["timezone"] or "UTC", item["error"]
+    tz: tzinfo = UTC
+    schedule, tz_name, error = None, item["timezone"] or "UTC", item["error"]
     try:
         wf = load_workflow_text(item["name"], dig, Path("."), f"{item['name']}.dig")
         schedule, tz, tz_name = wf.schedule, wf.tz, wf.timezone_name

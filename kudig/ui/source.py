@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 from collections.abc import AsyncIterator, Mapping
@@ -67,10 +68,7 @@ class Source(Protocol):
 
 
 def _path(plural: str, namespace: str | None, name: str | None = None) -> str:
-    if plural in CRDS:
-        base = f"/apis/{GROUP}/{VERSION}"
-    else:
-        base = "/api/v1"
+    base = f"/apis/{GROUP}/{VERSION}" if plural in CRDS else "/api/v1"
     ns = f"/namespaces/{namespace}" if namespace else ""
     return f"{base}{ns}/{plural}" + (f"/{name}" if name else "")
 
@@ -112,7 +110,11 @@ class Cluster:
             raise KudigError(f"no Kubernetes cluster configured: {where}: {e}") from None
         ctx: ssl.SSLContext | bool
         if cfg.verify_ssl:
-            ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.ssl_ca_cert else ssl.create_default_context()
+            ctx = (
+                ssl.create_default_context(cafile=cfg.ssl_ca_cert)
+                if cfg.ssl_ca_cert
+                else ssl.create_default_context()
+            )
             if cfg.cert_file:
                 ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
         else:
@@ -194,7 +196,11 @@ class KubeSource:
         url = f"{self.cluster.host}{_path('pods', namespace, pod)}/log"
         params = {"container": container, "follow": "true"}
         async with self.http.get(
-            url, params=params, headers=self.headers, ssl=self.cluster.ssl, timeout=aiohttp.ClientTimeout(total=None)
+            url,
+            params=params,
+            headers=self.headers,
+            ssl=self.cluster.ssl,
+            timeout=aiohttp.ClientTimeout(total=None),
         ) as resp:
             if resp.status >= 400:
                 raise ApiError(resp.status, await _message(resp))
@@ -282,10 +288,8 @@ class FixtureSource:
             d = self.root / ns / plural
             if d.is_dir():
                 for p in d.glob("*.json"):
-                    try:
+                    with contextlib.suppress(OSError):
                         out[p] = p.stat().st_mtime_ns
-                    except OSError:
-                        pass
         return out
 
     async def list_objects(self, plural: str, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
@@ -301,7 +305,9 @@ class FixtureSource:
     async def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         want = dict(s.split("=", 1) for s in selector.split(",") if "=" in s)
         items, _ = await self.list_objects("pods", namespace)
-        return [p for p in items if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in want.items())]
+        return [
+            p for p in items if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in want.items())
+        ]
 
     async def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._read(self._file(namespace, "pods", name))

@@ -168,7 +168,9 @@ def parse_filters(query: Mapping[str, str]) -> Filters:
         try:
             return parse_time(text).timestamp()
         except ValueError:
-            raise BadRequest(f"{key}: expected an ISO time like 2024-01-30T00:00:00+00:00, got {text!r}") from None
+            raise BadRequest(
+                f"{key}: expected an ISO time like 2024-01-30T00:00:00+00:00, got {text!r}"
+            ) from None
 
     try:
         limit = int(query.get("limit") or DEFAULT_LIMIT)
@@ -203,9 +205,7 @@ def decode_cursor(text: str) -> tuple[float, str, str]:
         raise BadRequest("cursor: not a cursor this server made (take `next` of the previous page)") from None
 
 
-def page(
-    sessions: Iterable[SessionSummary], f: Filters
-) -> tuple[list[SessionSummary], str | None]:
+def page(sessions: Iterable[SessionSummary], f: Filters) -> tuple[list[SessionSummary], str | None]:
     """The sessions that pass the filters, newest session time first (then namespace, name), from
     the position after `f.cursor`; and the cursor of the next page (None: this is the last)."""
     chosen = []
@@ -227,7 +227,9 @@ def page(
     return [s for _, s in items], nxt
 
 
-def changed_rows(before: Mapping[int, Mapping[str, Any]], after: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def changed_rows(
+    before: Mapping[int, Mapping[str, Any]], after: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
     """The task rows (JSON) that are new or differ from `before` (by id)."""
     return [r for r in after if before.get(int(r["id"])) != r]
 
@@ -253,12 +255,16 @@ def _successors(rows: Sequence[TaskRow]) -> dict[int, list[int]]:
     return out
 
 
-def _first_start(r: TaskRow, rows: Sequence[TaskRow], children: Mapping[int, list[int]], by_id: Mapping[int, TaskRow]) -> float | None:
+def _first_start(
+    r: TaskRow, rows: Sequence[TaskRow], children: Mapping[int, list[int]], by_id: Mapping[int, TaskRow]
+) -> float | None:
     """When a task began its work: its container start, else its start; a group's is its first
     child's."""
     if r.running_at is not None:
         return r.running_at
-    starts = [s for c in children.get(r.id, ()) if (s := _first_start(by_id[c], rows, children, by_id)) is not None]
+    starts = [
+        s for c in children.get(r.id, ()) if (s := _first_start(by_id[c], rows, children, by_id)) is not None
+    ]
     if starts:
         return min(starts)
     return r.started_at
@@ -295,7 +301,9 @@ def gantt(rows: Sequence[TaskRow], attempt: int | None) -> dict[str, Any]:
             }
         )
         times.extend(
-            t for t in (r.ready_at, r.started_at, r.pod_created_at, r.running_at, r.finished_at) if t is not None
+            t
+            for t in (r.ready_at, r.started_at, r.pod_created_at, r.running_at, r.finished_at)
+            if t is not None
         )
     return {
         "attempt": attempt,

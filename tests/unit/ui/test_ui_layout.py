@@ -11,10 +11,24 @@ from kudig.sessionread import TaskRow
 from kudig.ui.layout import GAP_X, LEAF_H, LEAF_W, layout
 
 
-def row(id: int, name: str, parent: int | None, upstreams: tuple[int, ...] = (), group: bool = False) -> TaskRow:
+def row(
+    id: int, name: str, parent: int | None, upstreams: tuple[int, ...] = (), group: bool = False
+) -> TaskRow:
     return TaskRow(
-        id=id, name=name, parent=parent, upstreams=upstreams, is_group=group, state="success", retries=0,
-        error="", operator=None, file=None, line=None, superseded=False, started_at=None, finished_at=None,
+        id=id,
+        name=name,
+        parent=parent,
+        upstreams=upstreams,
+        is_group=group,
+        state="success",
+        retries=0,
+        error="",
+        operator=None,
+        file=None,
+        line=None,
+        superseded=False,
+        started_at=None,
+        finished_at=None,
     )
 
 
@@ -113,8 +127,10 @@ def test_boxes_nest_siblings_never_overlap_and_edges_go_right(rows: list[TaskRow
         for b in nodes[i + 1 :]:
             if a["parent"] == b["parent"]:  # siblings never overlap
                 assert (
-                    a["x"] + a["w"] <= b["x"] or b["x"] + b["w"] <= a["x"]
-                    or a["y"] + a["h"] <= b["y"] or b["y"] + b["h"] <= a["y"]
+                    a["x"] + a["w"] <= b["x"]
+                    or b["x"] + b["w"] <= a["x"]
+                    or a["y"] + a["h"] <= b["y"]
+                    or b["y"] + b["h"] <= a["y"]
                 )
     for frm, to in out["edges"]:  # an upstream ends left of its downstream
         assert n[frm]["x"] + n[frm]["w"] <= n[to]["x"]

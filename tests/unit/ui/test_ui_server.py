@@ -23,12 +23,21 @@ XSS = "<script>alert(1)</script>"
 @pytest.fixture
 def fixtures(tmp_path: Path) -> Path:
     objs = [
-        fx.session(NS, f"etl-{d}", "etl", f"2024-01-{d}T00:00:00+00:00", fx.chain("etl", ["extract", "load"]),
-                   phase="Failed" if d == 12 else "Succeeded", params={"db_password": "hunter2", "day": d},
-                   spec={"scheduled": True})
+        fx.session(
+            NS,
+            f"etl-{d}",
+            "etl",
+            f"2024-01-{d}T00:00:00+00:00",
+            fx.chain("etl", ["extract", "load"]),
+            phase="Failed" if d == 12 else "Succeeded",
+            params={"db_password": "hunter2", "day": d},
+            spec={"scheduled": True},
+        )
         for d in range(10, 20)
     ]
-    objs.append(fx.session("team-b", "other-1", "other", "2024-01-15T12:00:00+09:00", fx.chain("other", [XSS])))
+    objs.append(
+        fx.session("team-b", "other-1", "other", "2024-01-15T12:00:00+09:00", fx.chain("other", [XSS]))
+    )
     objs.append(fx.pod(NS, "etl-1", "etl-19", "+etl+extract", phase="Running"))
     objs.append(
         {
@@ -39,7 +48,12 @@ def fixtures(tmp_path: Path) -> Path:
                 "dig": "timezone: Asia/Tokyo\nschedule:\n  daily>: 07:00:00\n+extract:\n  sh>: echo hi\n",
                 "project": {"configMaps": ["etl-files"]},
             },
-            "status": {"revision": 3, "workflowName": "etl", "timezone": "Asia/Tokyo", "schedule": "daily>: 07:00:00"},
+            "status": {
+                "revision": 3,
+                "workflowName": "etl",
+                "timezone": "Asia/Tokyo",
+                "schedule": "daily>: 07:00:00",
+            },
         }
     )
     objs.append(
@@ -81,7 +95,9 @@ def test_sessions_filter_sort_and_page_on_the_server(fixtures: Path) -> None:
         assert page3["next"] is None
         failed = await get_json(client, "/api/v1/sessions?phase=Failed")
         assert [s["name"] for s in failed["items"]] == ["etl-12"]
-        window = await get_json(client, "/api/v1/sessions?from=2024-01-15T00:00:00Z&to=2024-01-16T00:00:00%2B00:00")
+        window = await get_json(
+            client, "/api/v1/sessions?from=2024-01-15T00:00:00Z&to=2024-01-16T00:00:00%2B00:00"
+        )
         # other-1 is 2024-01-15T03:00Z: both namespaces are searched when none is given
         assert [s["name"] for s in window["items"]] == ["other-1", "etl-15"]
         first = page1["items"][0]
@@ -135,8 +151,14 @@ def test_every_response_is_hardened(fixtures: Path) -> None:
     (fixtures.parent / "static" / "app.js").write_text("1")
 
     async def body(client: TestClient) -> None:
-        for path in ["/", "/sessions/team-a/etl-12?tab=dag", "/static/app.js", "/api/v1/sessions", "/api/v1/nope",
-                     "/static/../secret"]:
+        for path in [
+            "/",
+            "/sessions/team-a/etl-12?tab=dag",
+            "/static/app.js",
+            "/api/v1/sessions",
+            "/api/v1/nope",
+            "/static/../secret",
+        ]:
             resp = await client.get(path)
             assert resp.headers["Content-Security-Policy"] == CSP, path
             assert "'unsafe-inline'" not in CSP
@@ -214,11 +236,15 @@ def test_log_pages_and_streams_with_resume(fixtures: Path) -> None:
         log = await get_json(client, f"/api/v1/sessions/{NS}/etl-19/tasks/+etl+extract/log?offset=1")
         assert log["lines"] == ["line 1", "line 2"] and log["next"] == 3 and log["pod"] == "etl-1"
         assert log["source"] == "pod" and log["running"] is True
-        resp = await client.get(f"/api/v1/sessions/{NS}/etl-19/tasks/+etl+extract/log/stream",
-                                headers={"Last-Event-ID": "0"})
+        resp = await client.get(
+            f"/api/v1/sessions/{NS}/etl-19/tasks/+etl+extract/log/stream", headers={"Last-Event-ID": "0"}
+        )
         assert resp.headers["Content-Type"] == "text/event-stream"
         events = sse_events(resp, 10)
-        assert [(e["id"], e["data"]["line"]) async for e in _take(events, 2)] == [("1", "line 1"), ("2", "line 2")]
+        assert [(e["id"], e["data"]["line"]) async for e in _take(events, 2)] == [
+            ("1", "line 1"),
+            ("2", "line 2"),
+        ]
         log_file.write_text(log_file.read_text() + "line 3\n")  # the log grows while the pod runs
         e = await events.__anext__()
         assert (e["id"], e["data"]) == ("3", {"line": "line 3"})
