@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import json
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -176,10 +177,35 @@ def _blob_bytes(config_map: dict[str, Any] | None) -> bytes:
     return base64.b64decode(next(iter(binary.values()), ""))
 
 
+_DECODED: OrderedDict[tuple[str, ...], list[TaskRow]] = OrderedDict()
+_DECODED_MAX = 4
+
+
 async def _rows(src: Source, obj: dict[str, Any]) -> list[TaskRow]:
-    ns = obj["metadata"]["namespace"]
-    blobs = {ref: _blob_bytes(await src.config_map(ns, ref)) for ref in sessionread.blob_refs(obj)}
-    return sessionread.task_rows(obj, blobs)
+    """The Session's task rows. Decoding 10,000 rows costs more than fetching them, so the last
+    few decoded are kept, keyed by the object's identity and content: only ever used for an
+    object this request's viewer has just read with their own credentials."""
+    meta = obj["metadata"]
+    ns = meta["namespace"]
+    refs = sessionread.blob_refs(obj)
+    data = json.dumps(obj.get("status") or {}, sort_keys=True)
+    key = (
+        ns,
+        meta["name"],
+        str(meta.get("uid", "")),
+        str(meta.get("resourceVersion", "")),
+        str(hash(data)),
+        *refs,
+    )
+    rows = _DECODED.get(key)
+    if rows is None:
+        blobs = {ref: _blob_bytes(await src.config_map(ns, ref)) for ref in refs}
+        rows = sessionread.task_rows(obj, blobs)
+        _DECODED[key] = rows
+        while len(_DECODED) > _DECODED_MAX:
+            _DECODED.popitem(last=False)
+    _DECODED.move_to_end(key)
+    return rows
 
 
 async def _session(request: web.Request) -> tuple[Source, dict[str, Any], SessionSummary, list[TaskRow]]:
