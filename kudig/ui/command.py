@@ -23,14 +23,14 @@ def add_command(sub: Any) -> None:
     ui.add_argument(
         "--in-cluster",
         action="store_true",
-        help="run in a pod: each viewer's own bearer token (or --auth-mode proxy) is used",
+        help="run in a pod (its ServiceAccount's API server address and CA); default --auth-mode bearer",
     )
     ui.add_argument(
         "--auth-mode",
-        choices=("bearer", "proxy"),
-        default="bearer",
-        help="with --in-cluster: bearer (each viewer's token, default) or proxy (behind an auth proxy "
-        "that sets X-Forwarded-User; the ServiceAccount impersonates that user)",
+        choices=("kubeconfig", "bearer", "proxy"),
+        help="whose rights: kubeconfig (yours; the default outside a cluster), bearer (each viewer "
+        "sends their own token; the default with --in-cluster) or proxy (behind an auth proxy that "
+        "sets X-Forwarded-User; the UI's own credentials impersonate that user)",
     )
     ui.add_argument("--fixtures", metavar="DIR", help="serve recorded objects from DIR instead of a cluster")
     ui.set_defaults(func=cmd_ui)
@@ -46,12 +46,19 @@ def settings_of(args: argparse.Namespace) -> Any:
         if not root.is_dir():
             raise KudigError(f"--fixtures {root}: not a directory")
         return Settings("fixtures", namespace=args.namespace, fixtures=root, version=version)
-    if args.in_cluster:
-        cluster, _ = Cluster.load(in_cluster=True)
-        return Settings(args.auth_mode, namespace=args.namespace, cluster=cluster, version=version)
-    cluster, default_ns = Cluster.load(in_cluster=False)
+    mode = args.auth_mode or ("bearer" if args.in_cluster else "kubeconfig")
+    if mode == "kubeconfig" and args.in_cluster:
+        raise KudigError(
+            "--auth-mode kubeconfig: there is no kubeconfig in the cluster (use bearer or proxy)"
+        )
+    # bearer: the server's own credentials are never sent (only the API server's address and CA)
+    cluster, default_ns = Cluster.load(in_cluster=args.in_cluster, credentials=mode != "bearer")
     return Settings(
-        "kubeconfig", namespace=args.namespace, default_namespace=default_ns, cluster=cluster, version=version
+        mode,
+        namespace=args.namespace,
+        default_namespace=default_ns if mode == "kubeconfig" else None,
+        cluster=cluster,
+        version=version,
     )
 
 

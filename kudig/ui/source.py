@@ -92,8 +92,10 @@ class Cluster:
         return {"Authorization": token} if token else {}
 
     @classmethod
-    def load(cls, in_cluster: bool) -> tuple[Cluster, str | None]:
-        """The cluster and the kubeconfig context's namespace (None in the cluster)."""
+    def load(cls, in_cluster: bool, credentials: bool = True) -> tuple[Cluster, str | None]:
+        """The cluster and the kubeconfig context's namespace (None in the cluster). Without
+        `credentials` only the address and CA are kept (no client certificate, no token): every
+        request then carries its viewer's."""
         from kubernetes import client, config
 
         cfg = client.Configuration()
@@ -115,11 +117,11 @@ class Cluster:
                 if cfg.ssl_ca_cert
                 else ssl.create_default_context()
             )
-            if cfg.cert_file:
+            if cfg.cert_file and credentials:
                 ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
         else:
             ctx = False
-        return cls(cfg.host.rstrip("/"), ctx, cfg), namespace
+        return cls(cfg.host.rstrip("/"), ctx, cfg if credentials else None), namespace
 
 
 class KubeSource:
