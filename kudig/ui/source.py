@@ -206,14 +206,8 @@ class KubeSource:
         ) as resp:
             if resp.status >= 400:
                 raise ApiError(resp.status, await _message(resp))
-            buffer = b""
-            async for chunk in resp.content.iter_any():
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    yield line.decode(errors="replace").rstrip("\r")
-            if buffer:
-                yield buffer.decode(errors="replace").rstrip("\r")
+            async for line in _lines(resp):
+                yield line.decode(errors="replace").rstrip("\r")
 
     async def watch(
         self, plural: str, namespace: str | None, resource_version: str
@@ -232,7 +226,7 @@ class KubeSource:
             ) as resp:
                 if resp.status >= 400:
                     raise ApiError(resp.status, await _message(resp))
-                async for line in resp.content:
+                async for line in _lines(resp):  # a Session's status can be larger than aiohttp's line limit
                     if not line.strip():
                         continue
                     event = json.loads(line)
@@ -247,6 +241,22 @@ class KubeSource:
                     rv = str((obj.get("metadata") or {}).get("resourceVersion", rv))
                     if event.get("type") != "BOOKMARK":
                         yield str(event["type"]), obj
+
+
+async def _lines(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """The body's lines (without the newline), however long."""
+    parts: list[bytes] = []
+    async for chunk in resp.content.iter_any():
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            parts.append(chunk[start:end])
+            yield b"".join(parts)
+            parts.clear()
+            start = end + 1
+        if start < len(chunk):
+            parts.append(chunk[start:])
+    if parts:
+        yield b"".join(parts)
 
 
 async def _message(resp: aiohttp.ClientResponse) -> str:

@@ -286,3 +286,81 @@ def test_events_are_deltas_of_a_watch(fixtures: Path) -> None:
         resp.close()
 
     serve(fixtures)(body)
+
+
+def test_kudig_ui_command_serves_fixtures_and_prints_its_url(fixtures: Path) -> None:
+    import subprocess
+    import sys
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kudig.cli", "ui", "--fixtures", str(fixtures), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("kudig ui: http://127.0.0.1:"), line
+        url = line.split()[2]
+        with urllib.request.urlopen(url + "api/v1/info", timeout=30) as resp:
+            assert json.loads(resp.read()) == {
+                "authMode": "fixtures",
+                "namespace": None,
+                "version": ANY_VERSION,
+            }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    bad = subprocess.run(
+        [sys.executable, "-m", "kudig.cli", "ui", "--fixtures", str(fixtures / "nope")],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1 and "not a directory" in bad.stderr
+
+
+class _AnyStr(str):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str)
+
+    __hash__ = str.__hash__
+
+
+ANY_VERSION = _AnyStr()
+
+
+def test_watch_lines_longer_than_aiohttps_line_limit() -> None:
+    """A watch event carries a whole Session (status up to ~1.5 MB): one JSON line each."""
+    from aiohttp import ClientSession, web
+
+    from kudig.ui.source import Cluster, KubeSource
+
+    big = {
+        "metadata": {"name": "s", "namespace": "a", "resourceVersion": "7"},
+        "status": {"x": "y" * 3_000_000},
+    }
+
+    async def watch(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        line = json.dumps({"type": "MODIFIED", "object": big}).encode() + b"\n"
+        for i in range(0, len(line), 65_000):  # in pieces, as a network delivers it
+            await resp.write(line[i : i + 65_000])
+        await resp.write(b'{"type":"DELETED","object":{"metadata":{"name":"s","namespace":"a"}}}\n')
+        return resp
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/apis/kudig.io/v1alpha1/namespaces/a/sessions", watch)
+        async with TestServer(app) as server, ClientSession() as http:
+            src = KubeSource(Cluster(str(server.make_url("")).rstrip("/"), False), http, {})
+            events = []
+            async for kind, obj in src.watch("sessions", "a", "1"):
+                events.append((kind, obj))
+                if len(events) == 2:
+                    break
+        assert events[0] == ("MODIFIED", big) and events[1][0] == "DELETED"
+
+    asyncio.run(main())
