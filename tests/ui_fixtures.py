@@ -180,3 +180,96 @@ def pod(
         },
         "status": {"phase": phase},
     }
+
+
+def demo(root: Path, big_tasks: int = 0) -> Path:
+    """A small world for the UI's tests: namespace `team-a` with a scheduled `etl` workflow (its
+    files and ten daily sessions, one failed, one running with a live pod and log), namespace
+    `team-b` with a session whose task is named `<script>alert(1)</script>`, and with `big_tasks`
+    a session `big-1` of that many tasks in `team-a`."""
+    ns = "team-a"
+    objs: list[dict[str, Any]] = []
+    logs: dict[tuple[str, str], str] = {}
+    for d in range(10, 20):
+        name = f"etl-{d}"
+        tasks = chain("etl", ["extract", "transform", "load"], t0=T0 + (d - 10) * 86400)
+        for t in tasks[1:]:
+            t["pod"] = f"{name}-{t['id']}"
+        phase = "Succeeded"
+        if d == 12:
+            phase = "Failed"
+            tasks[2].update(state="error", error={"message": "transform failed: exit code 1"})
+            tasks[3].update(
+                state="blocked", finished_at=None, running_at=None, pod_created_at=None, started_at=None
+            )
+        if d == 19:
+            phase = "Running"
+            tasks[2].update(state="running", finished_at=None)
+            tasks[3].update(
+                state="blocked", finished_at=None, running_at=None, pod_created_at=None, started_at=None
+            )
+        objs.append(
+            session(
+                ns,
+                name,
+                "etl",
+                f"2024-01-{d}T00:00:00+09:00",
+                tasks,
+                phase=phase,
+                params={"day": d, "db_password": "hunter2"},
+                spec={"scheduled": True},
+            )
+        )
+        for t in tasks[1:]:
+            if t.get("started_at") is not None:
+                running = phase == "Running" and t["state"] == "running"
+                objs.append(pod(ns, t["pod"], name, t["name"], phase="Running" if running else "Succeeded"))
+                logs[(ns, t["pod"])] = "".join(f"{t['name']} line {i}\n" for i in range(3))
+    objs.append(
+        {
+            "apiVersion": "kudig.io/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {"name": "etl", "namespace": ns, "generation": 3},
+            "spec": {
+                "dig": "timezone: Asia/Tokyo\nschedule:\n  daily>: 07:00:00\n\n+extract:\n  sh>: scripts/run.sh extract\n"
+                "+transform:\n  py>: tasks.transform\n+load:\n  sh>: echo ${session_date}\n",
+                "project": {"configMaps": ["etl-files"]},
+            },
+            "status": {
+                "revision": 3,
+                "workflowName": "etl",
+                "timezone": "Asia/Tokyo",
+                "schedule": "daily>: 07:00:00",
+            },
+        }
+    )
+    objs.append(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "etl-files", "namespace": ns},
+            "data": {
+                "etl.dig": "+extract:\n  sh>: echo hi\n",
+                "scripts_.run.sh": '#!/bin/sh\necho run "$1"\n',
+            },
+        }
+    )
+    xss = "<script>alert(1)</script>"
+    objs.append(
+        session(
+            "team-b", "other-1", "other", "2024-01-15T12:00:00+00:00", chain("other", [xss]), phase="Failed"
+        )
+    )
+    if big_tasks:
+        objs.append(session(ns, "big-1", "big", "2024-01-30T00:00:00+00:00", big("big", big_tasks)))
+    return write_fixtures(root, objs, logs)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="write the UI's demo fixtures (kudig ui --fixtures DIR)")
+    parser.add_argument("dir")
+    parser.add_argument("--big", type=int, default=0, help="also a session of this many tasks")
+    args = parser.parse_args()
+    print(demo(Path(args.dir), args.big))
