@@ -22,7 +22,7 @@ import aiohttp
 from aiohttp import web
 
 from kudig import sessionread
-from kudig.api import ANNOTATION_TASK, LABEL_SESSION, TASK_CONTAINER, decode_key, label_value
+from kudig.api import ANNOTATION_TASK, LABEL_SESSION, TASK_CONTAINER, TERMINAL, decode_key, label_value
 from kudig.errors import KudigError
 from kudig.sessionread import SessionSummary, TaskRow
 from kudig.ui import layout, views
@@ -43,6 +43,7 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 AUTH_MODES = ("kubeconfig", "bearer", "proxy", "fixtures")
+TASK_DONE = frozenset({"success", "error", "group_error", "canceled"})
 
 
 @dataclass(frozen=True)
@@ -315,6 +316,15 @@ async def _task_pod(src: Source, ns: str, session: str, row: TaskRow) -> dict[st
     return pods[-1] if pods else None
 
 
+async def _may_still_run(src: Source, ns: str, session: str, task: str) -> bool:
+    """The task has not finished and its Session is still going (so a pod may come)."""
+    obj = await src.get("sessions", ns, session)
+    if obj is None or sessionread.summary(obj).phase in TERMINAL:
+        return False
+    row = views.find_task(await _rows(src, obj), task)
+    return row is not None and row.state not in TASK_DONE
+
+
 def _pod_running(pod: dict[str, Any]) -> bool:
     return ((pod.get("status") or {}).get("phase")) in ("Pending", "Running")
 
@@ -395,8 +405,11 @@ async def log_stream(request: web.Request) -> web.StreamResponse:
         while True:
             pod = await _task_pod(src, ns, summary.name, row)
             if pod is None:
-                await queue.put(("end", {"reason": "no-pod"}, None))
-                break
+                if not await _may_still_run(src, ns, summary.name, row.name):
+                    await queue.put(("end", {"reason": "no-pod"}, None))
+                    break
+                await asyncio.sleep(1.0)  # the task has not started yet: its pod comes
+                continue
             n = 0
             try:
                 async for line in src.follow_log(ns, pod["metadata"]["name"], TASK_CONTAINER):

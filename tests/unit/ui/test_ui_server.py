@@ -364,3 +364,68 @@ def test_watch_lines_longer_than_aiohttps_line_limit() -> None:
         assert events[0] == ("MODIFIED", big) and events[1][0] == "DELETED"
 
     asyncio.run(main())
+
+
+def test_whose_credentials_each_mode_sends() -> None:
+    """bearer: the viewer's token as is, nothing without one; proxy: the server's own credentials
+    impersonating the proxy's user and groups; 401 without a forwarded user. (The real API
+    server's answers to them: tests/e2e/test_ui_server.py.)"""
+    from aiohttp import web
+    from multidict import CIMultiDict
+
+    from kudig.ui.source import Cluster
+
+    seen: list[CIMultiDict[str]] = []
+
+    async def sessions(request: web.Request) -> web.Response:
+        seen.append(CIMultiDict(request.headers))
+        if request.headers.get("Authorization") == "Bearer nope":
+            return web.json_response({"kind": "Status", "message": "Unauthorized"}, status=401)
+        return web.json_response({"items": [], "metadata": {"resourceVersion": "5"}})
+
+    class Own:  # the server's own credentials (kubernetes.client.Configuration in real use)
+        def get_api_key_with_prefix(self, key: str) -> str:
+            return "Bearer server-sa"
+
+    async def main() -> None:
+        fake = web.Application()
+        fake.router.add_get("/apis/kudig.io/v1alpha1/namespaces/a/sessions", sessions)
+        async with TestServer(fake) as api:
+            host = str(api.make_url("")).rstrip("/")
+            bearer = Settings("bearer", cluster=Cluster(host, False))
+            async with TestClient(TestServer(make_app(bearer))) as client:
+                no_token = await client.get("/api/v1/sessions?namespace=a")
+                assert no_token.status == 401 and "Bearer" in (await no_token.json())["error"]
+                assert seen == []  # nothing reached the API server
+                ok = await client.get(
+                    "/api/v1/sessions?namespace=a", headers={"Authorization": "Bearer alice"}
+                )
+                assert ok.status == 200
+                assert seen[-1]["Authorization"] == "Bearer alice" and "Impersonate-User" not in seen[-1]
+                refused = await client.get(
+                    "/api/v1/sessions?namespace=a", headers={"Authorization": "Bearer nope"}
+                )
+                assert refused.status == 401 and "Unauthorized" in (await refused.json())["error"]
+                info = await client.get("/api/v1/info")  # no token needed to learn the mode
+                assert (await info.json())["authMode"] == "bearer"
+            proxy = Settings("proxy", cluster=Cluster(host, False, Own()))
+            async with TestClient(TestServer(make_app(proxy))) as client:
+                assert (await client.get("/api/v1/sessions?namespace=a")).status == 401
+                n = len(seen)
+                ok = await client.get(
+                    "/api/v1/sessions?namespace=a",
+                    headers={
+                        "X-Forwarded-User": "bob",
+                        "X-Forwarded-Groups": "dev, ops",
+                        "Authorization": "Bearer x",
+                    },
+                )
+                assert ok.status == 200 and len(seen) == n + 1
+                sent = seen[-1]
+                assert sent["Authorization"] == "Bearer server-sa"  # never the browser's header
+                assert sent["Impersonate-User"] == "bob" and sent.getall("Impersonate-Group") == [
+                    "dev",
+                    "ops",
+                ]
+
+    asyncio.run(main())
