@@ -120,17 +120,7 @@ def source(request: web.Request) -> Source:
     headers = {**cluster.own_headers(), "Impersonate-User": user}
     groups = [g.strip() for g in request.headers.get("X-Forwarded-Groups", "").split(",") if g.strip()]
     impersonation = list(headers.items()) + [("Impersonate-Group", g) for g in groups]
-    return _MultiHeaderSource(cluster, http, impersonation)
-
-
-class _MultiHeaderSource(KubeSource):
-    """KubeSource with repeated headers (one Impersonate-Group per group)."""
-
-    def __init__(self, cluster: Cluster, http: aiohttp.ClientSession, headers: list[tuple[str, str]]) -> None:
-        from multidict import CIMultiDict
-
-        super().__init__(cluster, http, {})
-        self.headers = CIMultiDict(headers)  # type: ignore[assignment]
+    return KubeSource(cluster, http, impersonation)
 
 
 def _namespace_param(request: web.Request) -> str | None:

@@ -15,12 +15,13 @@ import asyncio
 import contextlib
 import json
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
+from multidict import CIMultiDict
 
 from kudig.api import GROUP, VERSION
 from kudig.errors import KudigError
@@ -128,10 +129,15 @@ class KubeSource:
     """The API server with one request's credentials (`headers`: Authorization and/or
     Impersonate-*). Never logs or keeps the headers."""
 
-    def __init__(self, cluster: Cluster, http: aiohttp.ClientSession, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        http: aiohttp.ClientSession,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    ) -> None:
         self.cluster = cluster
         self.http = http
-        self.headers = dict(headers)
+        self.headers: CIMultiDict[str] = CIMultiDict(headers)  # a header may repeat (Impersonate-Group)
 
     async def _request(self, path: str, params: Mapping[str, str] | None = None, timeout: float = 30) -> Any:
         async with self.http.get(
