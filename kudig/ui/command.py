@@ -74,6 +74,11 @@ def _version() -> str:
 def cmd_ui(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise KudigError(f"--port {args.port}: expected 0 to 65535")
+    try:
+        import aiohttp  # noqa: F401
+        import kubernetes  # noqa: F401
+    except ImportError as e:
+        raise KudigError(f"kudig ui needs {e.name}: pip install 'kudig[ui]'") from None
     settings = settings_of(args)
     asyncio.run(_serve(settings, args.address, args.port))
     return 0
