@@ -76,7 +76,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         raise KudigError(f"--port {args.port}: expected 0 to 65535")
     try:
         import aiohttp  # noqa: F401
-        import kubernetes  # noqa: F401
+
+        if not args.fixtures:
+            import kubernetes  # noqa: F401
     except ImportError as e:
         raise KudigError(f"kudig ui needs {e.name}: pip install 'kudig[ui]'") from None
     settings = settings_of(args)
