@@ -104,7 +104,7 @@ class UiServer:
     def stop(self) -> None:
         self.proc.terminate()
         try:
-            self.proc.wait(10)
+            self.proc.wait(3)  # open event streams can hold a graceful stop
         except subprocess.TimeoutExpired:
             self.proc.kill()
 

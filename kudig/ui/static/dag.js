@@ -17,6 +17,22 @@ function collapsedFromUrl() {
   return (query().get('collapse') || '').split(',').filter((s) => /^\d+$/.test(s));
 }
 
+// A layout asked for early (the session page starts it with its own fetch when it opens on the DAG
+// tab), taken once by the DagView that needs it.
+const prefetched = new Map();
+
+export function prefetchDag(ns, name) {
+  const collapse = collapsedFromUrl().join(',');
+  prefetched.set(`${ns}/${name}?${collapse}`, api(`${pathOf('sessions', ns, name, 'dag')}`, { collapse }));
+}
+
+function fetchDag(ns, name, collapse) {
+  const key = `${ns}/${name}?${collapse}`;
+  const p = prefetched.get(key);
+  prefetched.delete(key);
+  return p || api(`${pathOf('sessions', ns, name, 'dag')}`, { collapse });
+}
+
 class Index {
   constructor(nodes) {
     this.cells = new Map();
@@ -91,7 +107,7 @@ export class DagView extends Component {
     const collapse = collapsedFromUrl().join(',');
     this.collapseKey = collapse;
     const { ns, name } = this.props;
-    api(`${pathOf('sessions', ns, name, 'dag')}`, { collapse }).then(
+    fetchDag(ns, name, collapse).then(
       (layout) => {
         if (this.collapseKey !== collapse) return;
         const byId = new Map(layout.nodes.map((n) => [n.id, n]));
@@ -212,9 +228,14 @@ export class DagView extends Component {
     const c = this.canvas;
     if (!c) return;
     const { view, size } = this.state;
+    if (!this.canvasNodes && !this.canvasDirty) return;
+    this.canvasDirty = Boolean(this.canvasNodes);
     const ctx = c.getContext('2d');
-    c.width = size.w;
-    c.height = size.h;
+    if (c.width !== size.w || c.height !== size.h) {
+      c.width = size.w;
+      c.height = size.h;
+    }
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.clearRect(0, 0, size.w, size.h);
     if (!this.canvasNodes) return;
     ctx.setTransform(view.k, 0, 0, view.k, view.x, view.y);

@@ -5,7 +5,7 @@ import {
   html, Component, Link, api, stream, query, withQuery, pathOf, fmtTime, isoMs, isoOffset, tzMode,
   ZoneToggle, PhaseBadge, ErrorBox, Copyable, fmtDuration,
 } from './lib.js';
-import { DagView } from './dag.js';
+import { DagView, prefetchDag } from './dag.js';
 import { GanttView } from './gantt.js';
 
 const TABS = ['tasks', 'dag', 'gantt', 'params'];
@@ -40,10 +40,11 @@ export class SessionPage extends Component {
   load() {
     const { ns, name } = this.props;
     this.setState({ data: null, error: null });
+    if (query().get('tab') === 'dag') prefetchDag(ns, name); // both requests at once
     api(`${pathOf('sessions', ns, name)}`).then(
       (data) => {
         this.byId = new Map(data.tasks.map((t, i) => [t.id, i]));
-        this.setState({ data });
+        this.setState({ data }, () => performance.mark('kudig:session-rendered'));
         this.watch();
       },
       (error) => this.setState({ error }),
