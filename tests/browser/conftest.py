@@ -157,6 +157,11 @@ class Page:
     def wait_css(self, selector: str, timeout: float = WAIT) -> Any:
         return self.wait(lambda d: d.find_elements("css selector", selector) or False, selector, timeout)[0]
 
+    def text(self, selector: str) -> str:
+        """The first match's text, or "" while there is none."""
+        found = self.css(selector)
+        return str(found[0].text) if found else ""
+
     def location(self) -> str:
         return str(self.js("return location.pathname + location.search"))
 
@@ -169,9 +174,11 @@ class Page:
             *(f"console {e['level']}: {e['message']}" for e in logs),
         ]
 
-    def screenshot(self, name: str) -> None:
+    def screenshot(self, name: str, scroll_to: str | None = None) -> None:
         out = os.environ.get("KUDIG_UI_SCREENSHOTS")
         if out:
+            if scroll_to:
+                self.js("document.querySelector(arguments[0]).scrollIntoView()", scroll_to)
             Path(out).mkdir(parents=True, exist_ok=True)
             self.d.save_screenshot(str(Path(out) / f"{name}.png"))
 

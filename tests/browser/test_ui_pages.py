@@ -86,7 +86,7 @@ def test_a_session_change_patches_its_row(page: Page, demo: fixtures.Demo) -> No
     running = name("etl", demo.days["today"])
     page.open("/sessions?namespace=demo")
     badge = f"tr[data-session='demo/{running}'] .badge"
-    page.wait(lambda d: page.css(badge) and page.css(badge)[0].text == "Running", "the running session")
+    page.wait(lambda d: page.css(badge) and page.text(badge) == "Running", "the running session")
     page.wait_css(".live-live")
     path = demo.root / "demo" / "sessions" / f"{running}.json"
     before = path.read_text()
@@ -95,10 +95,10 @@ def test_a_session_change_patches_its_row(page: Page, demo: fixtures.Demo) -> No
     obj["status"]["progress"] = "5/6"
     try:
         path.write_text(json.dumps(obj))
-        page.wait(lambda d: page.css(badge)[0].text == "Failed", "the row patched to Failed", timeout=5)
+        page.wait(lambda d: page.text(badge) == "Failed", "the row patched to Failed", timeout=5)
     finally:
         path.write_text(before)
-    page.wait(lambda d: page.css(badge)[0].text == "Running", "the row patched back")
+    page.wait(lambda d: page.text(badge) == "Running", "the row patched back")
     # patched from the event stream: the list itself was fetched once
     fetched = page.js(
         "return performance.getEntriesByType('resource').filter(e => e.name.includes('/api/v1/sessions?')).length"
@@ -128,7 +128,7 @@ def test_session_tasks_show_user_data_as_text(page: Page, demo: fixtures.Demo) -
     assert xss.text == f"+{XSS}"  # the label, shown as text
     assert page.js("return document.querySelectorAll('#app script').length") == 0
     # the CLI commands to copy
-    commands = [e.text for e in page.css("[data-test=commands] .copy-text")]
+    commands = [e.get_attribute("textContent") for e in page.css("[data-test=commands] .copy-text")]
     assert f"kudig retry {s} -n demo" in commands and f"kudig kill {s} -n demo" in commands
     page.screenshot("session")
 
@@ -175,7 +175,7 @@ def test_dag_draws_the_server_layout_and_opens_tasks(
     load = next(n for n in layout["nodes"] if n["name"] == "+etl+load")
     rect = page.css("[data-node='+etl+load'] rect")[0]
     assert (float(rect.get_attribute("x")), float(rect.get_attribute("y"))) == (load["x"], load["y"])
-    page.screenshot("dag")
+    page.screenshot("dag", scroll_to=".tabs")
 
     # click a node: its panel, the task in the URL
     page.css("[data-node='+etl+load'] rect")[0].click()
@@ -241,14 +241,12 @@ def test_gantt_shows_the_phases_and_the_gap(page: Page, demo: fixtures.Demo, ser
     # the segments are where the times say: running starts after the pod started
     seg = {c: e for c, e in zip(classes, row.find_elements(By.CSS_SELECTOR, ".seg"), strict=True)}
     assert seg["seg seg-start"].location["x"] <= seg["seg seg-run st-success"].location["x"]
-    page.screenshot("gantt")
+    page.screenshot("gantt", scroll_to=".tabs")
 
     # zoom: the window goes into the URL and a reload shows the same window
     window = page.css("[data-test=gantt-window]")[0].text
     page.css(".gantt-tools button[title='zoom in']")[0].click()
-    page.wait(
-        lambda d: "from" in query(page) and page.css("[data-test=gantt-window]")[0].text != window, "zoomed"
-    )
+    page.wait(lambda d: "from" in query(page) and page.text("[data-test=gantt-window]") != window, "zoomed")
     zoomed = page.css("[data-test=gantt-window]")[0].text
     page.open(page.location())
     page.wait(
@@ -275,7 +273,7 @@ def test_a_deep_link_round_trips(page: Page, demo: fixtures.Demo) -> None:
     page.css(".tabs a.tab")[2].click()  # Gantt
     page.wait_css("[data-test=gantt] .grow")
     page.css("a.tz-switch")[0].click()
-    page.wait(lambda d: page.css("[data-test=tz-label]")[0].text.startswith("workflow zone"), "workflow zone")
+    page.wait(lambda d: page.text("[data-test=tz-label]").startswith("workflow zone"), "workflow zone")
     assert page.css("[data-test=tz-label]")[0].text == "workflow zone (UTC+09:00)"
     page.d.back()
     page.d.back()
@@ -313,14 +311,14 @@ def test_a_running_tasks_log_grows_live(page: Page, demo: fixtures.Demo, server:
     obj = json.loads(pod.read_text())
     obj["status"]["phase"] = "Succeeded"
     pod.write_text(json.dumps(obj))
-    page.wait(lambda d: page.css("[data-test=log-status]")[0].text == "finished", "the log finished")
+    page.wait(lambda d: page.text("[data-test=log-status]") == "finished", "the log finished")
     assert page.js("return document.querySelectorAll('#app script').length") == 0
 
 
 def test_a_finished_tasks_log(page: Page, demo: fixtures.Demo) -> None:
     s = name("etl", demo.days["first"])
     page.open(f"/sessions/demo/{s}/tasks/%2Betl%2Bextract/log")
-    page.wait(lambda d: page.css("[data-test=log-status]")[0].text == "finished", "finished")
+    page.wait(lambda d: page.text("[data-test=log-status]") == "finished", "finished")
     text = page.css("[data-test=log]")[0].text
     assert text.splitlines()[1:] == ["+etl+extract: step 1", "+etl+extract: step 2", "+etl+extract: step 3"]
 

@@ -91,7 +91,7 @@ export class SessionPage extends Component {
       <nav class="crumbs"><${Link} href=${withQuery({ namespace: ns }, '/sessions')}>Sessions<//> / ${ns} /</nav>
       <h1>${name} <${PhaseBadge} phase=${s.phase} /> <span class=${'live live-' + live}>${live}</span></h1>
       <div class="bar"><${ZoneToggle} zone=${zone} /></div>
-      <dl class="summary">
+      <dl class="summary cols">
         <dt>Workflow</dt><dd><${Link} href=${pathOf('workflows', ns, s.workflow)}>${s.workflow}<//></dd>
         <dt>Session time</dt><dd>${fmtTime(isoMs(s.sessionTime), zone)}</dd>
         <dt>Attempt</dt><dd>${s.attempt ?? ''}</dd>
@@ -113,9 +113,10 @@ export class SessionPage extends Component {
               <td>${fmtTime(isoMs(a.startedAt), zone)}</td><td>${fmtTime(isoMs(a.finishedAt), zone)}</td></tr>`,
           )}</tbody></table>
       </details>
-      <div class="commands" data-test="commands">
+      <details class="commands" data-test="commands">
+        <summary>CLI commands: ${Object.keys(data.commands || {}).join(', ')} (copy them; this UI is read-only)</summary>
         ${Object.entries(data.commands || {}).map(([k, v]) => html`<${Copyable} label=${k} text=${v} />`)}
-      </div>
+      </details>
       <nav class="tabs" role="tablist">
         ${TABS.map(
           (t) => html`<${Link} cls=${t === tab ? 'tab active' : 'tab'} href=${withQuery({ tab: t === 'tasks' ? null : t, view: null })}>${t === 'dag' ? 'DAG' : t[0].toUpperCase() + t.slice(1)}<//>`,
