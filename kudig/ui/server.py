@@ -437,16 +437,10 @@ async def events(request: web.Request) -> web.StreamResponse:
         raise views.BadRequest("session: needs namespace too")
     summaries: dict[tuple[str, str], dict[str, Any]] = {}
     rows: dict[int, dict[str, Any]] = {}
-    if only:
-        assert ns is not None
-        obj = await src.get("sessions", ns, only)
-        if obj is None:
-            raise ApiError(404, f"no Session {ns}/{only}")
-        rows = {r["id"]: r for r in views.rows_json(await _rows(src, obj))}
     # the namespaces to watch: one, all at once, or each the viewer may list
     targets: list[tuple[str | None, list[dict[str, Any]], str]] = []
     if ns:
-        targets.append((ns, *await src.list_objects("sessions", ns)))
+        targets.append((ns, *await src.list_objects("sessions", ns, only)))
     else:
         try:
             targets.append((None, *await src.list_objects("sessions", None)))
@@ -460,6 +454,11 @@ async def events(request: web.Request) -> web.StreamResponse:
         for o in items:
             s = sessionread.summary(o)
             summaries[(s.namespace, s.name)] = views.summary_json(s, views.spec_flags(o))
+    if only:  # the rows the deltas start from: of the same list the watch starts after
+        found = targets[0][1]
+        if not found:
+            raise ApiError(404, f"no Session {ns}/{only}")
+        rows = {r["id"]: r for r in views.rows_json(await _rows(src, found[0]))}
 
     resp = await _sse(request)
     queue: asyncio.Queue[tuple[str | None, Any, int | None] | None] = asyncio.Queue()
@@ -486,7 +485,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                 )
 
     async def watch(target_ns: str | None, rv: str) -> None:
-        async for kind, obj in src.watch("sessions", target_ns, rv):
+        async for kind, obj in src.watch("sessions", target_ns, rv, only):
             await on_event(kind, obj)
 
     watchers = [asyncio.create_task(watch(t, rv)) for t, _, rv in targets]

@@ -47,9 +47,11 @@ class Source(Protocol):
         """The namespaces the viewer may list (None: not allowed to list namespaces)."""
         ...
 
-    async def list_objects(self, plural: str, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
-        """Objects (`sessions`, `workflows`) of a namespace or of all (None), and the list's
-        resourceVersion (to watch from)."""
+    async def list_objects(
+        self, plural: str, namespace: str | None, name: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Objects (`sessions`, `workflows`) of a namespace or of all (None), only the one called
+        `name` when given, and the list's resourceVersion (to watch from)."""
         ...
 
     async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None: ...
@@ -62,9 +64,10 @@ class Source(Protocol):
         ...
 
     def watch(
-        self, plural: str, namespace: str | None, resource_version: str
+        self, plural: str, namespace: str | None, resource_version: str, name: str | None = None
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """(type, object) events (ADDED, MODIFIED, DELETED) after `resource_version`, forever."""
+        """(type, object) events (ADDED, MODIFIED, DELETED) after `resource_version`, forever
+        (of the one object called `name` when given)."""
         ...
 
 
@@ -164,8 +167,12 @@ class KubeSource:
             raise
         return sorted(i["metadata"]["name"] for i in (body or {}).get("items", []))
 
-    async def list_objects(self, plural: str, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
-        body = await self._request(_path(plural, namespace))
+    async def list_objects(
+        self, plural: str, namespace: str | None, name: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        body = await self._request(
+            _path(plural, namespace), {"fieldSelector": f"metadata.name={name}"} if name else None
+        )
         if body is None:  # the CRD is not installed
             return [], ""
         items = body.get("items", [])
@@ -216,11 +223,13 @@ class KubeSource:
                 yield line.decode(errors="replace").rstrip("\r")
 
     async def watch(
-        self, plural: str, namespace: str | None, resource_version: str
+        self, plural: str, namespace: str | None, resource_version: str, name: str | None = None
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         rv = resource_version
         while True:
             params = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_SECONDS)}
+            if name:
+                params["fieldSelector"] = f"metadata.name={name}"
             if rv:
                 params["resourceVersion"] = rv
             async with self.http.get(
@@ -239,7 +248,7 @@ class KubeSource:
                     obj = event.get("object") or {}
                     if event.get("type") == "ERROR":
                         if obj.get("code") == 410:  # too old: list again and go on from there
-                            items, rv = await self.list_objects(plural, namespace)
+                            items, rv = await self.list_objects(plural, namespace, name)
                             for i in items:
                                 yield "MODIFIED", i
                             break
@@ -310,9 +319,11 @@ class FixtureSource:
                         out[p] = p.stat().st_mtime_ns
         return out
 
-    async def list_objects(self, plural: str, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
-        items = [o for p in sorted(self._snapshot(plural, namespace)) if (o := self._read(p)) is not None]
-        return items, "0"
+    async def list_objects(
+        self, plural: str, namespace: str | None, name: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        paths = [p for p in sorted(self._snapshot(plural, namespace)) if name is None or p.stem == name]
+        return [o for p in paths if (o := self._read(p)) is not None], "0"
 
     async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self._read(self._file(namespace, plural, name))
@@ -357,7 +368,7 @@ class FixtureSource:
             await asyncio.sleep(self.POLL)
 
     async def watch(
-        self, plural: str, namespace: str | None, resource_version: str
+        self, plural: str, namespace: str | None, resource_version: str, name: str | None = None
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         seen = self._snapshot(plural, namespace)
         while True:

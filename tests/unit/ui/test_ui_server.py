@@ -269,6 +269,9 @@ def test_events_are_deltas_of_a_watch(fixtures: Path) -> None:
     path = fixtures / NS / "sessions" / "etl-19.json"
 
     async def body(client: TestClient) -> None:
+        await get_json(client, f"/api/v1/events?namespace={NS}&session=nope", 404)
+        await get_json(client, "/api/v1/events?session=etl-19", 400)
+        other = await client.get(f"/api/v1/events?namespace={NS}&session=etl-18")  # sees nothing of etl-19
         resp = await client.get(f"/api/v1/events?namespace={NS}&session=etl-19")
         events = sse_events(resp, 10)
         assert (await events.__anext__())["event"] == "ready"
@@ -284,6 +287,11 @@ def test_events_are_deltas_of_a_watch(fixtures: Path) -> None:
         assert got[1]["event"] == "task"
         assert got[1]["data"]["row"]["name"] == "+etl+load" and got[1]["data"]["row"]["state"] == "error"
         resp.close()
+        quiet = sse_events(other, 10, timeout=1)
+        assert (await quiet.__anext__())["event"] == "ready"
+        with pytest.raises(TimeoutError):
+            await quiet.__anext__()
+        other.close()
 
     serve(fixtures)(body)
 
