@@ -69,8 +69,17 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 # ------------------------------------------------------------------------------- plumbing
 
 
+def _json(data: Any, status: int = 200) -> web.Response:
+    """A JSON answer, compact (a 10,000-task session is megabytes)."""
+    return web.Response(
+        text=json.dumps(data, separators=(",", ":"), ensure_ascii=False),
+        status=status,
+        content_type="application/json",
+    )
+
+
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    return _json({"error": message}, status=status)
 
 
 @web.middleware
@@ -225,14 +234,14 @@ routes = web.RouteTableDef()
 @routes.get("/api/v1/info")
 async def info(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    return web.json_response(
+    return _json(
         {"authMode": settings.auth_mode, "namespace": settings.namespace, "version": settings.version}
     )
 
 
 @routes.get("/api/v1/namespaces")
 async def namespaces(request: web.Request) -> web.Response:
-    return web.json_response({"items": await _visible_namespaces(request, source(request))})
+    return _json({"items": await _visible_namespaces(request, source(request))})
 
 
 @routes.get("/api/v1/sessions")
@@ -242,7 +251,7 @@ async def sessions(request: web.Request) -> web.Response:
     objs = await _list(request, src, "sessions", _namespace_param(request))
     flags = {(o["metadata"]["namespace"], o["metadata"]["name"]): views.spec_flags(o) for o in objs}
     items, nxt = views.page((sessionread.summary(o) for o in objs), filters)
-    return web.json_response(
+    return _json(
         {"items": [views.summary_json(s, flags.get((s.namespace, s.name))) for s in items], "next": nxt}
     )
 
@@ -250,7 +259,7 @@ async def sessions(request: web.Request) -> web.Response:
 @routes.get("/api/v1/sessions/{ns}/{name}")
 async def session(request: web.Request) -> web.Response:
     _, obj, summary, rows = await _session(request)
-    return web.json_response(
+    return _json(
         {
             "summary": views.summary_json(summary, views.spec_flags(obj)),
             "tasks": views.rows_json(rows),
@@ -264,7 +273,7 @@ async def task(request: web.Request) -> web.Response:
     _, _, _, rows = await _session(request)
     row = _task(rows, request)
     parent = next((r.name for r in rows if r.id == row.parent), None)
-    return web.json_response({"row": views.row_json(row, parent), "config": views.scrub(dict(row.config))})
+    return _json({"row": views.row_json(row, parent), "config": views.scrub(dict(row.config))})
 
 
 @routes.get("/api/v1/sessions/{ns}/{name}/dag")
@@ -274,7 +283,7 @@ async def dag(request: web.Request) -> web.Response:
         collapse = {int(i) for i in (request.query.get("collapse") or "").split(",") if i}
     except ValueError:
         raise views.BadRequest("collapse: expected task ids separated by commas") from None
-    return web.json_response(layout.layout(rows, collapse))
+    return _json(layout.layout(rows, collapse))
 
 
 @routes.get("/api/v1/sessions/{ns}/{name}/gantt")
@@ -286,7 +295,7 @@ async def gantt(request: web.Request) -> web.Response:
             404,
             f"attempt {attempt}: kudig keeps the task rows of the current attempt ({summary.attempt}) only",
         )
-    return web.json_response(views.gantt(rows, summary.attempt))
+    return _json(views.gantt(rows, summary.attempt))
 
 
 async def _task_pod(src: Source, ns: str, session: str, row: TaskRow) -> dict[str, Any] | None:
@@ -337,7 +346,7 @@ async def log(request: web.Request) -> web.Response:
         None if pod is None else await src.pod_log(summary.namespace, pod["metadata"]["name"], TASK_CONTAINER)
     )
     lines = (text or "").splitlines()
-    return web.json_response(
+    return _json(
         {
             "lines": lines[offset:],
             "offset": offset,
@@ -519,7 +528,7 @@ async def workflows(request: web.Request) -> web.Response:
     src = source(request)
     objs = await _list(request, src, "workflows", _namespace_param(request))
     items = sorted((views.workflow_item(o) for o in objs), key=lambda i: (i["namespace"], i["objectName"]))
-    return web.json_response({"items": items})
+    return _json({"items": items})
 
 
 async def _workflow(request: web.Request) -> tuple[Source, str, dict[str, Any]]:
@@ -567,7 +576,7 @@ async def workflow(request: web.Request) -> web.Response:
         if (o.get("spec") or {}).get("workflow") == item["objectName"]
     ]
     files = await _project_files(src, ns, obj)
-    return web.json_response(
+    return _json(
         {
             **item,
             "definition": dig,
@@ -595,7 +604,7 @@ async def workflow_file(request: web.Request) -> web.Response:
             text = base64.b64decode(value).decode()
         except (ValueError, UnicodeDecodeError):
             text = None
-    return web.json_response({"path": path, "text": text})
+    return _json({"path": path, "text": text})
 
 
 @routes.get("/api/{tail:.*}")
