@@ -73,7 +73,7 @@ def start_browser(width: int = 1280, height: int = 800) -> WebDriver:
 class UiServer:
     """`kudig ui --fixtures DIR --port 0`, the real command, in a subprocess."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, port: int = 0) -> None:
         self.root = root
         kudig = Path(sys.executable).with_name("kudig")
         cmd = (
@@ -82,7 +82,7 @@ class UiServer:
             else [sys.executable, "-c", "import sys; from kudig.cli import main; sys.exit(main())"]
         )
         self.proc = subprocess.Popen(
-            [*cmd, "ui", "--fixtures", str(root), "--port", "0"],
+            [*cmd, "ui", "--fixtures", str(root), "--port", str(port)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

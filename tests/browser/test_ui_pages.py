@@ -4,6 +4,7 @@ filters and deep links in the URL, user data shown as text, live deltas, the liv
 from __future__ import annotations
 
 import json
+import socket
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
@@ -313,6 +314,68 @@ def test_a_running_tasks_log_grows_live(page: Page, demo: fixtures.Demo, server:
     pod.write_text(json.dumps(obj))
     page.wait(lambda d: page.text("[data-test=log-status]") == "finished", "the log finished")
     assert page.js("return document.querySelectorAll('#app script').length") == 0
+
+
+def test_a_log_resumes_after_the_connection_drops(page: Page, demo: fixtures.Demo, tmp_path: Path) -> None:
+    # the server goes away mid-stream and comes back on the same port: the page reconnects with
+    # Last-Event-ID and shows every line once
+    s = name("etl", demo.days["today"])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    own = UiServer(demo.root, port)
+    running = next(t for t in own.api(f"/sessions/demo/{s}")["tasks"] if t["state"] == "running" and t["pod"])
+    log = demo.root / "demo" / "logs" / f"{running['pod']}.log"
+    original = log.read_text()
+    try:
+        page.server = own
+        page.open(f"/sessions/demo/{s}/tasks/{quote(running['name'], safe='')}/log")
+        pre = page.wait_css("[data-test=log]")
+        page.wait(
+            lambda d: len(pre.text.splitlines()) == 4 and page.text("[data-test=log-status]") == "live",
+            "4 lines",
+        )
+        own.stop()
+        page.wait(lambda d: page.text("[data-test=log-status]") == "reconnecting", "reconnecting")
+        with log.open("a") as f:
+            f.write("after the drop 1\nafter the drop 2\n")
+        own = UiServer(demo.root, port)
+        page.wait(lambda d: pre.text.splitlines()[-1:] == ["after the drop 2"], "the lines written meanwhile")
+        lines = pre.text.splitlines()
+        assert lines == [*original.splitlines(), "after the drop 1", "after the drop 2"]
+        # and the server resumed after the last line seen (Last-Event-ID): nothing was sent twice
+        assert pre.get_attribute("data-received") == str(len(lines))
+    finally:
+        log.write_text(original)
+        page.d.get_log("browser")  # the dropped connection's errors are this test's point
+        page.opened = False
+        page.d.get("about:blank")
+        own.stop()
+
+
+def test_only_http_links_and_same_origin_paths(page: Page) -> None:
+    page.open("/sessions")
+    page.wait_css("[data-test=sessions]")
+    got = page.d.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        import('/static/lib.js').then((m) => done([
+          'javascript:alert(1)', 'JAVASCRIPT:alert(1)', 'data:text/html,x', '//evil.example/x', 'vbscript:x',
+          'https://example.com/a?b', 'http://example.com/', '/sessions?x=1', 'ftp://example.com/',
+        ].map((u) => m.safeHref(u) ?? null)));
+        """
+    )
+    assert got == [
+        None,
+        None,
+        None,
+        None,
+        None,
+        "https://example.com/a?b",
+        "http://example.com/",
+        "/sessions?x=1",
+        None,
+    ]
 
 
 def test_a_finished_tasks_log(page: Page, demo: fixtures.Demo) -> None:

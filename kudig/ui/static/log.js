@@ -9,6 +9,7 @@ export class LogPage extends Component {
     this.state = { status: 'connecting', count: 0, error: null, source: null, follow: true };
     this.pre = null;
     this.lines = 0;
+    this.received = 0;
   }
 
   componentDidMount() {
@@ -40,6 +41,8 @@ export class LogPage extends Component {
           return;
         }
         const n = id === null ? seen + 1 : Number(id);
+        this.received += 1; // every line event, repeated or not (the tests read it)
+        if (this.pre) this.pre.dataset.received = String(this.received);
         if (n <= seen) return; // a resumed stream never repeats a line, but be sure
         seen = n;
         this.append(data && typeof data === 'object' ? String(data.line ?? '') : String(data));
