@@ -300,20 +300,25 @@ def test_a_running_tasks_log_grows_live(page: Page, demo: fixtures.Demo, server:
     running = next(t for t in detail["tasks"] if t["state"] == "running" and t["pod"])
     log = demo.root / "demo" / "logs" / f"{running['pod']}.log"
     pod = demo.root / "demo" / "pods" / f"{running['pod']}.json"
-    page.open(f"/sessions/demo/{s}/tasks/{quote(running['name'], safe='')}/log")
-    pre = page.wait_css("[data-test=log]")
-    page.wait(lambda d: pre.text.count("\n") + 1 >= 4, "the first lines")
-    before = pre.text.splitlines()
-    with log.open("a") as f:
-        f.write(f"a new line {XSS}\n")
-    page.wait(lambda d: pre.text.splitlines()[-1] == f"a new line {XSS}", "the new line")
-    assert pre.text.splitlines()[: len(before)] == before
-    page.screenshot("log")
-    obj = json.loads(pod.read_text())
-    obj["status"]["phase"] = "Succeeded"
-    pod.write_text(json.dumps(obj))
-    page.wait(lambda d: page.text("[data-test=log-status]") == "finished", "the log finished")
-    assert page.js("return document.querySelectorAll('#app script').length") == 0
+    saved = log.read_text(), pod.read_text()
+    try:
+        page.open(f"/sessions/demo/{s}/tasks/{quote(running['name'], safe='')}/log")
+        pre = page.wait_css("[data-test=log]")
+        page.wait(lambda d: len(pre.text.splitlines()) >= 4, "the first lines")
+        before = pre.text.splitlines()
+        with log.open("a") as f:
+            f.write(f"a new line {XSS}\n")
+        page.wait(lambda d: pre.text.splitlines()[-1] == f"a new line {XSS}", "the new line")
+        assert pre.text.splitlines()[: len(before)] == before
+        page.screenshot("log")
+        obj = json.loads(pod.read_text())
+        obj["status"]["phase"] = "Succeeded"
+        pod.write_text(json.dumps(obj))
+        page.wait(lambda d: page.text("[data-test=log-status]") == "finished", "the log finished")
+        assert page.js("return document.querySelectorAll('#app script').length") == 0
+    finally:
+        log.write_text(saved[0])
+        pod.write_text(saved[1])
 
 
 def test_a_log_resumes_after_the_connection_drops(page: Page, demo: fixtures.Demo, tmp_path: Path) -> None:
@@ -332,8 +337,11 @@ def test_a_log_resumes_after_the_connection_drops(page: Page, demo: fixtures.Dem
         page.open(f"/sessions/demo/{s}/tasks/{quote(running['name'], safe='')}/log")
         pre = page.wait_css("[data-test=log]")
         page.wait(
-            lambda d: len(pre.text.splitlines()) == 4 and page.text("[data-test=log-status]") == "live",
-            "4 lines",
+            lambda d: (
+                pre.text.splitlines() == original.splitlines()
+                and page.text("[data-test=log-status]") == "live"
+            ),
+            "the lines so far",
         )
         own.stop()
         page.wait(lambda d: page.text("[data-test=log-status]") == "reconnecting", "reconnecting")
