@@ -41,7 +41,6 @@ def test_sessions_list_filters_live_in_the_url(page: Page, demo: fixtures.Demo) 
     assert page.css("select[name=namespace]")[0].get_attribute("value") == "demo"
     assert page.css("input[name=phase-Succeeded]")[0].is_selected()
     assert not page.css("input[name=phase-Failed]")[0].is_selected()
-    page.screenshot("sessions")
 
     # a filter changed in the form goes into the URL, and the server filters
     page.css("input[name=phase-Failed]")[0].click()
@@ -89,6 +88,7 @@ def test_a_session_change_patches_its_row(page: Page, demo: fixtures.Demo) -> No
     badge = f"tr[data-session='demo/{running}'] .badge"
     page.wait(lambda d: page.css(badge) and page.text(badge) == "Running", "the running session")
     page.wait_css(".live-live")
+    page.screenshot("sessions")
     path = demo.root / "demo" / "sessions" / f"{running}.json"
     before = path.read_text()
     obj = json.loads(before)
