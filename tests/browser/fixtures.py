@@ -274,8 +274,20 @@ def session_object(
     }
 
 
+def project_config_map(namespace: str, name: str, files: dict[str, str]) -> dict[str, Any]:
+    """A project ConfigMap as `kudig push` writes it (keys encoded by kudig_runner.projectfiles)."""
+    from kudig_runner.projectfiles import encode_key
+
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {encode_key(path): text for path, text in files.items()},
+    }
+
+
 def workflow_object(
-    namespace: str, name: str, dig: str, *, files: dict[str, str] | None = None
+    namespace: str, name: str, dig: str, *, project: list[str] | None = None
 ) -> dict[str, Any]:
     definition = load_dig_text(dig, f"{name}.dig", Path("."))
     tz = str(definition.get("timezone", "UTC"))
@@ -297,7 +309,7 @@ def workflow_object(
             "generation": 1,
             "uid": f"uid-wf-{namespace}-{name}",
         },
-        "spec": {"dig": dig, "project": {"configMaps": []}},
+        "spec": {"dig": dig, "project": {"configMaps": project or []}},
         "status": status,
     }
 
@@ -379,7 +391,12 @@ def demo(root: Path, now: float | None = None) -> Demo:
         )
     }
     objects: list[dict[str, Any]] = [
-        workflow_object("demo", "etl", ETL_DIG),
+        workflow_object("demo", "etl", ETL_DIG, project=["etl-project"]),
+        project_config_map(
+            "demo",
+            "etl-project",
+            {"etl.dig": ETL_DIG, "scripts/load_data.py": f"print('{XSS}')  # loads ${{orders}} rows\n"},
+        ),
         workflow_object("demo", "failing", FAILING_DIG),
         workflow_object("analytics", "report", REPORT_DIG),
     ]

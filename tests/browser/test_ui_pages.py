@@ -406,6 +406,15 @@ def test_workflow_definition_and_calendar(page: Page, demo: fixtures.Demo) -> No
     assert ops[:2] == ["daily>", "sh>"]
     assert [e.text for e in page.css("[data-test=definition] .hl-interp")] == ["${session_date}", "${orders}"]
     assert f'echo "{XSS}"' in page.css("[data-test=definition]")[0].text
+    # the project files, one opened as text
+    page.css(".tabs a.tab")[1].click()
+    page.wait(
+        lambda d: [e.text for e in page.css("[data-test=files] a")] == ["etl.dig", "scripts/load_data.py"],
+        "files",
+    )
+    page.css("[data-test=files] a")[1].click()
+    page.wait(lambda d: query(page).get("file") == ["scripts/load_data.py"], "file= in the URL")
+    page.wait(lambda d: page.text("pre.source").startswith(f"print('{XSS}')"), "the file's text")
 
     month = demo.days["skipped"].strftime("%Y-%m")
     page.open(f"/workflows/demo/etl?tab=calendar&month={month}")
