@@ -262,9 +262,20 @@ export class DagView extends Component {
       const edges = new Set();
       if (leaves.length <= SVG_BUDGET) for (const id of ids) for (const e of this.adj.get(id) || []) edges.add(e);
       const collapsed = new Set(collapsedFromUrl());
+      // a group's box clipped to the viewport (plus a margin, so no clipped edge shows): a box
+      // thousands of screens tall would otherwise be rasterised, dashes and all, on every frame
+      const m = 40 / view.k;
+      const vx0 = -view.x / view.k - m;
+      const vy0 = -view.y / view.k - m;
+      const vx1 = vx0 + size.w / view.k + 2 * m;
+      const vy1 = vy0 + size.h / view.k + 2 * m;
       for (const g of groups) {
+        const x0 = Math.max(g.x, vx0);
+        const y0 = Math.max(g.y, vy0);
+        const x1 = Math.min(g.x + g.w, vx1);
+        const y1 = Math.min(g.y + g.h, vy1);
         body.push(html`<g key=${'g' + g.id} class="dag-group" data-group=${g.name}>
-          <rect x=${g.x} y=${g.y} width=${g.w} height=${g.h} rx="6" />
+          <rect x=${x0} y=${y0} width=${Math.max(0, x1 - x0)} height=${Math.max(0, y1 - y0)} rx="6" />
           <text x=${g.x + 8} y=${g.y + 15} class="dag-group-label" onClick=${(e) => this.toggle(g, e)}>${'▾ ' + g.label}</text>
         </g>`);
       }
