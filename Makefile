@@ -21,7 +21,7 @@ $(VENV)/.ready: requirements.lock pyproject.toml
 # moment.js is committed (kudig/js/vendor, byte-identical to npm's moment 2.21.0; see
 # docs/packaging.md), so setup needs no npm. Where npm is installed, setup checks the committed
 # files against the tarball package-lock.json pins, once per venv (`make verify-moment` always does).
-$(VENV)/.moment-verified: package-lock.json $(VENDOR)/SOURCES $(VENDOR)/moment.min.js $(VENDOR)/moment.LICENSE hack/verify-moment | $(VENV)/.ready
+$(VENV)/.moment-verified: package-lock.json $(VENDOR)/SOURCES $(VENDOR)/moment.min.js $(VENDOR)/moment.LICENSE kudig/ui/static/vendor/SOURCES hack/verify-moment | $(VENV)/.ready
 	@if command -v npm >/dev/null; then hack/verify-moment && touch $@; \
 	else echo "npm not found: skipped hack/verify-moment (the unit tests still check the pinned sha256)" >&2; fi
 
@@ -52,6 +52,7 @@ tools:
 	hack/helm >/dev/null
 	hack/prometheus >/dev/null
 	hack/kwok/build >/dev/null
+	hack/chromium >/dev/null
 
 e2e: setup tools
 	KUDIG_E2E=1 PATH="$(CURDIR)/$(BIN):$$PATH" hack/cluster/e2e

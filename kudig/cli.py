@@ -682,6 +682,9 @@ def build_parser() -> argparse.ArgumentParser:
     version.set_defaults(func=cmd_version)
 
     register_commands(sub)
+    from kudig.ui.command import add_command as add_ui_command
+
+    add_ui_command(sub)
     return parser
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+SHELL = {"kudig.cli", "kudig.cluster", "kudig.ui"}  # the command line, its cluster side, the web UI
+# (kudig.ui's pure modules have their own contract)
 
 
 def contracts() -> list[dict[str, Any]]:

@@ -109,4 +109,30 @@ more (tests/unit/test_helm_chart.py ties every verb to a call in the code or in 
 {{- end -}}
 {{- end -}}
 {{- toJson $out -}}
+
+{{- end }}
+
+{{/* The web UI's pods (component ui; the controller's selector never matches them). */}}
+{{- define "kudig.uiSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "kudig.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: ui
+{{- end }}
+
+{{- define "kudig.uiLabels" -}}
+helm.sh/chart: {{ include "kudig.chart" . }}
+{{ include "kudig.uiSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kudig
+{{- end }}
+
+{{/* What the web UI reads (docs/ui.md "Security model"): get/list/watch, never secrets. */}}
+{{- define "kudig.uiViewerRules" -}}
+- apiGroups: ["kudig.io"]
+  resources: ["sessions", "workflows"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["pods", "pods/log", "configmaps", "namespaces"]
+  verbs: ["get", "list", "watch"]
 {{- end }}
