@@ -54,5 +54,5 @@ def test_the_controller_plans_are_below_its_shell() -> None:
 def test_only_the_shells_import_kubernetes_or_kopf() -> None:
     (protected,) = [c for c in contracts() if c["type"] == "protected"]
     assert set(protected["protected_modules"]) == {"kubernetes", "kopf"}
-    assert all(m.startswith(("kudig.cluster", "kudig_operator.")) for m in protected["allowed_importers"])
+    assert all(m.startswith(("kudig.cluster", "kudig.ui.", "kudig_operator.")) for m in protected["allowed_importers"])
     assert "kudig_operator.plan" not in protected["allowed_importers"]
