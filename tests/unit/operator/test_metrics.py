@@ -177,6 +177,7 @@ def test_an_sla_miss(h: Harness) -> None:
     assert h.kube.event_reasons() == ["Started", "SLAMissed", "TaskFailed"]
     assert h.kube.events[2]["message"] == "+wf^sla^fail failed: SLA violation"
     h.ctl.fire(("session", (NS, "s1")))
+    h.finish(h.pod_for("^sla^alert"))  # notify>: a pod of its own
     h.finish(h.pod_for("+a"))
     assert value(h, "kudig_sla_misses_total", **session_labels()) == 1
     assert value(h, "kudig_sessions_finished_total", **session_labels("failed")) == 1
