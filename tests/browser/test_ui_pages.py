@@ -433,3 +433,39 @@ def test_workflow_definition_and_calendar(page: Page, demo: fixtures.Demo) -> No
     page.css("a.tz-switch")[0].click()
     page.wait(lambda d: query(page).get("tz") == ["local"], "tz=local")
     assert page.css("[data-test=tz-label]")[0].text.startswith("local time (")
+
+
+# ---- recorded from a real cluster run -----------------------------------------------------------
+
+RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "ui" / "recorded"
+
+
+def test_recorded_sessions_tasks_dag_and_gantt(page: Page) -> None:
+    # objects hack/ui-record took from a real e2e run, as the API server returned them
+    own = UiServer(RECORDED)
+    try:
+        page.server = own
+        sessions = own.api("/sessions?limit=500")["items"]
+        assert sessions
+        page.open("/sessions")
+        page.wait(lambda d: len(rows(page)) == len(sessions), "every recorded session")
+        for s in sessions:
+            detail = own.api(f"/sessions/{s['namespace']}/{s['name']}")
+            page.open(f"/sessions/{s['namespace']}/{s['name']}")
+            page.wait(
+                lambda d, detail=detail: (
+                    [e.get_attribute("data-task") for e in page.css("[data-test=tasks] .tbody .trow")]
+                    == [t["name"] for t in detail["tasks"]][: len(page.css("[data-test=tasks] .tbody .trow"))]
+                    and page.css("[data-test=tasks] .tbody .trow")
+                ),
+                f"{s['name']}'s task rows",
+            )
+            page.open(f"/sessions/{s['namespace']}/{s['name']}?tab=dag")
+            page.wait_css("[data-test=dag] [data-node]")
+            page.open(f"/sessions/{s['namespace']}/{s['name']}?tab=gantt")
+            page.wait_css("[data-test=gantt] .grow .seg")
+    finally:
+        page.found += page.problems()
+        page.opened = False
+        page.d.get("about:blank")
+        own.stop()
