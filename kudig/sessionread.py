@@ -123,7 +123,11 @@ def blob_of(config_map: Mapping[str, Any]) -> bytes:
     return base64.b64decode((config_map.get("binaryData") or {}).get(BLOB_KEY, ""))
 
 
-def _operator(config: Mapping[str, Any]) -> str | None:
+def operator_of(config: Mapping[str, Any]) -> str | None:
+    """The task's operator as digdag writes it (`sh>`): compiled configs say `_type: sh`."""
+    op = config.get("_type")
+    if isinstance(op, str) and op:
+        return op + OPERATOR_SUFFIX
     return next((k for k in config if isinstance(k, str) and k.endswith(OPERATOR_SUFFIX)), None)
 
 
@@ -141,7 +145,7 @@ def _row(t: Mapping[str, Any]) -> TaskRow:
         state=state,
         retries=int(t.get("retry_count", 0)),
         error=str(error),
-        operator=str(op) if op else _operator(config),
+        operator=str(op) if op else operator_of(config),
         file=t.get("file"),
         line=t.get("line"),
         superseded=bool(t.get("superseded", False)),

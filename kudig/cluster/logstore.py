@@ -129,24 +129,32 @@ class ConfigMapLogStore:
 
     def get(self, namespace: str, session: str, pod: str) -> str | None:
         cm = self.api.get_config_map(namespace, self.name(pod))
-        if cm is None:
-            return None
-        data = (cm.get("binaryData") or {}).get(DATA_KEY)
-        return gzip.decompress(base64.b64decode(data)).decode(errors="replace") if data else ""
+        return None if cm is None else log_text(cm)
 
     def list(self, namespace: str, session: str) -> list[StoredLog]:
-        found = []
-        for cm in self.api.list_config_maps(namespace, f"{LABEL_SESSION}={label_value(session)}"):
-            notes = (cm.get("metadata") or {}).get("annotations") or {}
-            if ANNOTATION_POD in notes:
-                found.append(
-                    StoredLog(
-                        str(notes.get(ANNOTATION_TASK, "")),
-                        str(notes[ANNOTATION_POD]),
-                        str(notes.get(ANNOTATION_CREATED, "")),
-                    )
+        return stored_logs(self.api.list_config_maps(namespace, f"{LABEL_SESSION}={label_value(session)}"))
+
+
+def log_text(config_map: Mapping[str, Any]) -> str:
+    """The log a log ConfigMap holds (the web UI reads them with the viewer's credentials)."""
+    data = (config_map.get("binaryData") or {}).get(DATA_KEY)
+    return gzip.decompress(base64.b64decode(data)).decode(errors="replace") if data else ""
+
+
+def stored_logs(config_maps: list[dict[str, Any]]) -> list[StoredLog]:
+    """The log ConfigMaps among a Session's ConfigMaps, in the order their pods started."""
+    found = []
+    for cm in config_maps:
+        notes = (cm.get("metadata") or {}).get("annotations") or {}
+        if ANNOTATION_POD in notes:
+            found.append(
+                StoredLog(
+                    str(notes.get(ANNOTATION_TASK, "")),
+                    str(notes[ANNOTATION_POD]),
+                    str(notes.get(ANNOTATION_CREATED, "")),
                 )
-        return sorted(found, key=lambda s: (s.created, s.pod))
+            )
+    return sorted(found, key=lambda s: (s.created, s.pod))
 
 
 class S3LogStore:

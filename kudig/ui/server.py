@@ -20,9 +20,11 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from kudig_runner.protocol import strip_frames
 
 from kudig import sessionread
 from kudig.api import ANNOTATION_TASK, LABEL_SESSION, TASK_CONTAINER, TERMINAL, decode_key, label_value
+from kudig.cluster.logstore import ConfigMapLogStore, log_text, stored_logs
 from kudig.errors import KudigError
 from kudig.sessionread import SessionSummary, TaskRow
 from kudig.ui import layout, views
@@ -315,6 +317,17 @@ async def _task_pod(src: Source, ns: str, session: str, row: TaskRow) -> dict[st
     return pods[-1] if pods else None
 
 
+async def _stored_log(src: Source, ns: str, session: str, task: str) -> tuple[str, str] | None:
+    """(pod, log) of the task's newest released pod from kudig's log store (the default store,
+    ConfigMaps, read with the viewer's own credentials); None when none is stored."""
+    config_maps = await src.config_maps(ns, f"{LABEL_SESSION}={label_value(session)}")
+    mine = [s for s in stored_logs(config_maps) if s.task == task]
+    if not mine:
+        return None
+    cm = next(c for c in config_maps if c["metadata"]["name"] == ConfigMapLogStore.name(mine[-1].pod))
+    return mine[-1].pod, log_text(cm)
+
+
 async def _may_still_run(src: Source, ns: str, session: str, task: str) -> bool:
     """The task has not finished and its Session is still going (so a pod may come)."""
     obj = await src.get("sessions", ns, session)
@@ -345,14 +358,21 @@ async def log(request: web.Request) -> web.Response:
     text = (
         None if pod is None else await src.pod_log(summary.namespace, pod["metadata"]["name"], TASK_CONTAINER)
     )
-    lines = (text or "").splitlines()
+    source, pod_name = (
+        ("pod", pod["metadata"]["name"] if pod else None) if text is not None else ("none", None)
+    )
+    if pod is None:  # released by the controller once its result was committed: the log store has it
+        stored = await _stored_log(src, summary.namespace, summary.name, row.name)
+        if stored is not None:
+            (pod_name, text), source = stored, "store"
+    lines = strip_frames(text or "").splitlines()
     return _json(
         {
             "lines": lines[offset:],
             "offset": offset,
             "next": max(offset, len(lines)),
-            "pod": pod["metadata"]["name"] if pod else None,
-            "source": "pod" if text is not None else "none",
+            "pod": pod_name,
+            "source": source,
             "running": bool(pod and _pod_running(pod)),
         }
     )
@@ -405,7 +425,11 @@ async def log_stream(request: web.Request) -> web.StreamResponse:
             pod = await _task_pod(src, ns, summary.name, row)
             if pod is None:
                 if not await _may_still_run(src, ns, summary.name, row.name):
-                    await queue.put(("end", {"reason": "no-pod"}, None))
+                    stored = await _stored_log(src, ns, summary.name, row.name)
+                    for n, line in enumerate(strip_frames(stored[1] if stored else "").splitlines()):
+                        if n >= sent:
+                            await queue.put((None, {"line": line}, n))
+                    await queue.put(("end", {"reason": "stored" if stored else "no-pod"}, None))
                     break
                 await asyncio.sleep(1.0)  # the task has not started yet: its pod comes
                 continue

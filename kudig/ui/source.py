@@ -56,6 +56,7 @@ class Source(Protocol):
 
     async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def config_map(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def config_maps(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
     async def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
     async def pod(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def pod_log(self, namespace: str, pod: str, container: str) -> str | None: ...
@@ -189,6 +190,10 @@ class KubeSource:
     async def config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
         obj: dict[str, Any] | None = await self._request(_path("configmaps", namespace, name))
         return obj
+
+    async def config_maps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        body = await self._request(_path("configmaps", namespace), {"labelSelector": selector})
+        return list((body or {}).get("items", []))
 
     async def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         body = await self._request(_path("pods", namespace), {"labelSelector": selector})
@@ -330,6 +335,13 @@ class FixtureSource:
 
     async def config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._read(self._file(namespace, "configmaps", name))
+
+    async def config_maps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        want = dict(s.split("=", 1) for s in selector.split(",") if "=" in s)
+        items, _ = await self.list_objects("configmaps", namespace)
+        return [
+            c for c in items if all((c["metadata"].get("labels") or {}).get(k) == v for k, v in want.items())
+        ]
 
     async def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         want = dict(s.split("=", 1) for s in selector.split(",") if "=" in s)

@@ -58,6 +58,7 @@ from kudig.engine.state import (
     chunk_names,
     track,
 )
+from kudig.sessionread import operator_of
 
 RESULT_KEYS = ("store_params", "export_params", "subtask_config", "reset_store_params")
 RESULT_INLINE_MAX = 2048
@@ -67,7 +68,6 @@ PART_BYTES = 900 * 1024
 CHUNK_ROWS = 32
 INLINE_BYTES = 64 * 1024
 DATA_KEY = BLOB_KEY
-OPERATOR_SUFFIX = ">"
 
 
 class MissingResult(Exception):
@@ -124,10 +124,6 @@ def _load(ref: Mapping[str, Any], fetched: Mapping[str, bytes]) -> Any:
     return json.loads(gzip.decompress(b"".join(chunks)))
 
 
-def _operator(config: Mapping[str, Any]) -> str | None:
-    return next((k for k in config if isinstance(k, str) and k.endswith(OPERATOR_SUFFIX)), None)
-
-
 def _row_bytes(task: Task, session: str, blobs: list[Blob]) -> bytes:
     """One row as a chunk line, its bulky parts moved to their own ConfigMaps."""
     row = task.to_json()
@@ -140,7 +136,7 @@ def _row_bytes(task: Task, session: str, blobs: list[Blob]) -> bytes:
     if task.batch and "config" in row and len(_dumps(row["config"])) > CONFIG_INLINE_MAX:
         config = row.pop("config")
         ext["config"] = _store(session, config, blobs)
-        row["op"] = _operator(config)  # what a viewer shows without fetching it
+        row["op"] = operator_of(config)  # what a viewer shows without fetching it
     result = {k: row[k] for k in RESULT_KEYS if k in row}
     if result and len(_dumps(result)) > RESULT_INLINE_MAX:
         ext["result"] = _store(session, result, blobs)

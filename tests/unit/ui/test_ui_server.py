@@ -437,3 +437,35 @@ def test_whose_credentials_each_mode_sends() -> None:
                 ]
 
     asyncio.run(main())
+
+
+def test_a_released_pods_log_comes_from_the_log_store(fixtures: Path) -> None:
+    """The controller released +etl+extract's pod of etl-18 (its log went to a ConfigMap, as
+    kudig.cluster.logstore writes it): the log page and stream read it from there."""
+    from kudig.cluster.logstore import ConfigMapLogStore, StoredLog
+
+    made: list[dict[str, Any]] = []
+
+    class Capture:
+        def create_config_map(self, namespace: str, body: dict[str, Any]) -> bool:
+            made.append(body)
+            return True
+
+    session = json.loads((fixtures / NS / "sessions" / "etl-18.json").read_text())
+    store = ConfigMapLogStore(Capture())  # type: ignore[arg-type]
+    store.put(
+        NS, session, StoredLog("+etl+extract", "etl-18-gone", "2024-01-30T00:00:01Z"), "kept 1\nkept 2\n"
+    )
+    (fixtures / NS / "configmaps").mkdir(exist_ok=True)
+    (fixtures / NS / "configmaps" / "etl-18-gone-log.json").write_text(json.dumps(made[0]))
+
+    async def body(client: TestClient) -> None:
+        log = await get_json(client, f"/api/v1/sessions/{NS}/etl-18/tasks/+etl+extract/log")
+        assert (log["source"], log["pod"], log["lines"]) == ("store", "etl-18-gone", ["kept 1", "kept 2"])
+        resp = await client.get(f"/api/v1/sessions/{NS}/etl-18/tasks/+etl+extract/log/stream")
+        events = sse_events(resp, 10)
+        got = [e async for e in _take(events, 3)]
+        assert [e["data"] for e in got] == [{"line": "kept 1"}, {"line": "kept 2"}, {"reason": "stored"}]
+        resp.close()
+
+    serve(fixtures)(body)
