@@ -41,7 +41,8 @@ from kudig.errors import KudigError
 from kudig_operator.controller import Controller, Wakeups
 from kudig_operator.health import HealthServer, Watchdog
 from kudig_operator.leader import LEASE_NAME, LeaseElector
-from kudig_operator.plan.settings import TASK_MAX_RUN_ENV, task_max_run
+from kudig_operator.plan.budget import DEFAULT_WRITE_INTERVAL
+from kudig_operator.plan.settings import TASK_MAX_RUN_ENV, WRITE_INTERVAL_ENV, task_max_run, write_interval
 from kudig_operator.podspec import TASK_POD_ENV, PodSettingsError, task_pod_defaults
 from kudig_operator.podwatch import PodWatch
 
@@ -225,7 +226,7 @@ class NoDiffBase(kopf.DiffBaseStorage):
 def _task_settings(api: Kube) -> dict[str, Any]:
     """What task pods get and what becomes of them: pod defaults (KUDIG_TASK_POD), the pod
     retention (KUDIG_POD_RETENTION), the log store (KUDIG_LOG_STORE) and the task cap
-    (KUDIG_TASK_MAX_RUN). A bad value (a Helm
+    (KUDIG_TASK_MAX_RUN) and the status write budget (KUDIG_STATUS_WRITE_INTERVAL). A bad value (a Helm
     value, usually) stops the controller at start-up with the variable named."""
     try:
         return {
@@ -233,6 +234,9 @@ def _task_settings(api: Kube) -> dict[str, Any]:
             "pod_retention": retention(os.environ.get(RETENTION_ENV)),
             "logs": log_store(api),
             "task_max_run": task_max_run(os.environ.get(TASK_MAX_RUN_ENV)),
+            "status_write_interval": write_interval(
+                os.environ.get(WRITE_INTERVAL_ENV), DEFAULT_WRITE_INTERVAL
+            ),
         }
     except (PodSettingsError, KudigError, ValueError) as e:
         raise SystemExit(str(e)) from None
