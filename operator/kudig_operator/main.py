@@ -37,6 +37,7 @@ import kopf
 from kudig.api import GROUP, SESSIONS, VERSION, WORKFLOWS
 from kudig.cluster.kube import Kube
 from kudig.cluster.logstore import RETENTION_ENV, log_store, retention
+from kudig.cluster.ratelimit import BURST_ENV, QPS_ENV, TokenBucket, rate_from_env
 from kudig.errors import KudigError
 from kudig_operator.controller import Controller, Wakeups
 from kudig_operator.health import HealthServer, Watchdog
@@ -156,9 +157,18 @@ def _lost_leadership() -> None:
     os._exit(1)
 
 
+def _connect() -> Kube:
+    """The controller's client, held to KUDIG_API_QPS / KUDIG_API_BURST (a bad value stops it)."""
+    try:
+        qps, burst = rate_from_env(os.environ.get(QPS_ENV), os.environ.get(BURST_ENV))
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    return Kube.connect(rate=TokenBucket(qps, burst))
+
+
 def _stand_by() -> bool:
     """Serve the probes, then wait until this process holds the lease (True) or SIGTERM (False)."""
-    api = _rt.api = Kube.connect()
+    api = _rt.api = _connect()
     me = identity()
     elector = LeaseElector(
         api,
@@ -251,7 +261,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = workers
     _rt.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kudig-reconcile")
     settings.peering.standalone = True  # one active controller: the Lease says which (not kopf's peering)
-    api = _rt.api or Kube.connect()
+    api = _rt.api or _connect()
     ctl = Controller(
         api,
         runner_image=os.environ.get("KUDIG_RUNNER_IMAGE", "kudig-runner:dev"),
