@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from kudig.api import GROUP, VERSION
+from kudig.cluster.ratelimit import TokenBucket, retry_429
 from kudig.errors import KudigError
 
 _METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
@@ -77,12 +78,19 @@ class KubeApi(Protocol):
 class Kube:
     """`KubeApi` on the official `kubernetes` client (imported here only)."""
 
-    def __init__(self, api_client: Any = None) -> None:
+    def __init__(self, api_client: Any = None, *, rate: TokenBucket | None = None) -> None:
+        """`rate`: the client-side rate limit every request waits on (the controller's; None: none).
+        A client made here retries 429s after their Retry-After (`ratelimit.retry_429`)."""
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
         self._ApiException = ApiException
-        self.api_client = api_client or client.ApiClient()
+        if api_client is None:
+            configuration = client.Configuration.get_default_copy()
+            configuration.retries = retry_429()
+            api_client = client.ApiClient(configuration)
+        self.api_client = api_client
+        self.rate = rate
         self.core = client.CoreV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
         self.requests: Counter[tuple[str, str]] = Counter()
@@ -91,7 +99,7 @@ class Kube:
     # ----- connecting
 
     @classmethod
-    def connect(cls) -> Kube:
+    def connect(cls, rate: TokenBucket | None = None) -> Kube:
         """In a pod: its service account; elsewhere: the kubeconfig (as kubectl)."""
         from kubernetes import config
 
@@ -102,7 +110,7 @@ class Kube:
                 config.load_kube_config()
             except Exception as e:
                 raise KudigError(f"no Kubernetes cluster configured (KUBECONFIG): {e}") from None
-        return cls()
+        return cls(rate=rate)
 
     @classmethod
     def from_kubeconfig(cls, namespace: str | None = None) -> tuple[Kube, str]:
@@ -125,8 +133,11 @@ class Kube:
     # ----- plumbing
 
     def _count(self, verb: str, resource: str) -> None:
+        """Every request passes here: counted, and held to the rate limit."""
         with self._count_lock:
             self.requests[(verb, resource)] += 1
+        if self.rate is not None:
+            self.rate.take()
 
     def _status(self, e: Exception) -> int:
         return int(getattr(e, "status", 0) or 0)

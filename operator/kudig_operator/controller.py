@@ -39,6 +39,7 @@ from kudig.workflowref import resolve, selector, workflow_ref
 from kudig_operator.metrics import Metrics
 from kudig_operator.plan.compiled import CompiledWorkflow
 from kudig_operator.plan.pods import PodView, pod_view
+from kudig_operator.plan.sessionplan import TaskRun
 from kudig_operator.plan.settings import Settings
 from kudig_operator.plan.view import Decoded
 from kudig_operator.plumbing import Key, KeyedLocks, Wakeups
@@ -70,6 +71,9 @@ class _Bucket:
     created: dict[str, float] | None = None  # pods we created, not yet seen started -> when
     news: set[str] | None = None  # pods with progress (finished, lost, stuck) since the last plan began
     dirty: bool = False  # progress since the last plan began: a reconcile for news has work to do
+    last_write: float | None = None  # when this controller last wrote its status (the write budget)
+    held_runs: list[TaskRun] | None = None  # task runs of deferred plans, counted with the next write
+    held_garbage: set[str] | None = None  # row chunks deferred plans replaced, deleted after the next write
 
 
 class Controller:
@@ -87,6 +91,7 @@ class Controller:
         pod_retention: str = "all",
         logs: LogStore | None = None,
         task_max_run: int = DEFAULT_MAX_TASKS,
+        status_write_interval: float = 0.0,
     ) -> None:
         self.api = api
         self.clock = clock
@@ -97,6 +102,7 @@ class Controller:
             task_pod=task_pod,
             pod_retention=pod_retention,
             task_max_run=task_max_run,
+            status_write_interval=status_write_interval,
         )
         self.logs: LogStore = logs if logs is not None else ConfigMapLogStore(api)
         self.workflows = WorkflowStore(api, cache_dir, task_max_run)
@@ -121,6 +127,7 @@ class Controller:
             "sessions_started": 0,
             "events": 0,
             "coalesced": 0,
+            "writes_deferred": 0,
         }
         self.metrics = metrics if metrics is not None else Metrics(identity=identity)
         self.metrics.bind(

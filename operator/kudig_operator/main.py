@@ -37,11 +37,13 @@ import kopf
 from kudig.api import GROUP, SESSIONS, VERSION, WORKFLOWS
 from kudig.cluster.kube import Kube
 from kudig.cluster.logstore import RETENTION_ENV, log_store, retention
+from kudig.cluster.ratelimit import BURST_ENV, QPS_ENV, TokenBucket, rate_from_env
 from kudig.errors import KudigError
 from kudig_operator.controller import Controller, Wakeups
 from kudig_operator.health import HealthServer, Watchdog
 from kudig_operator.leader import LEASE_NAME, LeaseElector
-from kudig_operator.plan.settings import TASK_MAX_RUN_ENV, task_max_run
+from kudig_operator.plan.budget import DEFAULT_WRITE_INTERVAL
+from kudig_operator.plan.settings import TASK_MAX_RUN_ENV, WRITE_INTERVAL_ENV, task_max_run, write_interval
 from kudig_operator.podspec import TASK_POD_ENV, PodSettingsError, task_pod_defaults
 from kudig_operator.podwatch import PodWatch
 
@@ -155,9 +157,18 @@ def _lost_leadership() -> None:
     os._exit(1)
 
 
+def _connect() -> Kube:
+    """The controller's client, held to KUDIG_API_QPS / KUDIG_API_BURST (a bad value stops it)."""
+    try:
+        qps, burst = rate_from_env(os.environ.get(QPS_ENV), os.environ.get(BURST_ENV))
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    return Kube.connect(rate=TokenBucket(qps, burst))
+
+
 def _stand_by() -> bool:
     """Serve the probes, then wait until this process holds the lease (True) or SIGTERM (False)."""
-    api = _rt.api = Kube.connect()
+    api = _rt.api = _connect()
     me = identity()
     elector = LeaseElector(
         api,
@@ -225,7 +236,7 @@ class NoDiffBase(kopf.DiffBaseStorage):
 def _task_settings(api: Kube) -> dict[str, Any]:
     """What task pods get and what becomes of them: pod defaults (KUDIG_TASK_POD), the pod
     retention (KUDIG_POD_RETENTION), the log store (KUDIG_LOG_STORE) and the task cap
-    (KUDIG_TASK_MAX_RUN). A bad value (a Helm
+    (KUDIG_TASK_MAX_RUN) and the status write budget (KUDIG_STATUS_WRITE_INTERVAL). A bad value (a Helm
     value, usually) stops the controller at start-up with the variable named."""
     try:
         return {
@@ -233,6 +244,9 @@ def _task_settings(api: Kube) -> dict[str, Any]:
             "pod_retention": retention(os.environ.get(RETENTION_ENV)),
             "logs": log_store(api),
             "task_max_run": task_max_run(os.environ.get(TASK_MAX_RUN_ENV)),
+            "status_write_interval": write_interval(
+                os.environ.get(WRITE_INTERVAL_ENV), DEFAULT_WRITE_INTERVAL
+            ),
         }
     except (PodSettingsError, KudigError, ValueError) as e:
         raise SystemExit(str(e)) from None
@@ -247,7 +261,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = workers
     _rt.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kudig-reconcile")
     settings.peering.standalone = True  # one active controller: the Lease says which (not kopf's peering)
-    api = _rt.api or Kube.connect()
+    api = _rt.api or _connect()
     ctl = Controller(
         api,
         runner_image=os.environ.get("KUDIG_RUNNER_IMAGE", "kudig-runner:dev"),

@@ -9,6 +9,7 @@ from kudig.compiler import DEFAULT_MAX_TASKS
 from kudig.engine.core import Evaluator
 
 TASK_MAX_RUN_ENV = "KUDIG_TASK_MAX_RUN"
+WRITE_INTERVAL_ENV = "KUDIG_STATUS_WRITE_INTERVAL"
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class Settings:
     # digdag's `executor.task_max_run`: tasks per attempt, in the Workflow as compiled and as
     # generated at run time ("Too many tasks. Limit: N" beyond it)
     task_max_run: int = DEFAULT_MAX_TASKS
+    # the per-session status write budget (KUDIG_STATUS_WRITE_INTERVAL, see plan/budget.py): a
+    # bookkeeping-only write waits until this long after the last one (0: every plan writes)
+    status_write_interval: float = 0.0
 
 
 def task_max_run(text: str | None) -> int:
@@ -37,4 +41,17 @@ def task_max_run(text: str | None) -> int:
         value = 0
     if value < 1:
         raise ValueError(f"{TASK_MAX_RUN_ENV} must be a whole number of 1 or more, got {text!r}")
+    return value
+
+
+def write_interval(text: str | None, default: float) -> float:
+    """The status write interval as `KUDIG_STATUS_WRITE_INTERVAL` says, in seconds (unset: `default`)."""
+    if text is None or not text.strip():
+        return default
+    try:
+        value = float(text.strip())
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 60:
+        raise ValueError(f"{WRITE_INTERVAL_ENV} must be a number of seconds from 0 to 60, got {text!r}")
     return value

@@ -20,6 +20,7 @@ from kudig.cluster.kube import Conflict
 from kudig.cluster.logstore import StoredLog
 from kudig_operator import results
 from kudig_operator.events import SessionEvent, event_body
+from kudig_operator.plan.budget import garbage_after, write_deferred_until
 from kudig_operator.plan.conditions import iso
 from kudig_operator.plan.pods import PodView, frame_complete, log_lines_needed, pod_view
 from kudig_operator.plan.session import invalid_plan, plan_session, waiting_plan
@@ -153,7 +154,11 @@ def reconcile_once(ctl: Controller, key: Key, fresh: bool) -> None:
     with ctl.guard:
         cached, bucket.decoded = bucket.decoded, None  # consumed: the plan mutates it
     rv = str(obj["metadata"].get("resourceVersion", ""))
-    view = prepare(obj, cached[1] if cached is not None and cached[0] == rv else None)
+    warm = cached is not None and cached[0] == rv
+    if not warm:
+        with ctl.guard:  # a held (deferred) state is dropped: its task runs are derived again
+            bucket.held_runs = bucket.held_garbage = None
+    view = prepare(obj, cached[1] if cached is not None and warm else None)
     if view.data is not None and results.chunked(view.data):
         # the rows are in chunks: read them to know which pods to observe
         fetched = fetch_state(ctl, key, view.data)
@@ -223,6 +228,10 @@ def _plan_and_commit(
 def carry_out(ctl: Controller, key: Key, obj: dict[str, Any], plan: SessionPlan) -> None:
     namespace = key[0]
     bucket = ctl.bucket(key)
+    due = write_deferred_until(plan, bucket.last_write, ctl.clock(), ctl.settings.status_write_interval)
+    if due is not None:
+        hold(ctl, key, obj, plan, due)
+        return
     for cm in plan.create_config_maps:
         if ctl.api.create_config_map(namespace, cm):
             ctl.stats["results_written"] += 1
@@ -259,6 +268,16 @@ def carry_out(ctl: Controller, key: Key, obj: dict[str, Any], plan: SessionPlan)
             log.debug("session %s/%s: status write (%s changed)", *key, ", ".join(changed))
         written = ctl.api.replace_status(SESSIONS, {**obj, "status": plan.status})  # Conflict: retry
         ctl.remember_body(key, written)
+        with ctl.guard:
+            bucket.last_write = ctl.clock()
+            held, bucket.held_runs = bucket.held_runs or [], None
+            garbage, bucket.held_garbage = bucket.held_garbage, None
+        if held:  # deferred plans' task runs: committed now
+            plan.runs = [*held, *plan.runs]
+        if garbage and plan.decoded is not None:  # and the chunks they replaced can go now
+            plan.delete_config_maps = garbage_after(
+                garbage, plan.delete_config_maps, plan.decoded.memo.names()
+            )
         rv = str(written["metadata"].get("resourceVersion", ""))
         # committed: count what it did (once; a plan dropped on a 409 never got here)
         ctl.metrics.observe_session_plan(namespace, str((obj.get("spec") or {}).get("workflow")), plan)
@@ -303,6 +322,25 @@ def carry_out(ctl: Controller, key: Key, obj: dict[str, Any], plan: SessionPlan)
             ctl.wakeups.set(("session", key), plan.wakeup)
         else:
             ctl.wakeups.cancel(("session", key))
+
+
+def hold(ctl: Controller, key: Key, obj: dict[str, Any], plan: SessionPlan, due: float) -> None:
+    """The write budget (plan/budget.py): keep a bookkeeping-only plan's state in memory, to be
+    written by the next plan or at `due`. Its pod views stay cached (the next plan releases
+    them); a 409 or a restart re-derives its news from those pods, which are still there."""
+    bucket = ctl.bucket(key)
+    for cm in plan.create_config_maps:  # content-addressed: the held state refers to them
+        if ctl.api.create_config_map(key[0], cm):
+            ctl.stats["results_written"] += 1
+    rv = str(obj["metadata"].get("resourceVersion", ""))
+    with ctl.guard:
+        ctl.stats["writes_deferred"] += 1
+        assert plan.decoded is not None  # (write_deferred_until says so)
+        bucket.decoded = (rv, plan.decoded)
+        bucket.held_runs = [*(bucket.held_runs or []), *plan.runs]
+        bucket.held_garbage = (bucket.held_garbage or set()) | set(plan.delete_config_maps)
+    if ctl.wakeups is not None:
+        ctl.wakeups.set(("session", key), due if plan.wakeup is None else min(due, plan.wakeup))
 
 
 def emit(ctl: Controller, key: Key, session: Mapping[str, Any], events: list[SessionEvent]) -> None:
