@@ -124,12 +124,22 @@ def operator_fixture(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def push(
-    kube: Kube, namespace: str, project: Path, name: str | None = None, *, validate: bool = True
+    kube: Kube,
+    namespace: str,
+    project: Path,
+    name: str | None = None,
+    *,
+    validate: bool = True,
+    spec: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
+    """`kudig push`'s objects, created; `spec` adds to each Workflow's spec (as a GitOps render
+    edited by hand would: the Workflow is created with it, so no Session races a later patch)."""
     from kudig.cluster.project import build_objects
 
     objects = build_objects(project, name or project.name, namespace, validate=validate)
     for obj in objects:
+        if obj["kind"] == "Workflow" and spec:
+            obj["spec"].update(spec)
         if obj["kind"] == "ConfigMap":
             kube.core.create_namespaced_config_map(namespace, obj)
         else:

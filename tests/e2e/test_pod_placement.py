@@ -58,17 +58,11 @@ def test_pod_settings_from_three_layers(
         "  sh>: echo never\n"
         "  _pod: {nodeSelecter: {zone: a}}\n"
     )
-    objects = push(kube, namespace, root, "placed")
     # the Workflow's spec.pod: one more label, overridden per key by the task's own
-    wf = next(o for o in objects if o["kind"] == "Workflow")
-    kube.custom.patch_namespaced_custom_object(
-        "kudig.io",
-        "v1alpha1",
-        namespace,
-        "workflows",
-        wf["metadata"]["name"],
-        {"spec": {"pod": {"labels": {"team": "data", "tier": "default"}}}},
+    objects = push(
+        kube, namespace, root, "placed", spec={"pod": {"labels": {"team": "data", "tier": "default"}}}
     )
+    wf = next(o for o in objects if o["kind"] == "Workflow")
     name = start(kube, namespace, wf["metadata"]["name"], "2024-01-30T00:00:00+00:00")
     obj = wait_session(kube, operator, namespace, name)
     assert obj["status"]["phase"] == "Failed"

@@ -32,11 +32,8 @@ def test_released_pods_leave_their_logs_in_the_store(
     root = tmp_path / "released"
     root.mkdir()
     (root / "released.dig").write_text(DIG)
-    objects = push(kube, namespace, root, "released")
+    objects = push(kube, namespace, root, "released", spec={"history": {"pods": "failed"}})
     wf = next(o for o in objects if o["kind"] == "Workflow")["metadata"]["name"]
-    kube.custom.patch_namespaced_custom_object(
-        "kudig.io", "v1alpha1", namespace, "workflows", wf, {"spec": {"history": {"pods": "failed"}}}
-    )
     name = start(kube, namespace, wf, "2024-01-30T00:00:00+00:00")
     obj = wait_session(kube, operator, namespace, name)
     assert obj["status"]["phase"] == "Failed"
