@@ -88,6 +88,9 @@ class Kube:
         if api_client is None:
             configuration = client.Configuration.get_default_copy()
             configuration.retries = retry_429()
+            # room for the reconcile workers, a plan's concurrent pod creates and the watches
+            # (urllib3 drops a connection beyond the pool, and the next request pays a handshake)
+            configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, 64)
             api_client = client.ApiClient(configuration)
         self.api_client = api_client
         self.rate = rate

@@ -42,7 +42,7 @@ from kudig_operator.plan.pods import PodView, pod_view
 from kudig_operator.plan.sessionplan import TaskRun
 from kudig_operator.plan.settings import Settings
 from kudig_operator.plan.view import Decoded
-from kudig_operator.plumbing import Key, KeyedLocks, Wakeups
+from kudig_operator.plumbing import Fanout, Key, KeyedLocks, Wakeups
 from kudig_operator.reactions import session as session_reaction
 from kudig_operator.reactions import workflow as workflow_reaction
 from kudig_operator.workflowstore import WorkflowStore
@@ -92,6 +92,7 @@ class Controller:
         logs: LogStore | None = None,
         task_max_run: int = DEFAULT_MAX_TASKS,
         status_write_interval: float = 0.0,
+        create_concurrency: int = 1,
     ) -> None:
         self.api = api
         self.clock = clock
@@ -107,6 +108,7 @@ class Controller:
         self.logs: LogStore = logs if logs is not None else ConfigMapLogStore(api)
         self.workflows = WorkflowStore(api, cache_dir, task_max_run)
         self.wakeups = wakeups
+        self.creates = Fanout(create_concurrency)  # a plan's pod creates, side by side
         self.locks = KeyedLocks()
         self.sessions: dict[Key, _Bucket] = {}
         self.waiting: dict[Key, set[Key]] = {}  # workflow -> sessions waiting for it to compile

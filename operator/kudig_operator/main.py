@@ -43,7 +43,14 @@ from kudig_operator.controller import Controller, Wakeups
 from kudig_operator.health import HealthServer, Watchdog
 from kudig_operator.leader import LEASE_NAME, LeaseElector
 from kudig_operator.plan.budget import DEFAULT_WRITE_INTERVAL
-from kudig_operator.plan.settings import TASK_MAX_RUN_ENV, WRITE_INTERVAL_ENV, task_max_run, write_interval
+from kudig_operator.plan.settings import (
+    CREATE_CONCURRENCY_ENV,
+    TASK_MAX_RUN_ENV,
+    WRITE_INTERVAL_ENV,
+    create_concurrency,
+    task_max_run,
+    write_interval,
+)
 from kudig_operator.podspec import TASK_POD_ENV, PodSettingsError, task_pod_defaults
 from kudig_operator.podwatch import PodWatch
 
@@ -236,7 +243,8 @@ class NoDiffBase(kopf.DiffBaseStorage):
 def _task_settings(api: Kube) -> dict[str, Any]:
     """What task pods get and what becomes of them: pod defaults (KUDIG_TASK_POD), the pod
     retention (KUDIG_POD_RETENTION), the log store (KUDIG_LOG_STORE) and the task cap
-    (KUDIG_TASK_MAX_RUN) and the status write budget (KUDIG_STATUS_WRITE_INTERVAL). A bad value (a Helm
+    (KUDIG_TASK_MAX_RUN), the status write budget (KUDIG_STATUS_WRITE_INTERVAL) and how many pods
+    one plan creates at once (KUDIG_POD_CREATE_CONCURRENCY). A bad value (a Helm
     value, usually) stops the controller at start-up with the variable named."""
     try:
         return {
@@ -247,6 +255,7 @@ def _task_settings(api: Kube) -> dict[str, Any]:
             "status_write_interval": write_interval(
                 os.environ.get(WRITE_INTERVAL_ENV), DEFAULT_WRITE_INTERVAL
             ),
+            "create_concurrency": create_concurrency(os.environ.get(CREATE_CONCURRENCY_ENV)),
         }
     except (PodSettingsError, KudigError, ValueError) as e:
         raise SystemExit(str(e)) from None
@@ -323,6 +332,8 @@ def cleanup(**_: Any) -> None:
         _rt.wakeups.stop()
     if _rt.executor is not None:  # reconciles in flight finish before the lease is released
         _rt.executor.shutdown(wait=True, cancel_futures=True)
+    if _rt.controller is not None:
+        _rt.controller.creates.stop()
     if _rt.health is not None:
         _rt.health.stop()
 

@@ -6,13 +6,16 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger("kudig.controller")
 
 Key = tuple[str, str]  # (namespace, name)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class KeyedLocks:
@@ -108,3 +111,36 @@ class Wakeups:
         with self._cond:
             self._stopped = True
             self._cond.notify()
+
+
+class Fanout:
+    """Blocking calls of one batch run side by side on up to `width` threads (the pod creates of a
+    plan: each is one round trip to the API server, so one after the other they cap a fan-out at
+    1/latency pods per second). Results come back in order; the first exception is raised once
+    every call of the batch has ended. Width 1 runs the calls inline, in order."""
+
+    def __init__(self, width: int) -> None:
+        self.width = max(1, width)
+        self._pool: ThreadPoolExecutor | None = None
+        self._guard = threading.Lock()
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        batch = list(items)
+        if self.width == 1 or len(batch) < 2:
+            return [fn(item) for item in batch]
+        with self._guard:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.width, thread_name_prefix="kudig-fanout")
+            pool = self._pool
+        futures = [pool.submit(fn, item) for item in batch]
+        errors = [f.exception() for f in futures]  # waits for every call
+        for error in errors:
+            if error is not None:
+                raise error
+        return [f.result() for f in futures]
+
+    def stop(self) -> None:
+        with self._guard:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)

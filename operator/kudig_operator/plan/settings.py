@@ -10,6 +10,8 @@ from kudig.engine.core import Evaluator
 
 TASK_MAX_RUN_ENV = "KUDIG_TASK_MAX_RUN"
 WRITE_INTERVAL_ENV = "KUDIG_STATUS_WRITE_INTERVAL"
+CREATE_CONCURRENCY_ENV = "KUDIG_POD_CREATE_CONCURRENCY"
+DEFAULT_CREATE_CONCURRENCY = 16
 
 
 @dataclass(frozen=True)
@@ -54,4 +56,18 @@ def write_interval(text: str | None, default: float) -> float:
         value = -1.0
     if not 0 <= value <= 60:
         raise ValueError(f"{WRITE_INTERVAL_ENV} must be a number of seconds from 0 to 60, got {text!r}")
+    return value
+
+
+def create_concurrency(text: str | None) -> int:
+    """How many pod creates of one plan run at once, as `KUDIG_POD_CREATE_CONCURRENCY` says (unset:
+    16; 1: one after the other)."""
+    if text is None or not text.strip():
+        return DEFAULT_CREATE_CONCURRENCY
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 256:
+        raise ValueError(f"{CREATE_CONCURRENCY_ENV} must be a whole number from 1 to 256, got {text!r}")
     return value

@@ -235,26 +235,7 @@ def carry_out(ctl: Controller, key: Key, obj: dict[str, Any], plan: SessionPlan)
     for cm in plan.create_config_maps:
         if ctl.api.create_config_map(namespace, cm):
             ctl.stats["results_written"] += 1
-    for pod in plan.create_pods:
-        with ctl.guard:
-            bucket.uncommitted = (bucket.uncommitted or set()) | {pod["metadata"]["name"]}
-        if ctl.api.create_pod(namespace, pod):
-            ctl.stats["pods_created"] += 1
-            at = ctl.clock()
-            # We know it exists and has not run yet: no need to ask before the watch says more.
-            created = PodView(pod["metadata"]["name"], owner_uid=obj["metadata"].get("uid"), phase="Pending")
-            with ctl.guard:
-                if bucket.pods is None:
-                    bucket.pods = {}
-                bucket.pods.setdefault(created.name, created)
-                if bucket.created is None:
-                    bucket.created = {}
-                bucket.created[created.name] = at
-            origin = plan.step_origins.get(created.name)
-            if origin is not None:
-                ctl.metrics.step_gap.observe(max(0.0, at - origin))
-        else:
-            ctl.stats["pods_adopted"] += 1
+    create_pods(ctl, key, obj, plan)
     rv = str(obj["metadata"].get("resourceVersion", ""))
     written = obj
     schedule.create_sessions(ctl, namespace, plan.create_sessions, f"for {key[1]}")
@@ -322,6 +303,37 @@ def carry_out(ctl: Controller, key: Key, obj: dict[str, Any], plan: SessionPlan)
             ctl.wakeups.set(("session", key), plan.wakeup)
         else:
             ctl.wakeups.cancel(("session", key))
+
+
+def create_pods(ctl: Controller, key: Key, obj: Mapping[str, Any], plan: SessionPlan) -> None:
+    """Create the plan's pods, side by side (`Controller.creates`), before its status commit. Each
+    is named uncommitted first: should the commit fail, the next plan adopts or deletes them."""
+    bucket = ctl.bucket(key)
+    names = [str(pod["metadata"]["name"]) for pod in plan.create_pods]
+    with ctl.guard:
+        bucket.uncommitted = (bucket.uncommitted or set()) | set(names)
+
+    def create(pod: dict[str, Any]) -> tuple[bool, float]:
+        return ctl.api.create_pod(key[0], pod), ctl.clock()
+
+    for name, (created, at) in zip(names, ctl.creates.map(create, plan.create_pods), strict=True):
+        if not created:
+            with ctl.guard:
+                ctl.stats["pods_adopted"] += 1
+            continue
+        # We know it exists and has not run yet: no need to ask before the watch says more.
+        view = PodView(name, owner_uid=obj["metadata"].get("uid"), phase="Pending")
+        with ctl.guard:
+            ctl.stats["pods_created"] += 1
+            if bucket.pods is None:
+                bucket.pods = {}
+            bucket.pods.setdefault(name, view)
+            if bucket.created is None:
+                bucket.created = {}
+            bucket.created[name] = at
+        origin = plan.step_origins.get(name)
+        if origin is not None:
+            ctl.metrics.step_gap.observe(max(0.0, at - origin))
 
 
 def hold(ctl: Controller, key: Key, obj: dict[str, Any], plan: SessionPlan, due: float) -> None:

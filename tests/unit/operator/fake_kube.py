@@ -9,6 +9,8 @@ import base64
 import copy
 import itertools
 import json
+import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -41,6 +43,10 @@ class FakeKube:
         self.deleted_objects: list[str] = []  # what the next watch_pods stream delivers
         self.watched_from: list[str] = []
         self.events: list[dict[str, Any]] = []  # every Event created, in order
+        self._creating = threading.Lock()  # pod creates may come from several threads at once
+        self.creating_at_once = 0  # pod creates in flight now, and the most ever seen
+        self.most_creating_at_once = 0
+        self.create_delay = 0.0  # seconds a pod create takes (the round trip it stands for)
 
     # ----- test helpers
 
@@ -258,16 +264,26 @@ class FakeKube:
         return copy.deepcopy(pod) if pod is not None else None
 
     def create_pod(self, namespace: str, body: dict[str, Any]) -> bool:
-        self._enter("create_pod", "create", "pods")
-        name = body["metadata"]["name"]
-        if (namespace, name) in self.pods:
-            return False
-        pod = json.loads(json.dumps(body))
-        self._meta(pod, namespace)
-        pod["status"] = {"phase": "Pending"}
-        self.pods[(namespace, name)] = pod
-        self.created_pods.append(name)
-        return True
+        with self._creating:
+            self.creating_at_once += 1
+            self.most_creating_at_once = max(self.most_creating_at_once, self.creating_at_once)
+        try:
+            if self.create_delay:
+                time.sleep(self.create_delay)
+            with self._creating:
+                self._enter("create_pod", "create", "pods")
+                name = body["metadata"]["name"]
+                if (namespace, name) in self.pods:
+                    return False
+                pod = json.loads(json.dumps(body))
+                self._meta(pod, namespace)
+                pod["status"] = {"phase": "Pending"}
+                self.pods[(namespace, name)] = pod
+                self.created_pods.append(name)
+                return True
+        finally:
+            with self._creating:
+                self.creating_at_once -= 1
 
     def delete_pod(self, namespace: str, name: str) -> None:
         self._enter("delete_pod", "delete", "pods")

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from kudig_operator.plan import session as session_plan
+from kudig_operator.plumbing import Fanout
 from kudig_operator.podspec import pod_name
 from test_controller import NS, Harness
 
@@ -144,3 +145,36 @@ def test_progress_kept_by_the_engine_matches_a_recount(h: Harness) -> None:
             h.finish(running[0])
     assert h.status()["phase"] == "Failed"
     assert [f["name"] for f in h.status()["failedTasks"]] == ["+wf+g+flaky"]
+
+
+def test_a_plan_creates_its_pods_side_by_side(h: Harness) -> None:
+    """`KUDIG_POD_CREATE_CONCURRENCY`: the 60 creates of one plan overlap (each a round trip),
+    each pod is created once, and the status commit comes after all of them."""
+    h.ctl.creates = Fanout(8)
+    h.kube.create_delay = 0.02
+    h.workflow(FAN)
+    committed: list[int] = []
+    h.kube.before("replace_status", lambda: committed.append(len(h.kube.created_pods)))
+    h.session()
+    h.ctl.creates.stop()
+    assert h.kube.most_creating_at_once == 8
+    assert sorted(h.kube.created_pods) == sorted(set(h.kube.created_pods)) and len(h.pods()) == 60
+    assert committed == [60], "the status is written once every pod exists"
+    assert h.ctl.stats["pods_created"] == 60
+    assert h.status()["progress"] == "0/62"
+
+
+def test_a_failed_create_fails_the_plan_after_the_others_ended(h: Harness) -> None:
+    """One create of a side-by-side batch fails: nothing is committed, and the next plan adopts
+    the pods the others created (one pod per task still)."""
+    h.ctl.creates = Fanout(4)
+    h.workflow(FAN)
+    h.kube.fail_next("create_pod", RuntimeError("apiserver went away"))
+    writes = h.kube.requests[("update", "sessions/status")]
+    with pytest.raises(RuntimeError):
+        h.session()
+    assert h.kube.requests[("update", "sessions/status")] == writes, "nothing committed"
+    assert len(h.pods()) == 59
+    h.ctl.reconcile_session(NS, "s1", fresh=True)
+    h.ctl.creates.stop()
+    assert len(h.pods()) == 60 and len(set(h.kube.created_pods)) == len(h.kube.created_pods)
