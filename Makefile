@@ -1,7 +1,7 @@
 # kudig — the two commands a newcomer needs:
 #   make demo   set everything up and run the demo workflow locally (no cluster)
-#   make test   set everything up and run the whole test suite (lint, types, unit,
-#               engine, conformance, then the e2e tests on a real local cluster)
+#   make test   set everything up and run the whole test suite (lint, types, then unit,
+#               engine, conformance and the e2e tests on a real local cluster, side by side)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 VENDOR := kudig/js/vendor
 
-.PHONY: setup verify-moment demo test lint typecheck unit e2e bench clean
+.PHONY: setup verify-moment demo test lint typecheck unit e2e e2e-cluster e2e-kwok bench clean
 
 $(VENV)/.ready: requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,7 +42,7 @@ typecheck: setup
 	$(BIN)/mypy kudig runner/kudig_runner operator/kudig_operator tests/unit/operator/fake_kube.py
 
 unit: setup
-	$(BIN)/pytest -q tests --ignore=tests/e2e
+	$(BIN)/pytest -q tests --ignore=tests/e2e --durations=15
 
 # helm (built from the Go module proxy) and Prometheus (Debian's package), cached under ~/.cache/kudig:
 # tests/e2e/test_helm.py needs both (the unit tests call hack/helm and hack/prometheus themselves)
@@ -54,10 +54,21 @@ tools:
 	hack/kwok/build >/dev/null
 	hack/chromium >/dev/null
 
-e2e: setup tools
-	KUDIG_E2E=1 PATH="$(CURDIR)/$(BIN):$$PATH" hack/cluster/e2e
+# The e2e tests: those on the one local test cluster (hack/cluster/e2e starts and stops it), and
+# the KWOK scale tests, which start a control plane of their own (hack/kwok) and need neither.
+e2e: e2e-cluster e2e-kwok
 
-test: lint typecheck unit e2e
+e2e-cluster: setup tools
+	KUDIG_E2E=1 PATH="$(CURDIR)/$(BIN):$$PATH" hack/cluster/e2e --ignore=tests/e2e/test_scale_kwok.py --durations=15
+
+e2e-kwok: setup tools
+	KUDIG_E2E=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -m e2e tests/e2e/test_scale_kwok.py --durations=5
+
+# Lint and types first, then the three suites side by side: they share nothing but the CPU (the
+# cluster's e2e tests mostly wait on pods), so the wall time is about the longest one's, not the
+# sum. Each suite's output is printed whole when it ends (--output-sync); make fails if any does.
+test: lint typecheck
+	$(MAKE) --no-print-directory -j3 --output-sync=target unit e2e-cluster e2e-kwok
 
 bench: setup
 	$(PY) bench/compile.py

@@ -83,6 +83,10 @@ run_logged() {
   log "$step: done in $((SECONDS - start))s"
 }
 
+# apt-get, one at a time across kudig's scripts (`make test` runs unit and e2e tests side by side,
+# and each may install what it needs): a lock of ours, and dpkg's own lock waited for, not failed on.
+apt_get() { mkdir -p "$KUDIG_CACHE"; flock "$KUDIG_CACHE/.apt.lock" apt-get -o DPkg::Lock::Timeout=600 "$@"; }
+
 # apt-installs the Debian packages whose command/file is missing. Args: "path:package" pairs.
 ensure_apt() {
   local missing=() pair path pkg
@@ -95,11 +99,11 @@ ensure_apt() {
   (( ${#missing[@]} == 0 )) && return 0
   log "apt-get install ${missing[*]}"
   if [[ ! -f /var/lib/apt/periodic/kudig-updated ]] || ! apt-cache show "${missing[0]}" >/dev/null 2>&1; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$KUDIG_CACHE/apt-update.log" 2>&1 \
+    DEBIAN_FRONTEND=noninteractive apt_get update -qq >"$KUDIG_CACHE/apt-update.log" 2>&1 \
       || fail apt-get "$KUDIG_CACHE/apt-update.log" "apt-get update"
     mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/kudig-updated
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+  DEBIAN_FRONTEND=noninteractive apt_get install -y -qq --no-install-recommends "${missing[@]}" \
     >"$KUDIG_CACHE/apt-install.log" 2>&1 || fail apt-get "$KUDIG_CACHE/apt-install.log" "apt-get install ${missing[*]}"
 }
 
