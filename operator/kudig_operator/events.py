@@ -11,8 +11,8 @@ commits a plan also records its Events (`status.lastEvents`, an `Outbox`: at mos
 capped by `MAX_TASK_EVENTS`), and the next status write the Session makes anyway replaces them
 (no write only to clear them; a finished Session keeps its last ones). Each Event's name derives
 from the Session and its place in the outbox (`event_name`: the Session's name, the outbox's id —
-a hash of the Session's uid and the resourceVersion the write replaced, so unique per commit — and
-the Event's index), so creating it twice meets AlreadyExists (409), which is "already there",
+the commit's time, then a hash of the Session's uid and the resourceVersion the write replaced, so
+unique per commit — and the Event's index), so creating it twice meets AlreadyExists (409), which is "already there",
 never an error nor a duplicate. A controller that did not write the version it reads (a restart,
 a 409, a foreign write: `plan.outbox.owed`) creates that version's Events again before its own
 write drops them; the controller that wrote it created them right after the write.
@@ -103,19 +103,20 @@ class Outbox:
         )
 
 
-def outbox_id(uid: str, resource_version: str, events: Iterable[SessionEvent]) -> str:
+def outbox_id(uid: str, resource_version: str, events: Iterable[SessionEvent], at: float) -> str:
     """Unique per status write of a Session (only one write can replace a given resourceVersion),
-    and per list of Events a plan made from that version without a write."""
+    and per list of Events a plan made from that version without a write; it starts with `at` in
+    nanoseconds (hex, as client-go names Events), so a listing by name is in time order."""
     digest = hashlib.sha256(f"{uid}/{resource_version}".encode())
     for e in events:
         digest.update(f"\0{e.type}\0{e.reason}\0{e.message}".encode())
-    return digest.hexdigest()[:16]
+    return f"{max(0, int(at * 1e9)):016x}{digest.hexdigest()[:12]}"
 
 
 def event_name(session: str, outbox: str, index: int) -> str:
     """The name of Event `index` of outbox `outbox` about `session` (a valid DNS subdomain: the
-    Session's name cut short, without a trailing dot or dash, then `.<outbox>-<index>`)."""
-    suffix = f".{outbox}-{index}"
+    Session's name cut short, without a trailing dot or dash, then `.<outbox>-<index, hex>`)."""
+    suffix = f".{outbox}-{index:02x}"
     return session[: MAX_NAME_CHARS - len(suffix)].rstrip(".-") + suffix
 
 

@@ -32,7 +32,7 @@ def settle(view: SessionView, plan: SessionPlan, now: float) -> SessionPlan:
     plan.owed = owed(view)
     if plan.events:
         rv = str(view.obj["metadata"].get("resourceVersion", ""))
-        plan.outbox = Outbox(outbox_id(view.uid, rv, plan.events), now, tuple(plan.events))
+        plan.outbox = Outbox(outbox_id(view.uid, rv, plan.events, now), now, tuple(plan.events))
     else:
         plan.outbox = None
     if plan.status is not None:

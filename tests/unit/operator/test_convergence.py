@@ -134,6 +134,38 @@ def test_a_crash_before_the_finished_label_is_repaired(h: Harness) -> None:
     labels = h.kube.obj(SESSIONS, NS, "s1")["metadata"]["labels"]
     assert labels[LABEL_FINISHED] == str(int(h.now)), "the finished label is re-derived"
     assert h.kube.deleted_objects == ["s0"], "history.keep applies once the label is set"
+    assert h.kube.event_reasons("s1") == ["Started", "Succeeded"], "the outcome Event, once"
+
+
+def test_the_next_status_write_drops_the_events_of_the_last(h: Harness) -> None:
+    """The outbox holds one write's Events: a write that reports none drops it (no write is made
+    only for that), so it never grows with the Session."""
+    h.workflow("+a:\n  sh>: echo a\n+b:\n  sh>: echo b\n")
+    h.session()
+    assert [e["reason"] for e in h.status()["lastEvents"]["events"]] == ["Started"]
+    h.finish(h.pod_for("+a"))
+    assert "lastEvents" not in h.status()
+    h.finish(h.pod_for("+b"))
+    assert [e["reason"] for e in h.status()["lastEvents"]["events"]] == ["Succeeded"]
+    assert h.kube.event_reasons() == ["Started", "Succeeded"]
+
+
+def test_a_finished_session_without_the_record_gets_its_outcome_event_once(h: Harness) -> None:
+    """A Session finished by a controller that recorded no Events in its status (an older one),
+    and died before the label: the outcome is derived from the status, created once however
+    often controllers restart (its name derives from the Session's version)."""
+    h.workflow("+a:\n  sh>: echo a\n")
+    h.session()
+    h.kube.fail_next("create_event")  # the outcome Event, before the label patch
+    with pytest.raises(Crash):
+        h.finish(pod_of(h, "s1"))
+    h.kube.objects[(SESSIONS, NS, "s1")]["status"].pop("lastEvents")
+    h.kube.fail_next("patch")  # dies again before the label
+    with pytest.raises(Crash):
+        restart(h)
+    restart(h)
+    assert LABEL_FINISHED in h.kube.obj(SESSIONS, NS, "s1")["metadata"]["labels"]
+    assert h.kube.event_reasons("s1") == ["Started", "Succeeded"]
 
 
 def test_a_pod_finishing_mid_reconcile_is_not_deleted_as_an_orphan(h: Harness) -> None:
