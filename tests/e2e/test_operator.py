@@ -310,8 +310,10 @@ def test_kill_and_retry(kube: Kube, namespace: str, operator: Operator, tmp_path
     assert obj["status"]["lastEvents"]["events"][-1]["reason"] == "Killed"
     from kudig_operator.events import SessionEvent, event_body
 
+    from kudig.cluster.kube import Kube as Client
+
     again = event_body(obj, events[-1].metadata.name, SessionEvent("Normal", "Killed", "x"), 0.0, "e2e")
-    assert kube.create_event(namespace, again) is False
+    assert Client(kube.api).create_event(namespace, again) is False
     metrics = operator.probe("metrics")[1]
     assert f'kudig_sessions_finished_total{{namespace="{namespace}",outcome="killed",workflow="kr"}} 1.0' in (
         metrics
