@@ -239,6 +239,20 @@ class EngineBlob(Model):
     data: str
 
 
+class EventRecord(Model):
+    type: str
+    reason: str
+    message: str
+
+
+class LastEvents(Model):
+    """The Events one status write committed to report (created right after it)."""
+
+    id: str = Field(description="Unique per status write: the Events' names derive from it")
+    at: str = Field(description="When the write was planned (the Events' timestamps)")
+    events: list[EventRecord] = Field(default_factory=list)
+
+
 class SessionStatus(Model):
     phase: Literal["Pending", "Running", "Succeeded", "Failed", "Killed", "Error"] | None = None
     attempt: int | None = None
@@ -253,6 +267,11 @@ class SessionStatus(Model):
     engine: EngineBlob | None = None
     controller: str | None = Field(None, description="The controller instance that last wrote this status")
     conditions: list[Condition] = Field(default_factory=list)
+    last_events: LastEvents | None = Field(
+        None,
+        description="The Events the last status write reported: a controller that died before "
+        "creating them creates them on restart (same names: never twice); the next write drops them",
+    )
 
 
 SESSION_COLUMNS: list[dict[str, Any]] = [

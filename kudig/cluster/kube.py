@@ -68,7 +68,7 @@ class KubeApi(Protocol):
     def delete_config_map(self, namespace: str, name: str) -> None: ...
     def list_config_maps(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
     def apply_config_map(self, namespace: str, body: dict[str, Any]) -> str: ...
-    def create_event(self, namespace: str, body: dict[str, Any]) -> None: ...
+    def create_event(self, namespace: str, body: dict[str, Any]) -> bool: ...
     # leader election (coordination.k8s.io/v1 Leases)
     def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
@@ -509,11 +509,12 @@ class Kube:
     # An Event is best effort: never worth a reconcile stuck on a slow API server.
     _EVENT_TIMEOUT = (5, 10)  # connect, read (seconds)
 
-    def create_event(self, namespace: str, body: dict[str, Any]) -> None:
-        """Create a core/v1 Event (the controller's Events on Sessions)."""
+    def create_event(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create a core/v1 Event (the controller's Events on Sessions); False when one of that
+        name exists already."""
         self._count("create", "events")
-        self._done(
-            self.core.create_namespaced_event(
+        return self._created(
+            lambda: self.core.create_namespaced_event(
                 namespace, body, _preload_content=False, _request_timeout=self._EVENT_TIMEOUT
             )
         )

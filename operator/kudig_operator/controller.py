@@ -128,6 +128,7 @@ class Controller:
             "results_written": 0,
             "sessions_started": 0,
             "events": 0,
+            "events_existing": 0,  # created already (before a crash, by another controller)
             "coalesced": 0,
             "writes_deferred": 0,
         }

@@ -295,7 +295,7 @@ def test_kill_and_retry(kube: Kube, namespace: str, operator: Operator, tmp_path
     def session_events() -> list[Any]:
         listed = kube.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
         ours = [e for e in listed.items if e.reporting_component == "kudig.io/controller"]
-        return sorted(ours, key=lambda e: e.metadata.name)  # <session>.<creation nanoseconds, hex>
+        return sorted(ours, key=lambda e: e.metadata.name)  # <session>.<commit nanoseconds, hex>...
 
     wait_for(lambda: len(session_events()) >= len(expected), 30, "the Session's events")
     events = session_events()
@@ -305,6 +305,15 @@ def test_kill_and_retry(kube: Kube, namespace: str, operator: Operator, tmp_path
     assert {(e.involved_object.kind, e.involved_object.uid) for e in events} == {
         ("Session", obj["metadata"]["uid"])
     }
+    # the status write that committed them recorded them (the CRD keeps the field), and creating
+    # one again, as a controller that took over after a crash does, is a 409: no duplicate
+    assert obj["status"]["lastEvents"]["events"][-1]["reason"] == "Killed"
+    from kudig_operator.events import SessionEvent, event_body
+
+    from kudig.cluster.kube import Kube as Client
+
+    again = event_body(obj, events[-1].metadata.name, SessionEvent("Normal", "Killed", "x"), 0.0, "e2e")
+    assert Client(kube.api).create_event(namespace, again) is False
     metrics = operator.probe("metrics")[1]
     assert f'kudig_sessions_finished_total{{namespace="{namespace}",outcome="killed",workflow="kr"}} 1.0' in (
         metrics

@@ -19,4 +19,7 @@ The order the controller carries a plan out in is part of the design:
    Session can never delete a pod the real state runs. A killed Session also asks for a `sweep`:
    every still-running pod of the Session is deleted, including ones this controller never saw
    (created before a restart by a plan that never committed).
+4. the Events a plan reports are recorded in its status write and created right after it; those
+   the Session's last write recorded, which this controller may not have created, are created
+   again before its own write drops them (`outbox`: names derive from the commit, never twice).
 """

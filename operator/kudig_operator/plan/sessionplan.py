@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kudig_operator.events import SessionEvent
+from kudig_operator.events import Outbox, SessionEvent
 from kudig_operator.plan.pods import PodView
 from kudig_operator.plan.view import Decoded
 
@@ -39,6 +39,10 @@ class SessionPlan:
     sla_missed: bool = False  # the `sla:` deadline passed in this plan
     running: int | None = None  # task pods the committed state runs (None: unknown, unchanged)
     events: list[SessionEvent] = field(default_factory=list)  # Kubernetes Events to create
+    # (plan/outbox.py) the same, named and as the status write records them; and the Events the
+    # Session's last write recorded that this plan must create again (before its write drops them)
+    outbox: Outbox | None = None
+    owed: Outbox | None = None
 
 
 @dataclass(frozen=True)

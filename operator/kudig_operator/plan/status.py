@@ -76,4 +76,5 @@ def session_status(
         engine=EngineBlob(data=blob),
         controller=settings.controller_id,
         conditions=set_condition(old.conditions, condition),
+        last_events=old.last_events,  # (replaced when written: plan/outbox.py)
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ from kudig.api import (
 from kudig.cluster.kube import Conflict
 from kudig.cluster.logstore import StoredLog
 from kudig_operator import results
-from kudig_operator.events import SessionEvent, event_body
+from kudig_operator.events import Outbox, event_body
 from kudig_operator.plan.budget import garbage_after, write_deferred_until
 from kudig_operator.plan.conditions import iso
 from kudig_operator.plan.pods import PodView, frame_complete, log_lines_needed, pod_view
@@ -228,6 +227,8 @@ def _plan_and_commit(
 def carry_out(ctl: Controller, key: Key, obj: dict[str, Any], plan: SessionPlan) -> None:
     namespace = key[0]
     bucket = ctl.bucket(key)
+    if plan.owed is not None:  # committed by an earlier write: before this one drops them
+        emit(ctl, key, obj, plan.owed)
     due = write_deferred_until(plan, bucket.last_write, ctl.clock(), ctl.settings.status_write_interval)
     if due is not None:
         hold(ctl, key, obj, plan, due)
@@ -262,6 +263,10 @@ def carry_out(ctl: Controller, key: Key, obj: dict[str, Any], plan: SessionPlan)
         rv = str(written["metadata"].get("resourceVersion", ""))
         # committed: count what it did (once; a plan dropped on a 409 never got here)
         ctl.metrics.observe_session_plan(namespace, str((obj.get("spec") or {}).get("workflow")), plan)
+    if plan.outbox is not None:
+        # before this version is remembered as ours (a warm plan takes its Events as created),
+        # and before the label (a finished Session without it gets them again)
+        emit(ctl, key, written, plan.outbox)
     with ctl.guard:
         bucket.uncommitted = None  # committed: the state knows them, or the plan deletes them
         if plan.decoded is not None and not plan.finished:
@@ -278,8 +283,6 @@ def carry_out(ctl: Controller, key: Key, obj: dict[str, Any], plan: SessionPlan)
     if plan.sweep:
         sweep(ctl, key, obj, set(plan.delete_pods))
     release(ctl, key, written, plan.release_pods)
-    if plan.events:  # before the label: a finished Session without it gets its outcome Event again
-        emit(ctl, key, written, plan.events)
     if plan.labels:
         ctl.api.patch(SESSIONS, namespace, key[1], {"metadata": {"labels": plan.labels}})
         workflow = (obj.get("spec") or {}).get("workflow")
@@ -355,17 +358,18 @@ def hold(ctl: Controller, key: Key, obj: dict[str, Any], plan: SessionPlan, due:
         ctl.wakeups.set(("session", key), due if plan.wakeup is None else min(due, plan.wakeup))
 
 
-def emit(ctl: Controller, key: Key, session: Mapping[str, Any], events: list[SessionEvent]) -> None:
-    """Create the Events a committed plan lists; a failure is logged, never raised (an Event
-    is worth less than the reconcile that reports it)."""
-    now = ctl.clock()
-    for i, event in enumerate(events):
-        body = event_body(session, event, now, ctl.settings.controller_id, f"{time.time_ns() + i:x}")
+def emit(ctl: Controller, key: Key, session: Mapping[str, Any], outbox: Outbox) -> None:
+    """Create the Events of a committed outbox (events.py). One that exists already was created
+    before a crash or by another controller: not an error, not a duplicate. A failure is logged,
+    never raised (an Event is worth less than the reconcile that reports it)."""
+    for name, event in outbox.named(key[1]):
+        body = event_body(session, name, event, outbox.at, ctl.settings.controller_id)
         try:
-            ctl.api.create_event(key[0], body)
-            ctl.stats["events"] += 1
+            created = ctl.api.create_event(key[0], body)
         except Exception as e:
             log.warning("session %s/%s: event %s not created: %s", *key, event.reason, e)
+            continue
+        ctl.stats["events" if created else "events_existing"] += 1
 
 
 def sweep(ctl: Controller, key: Key, obj: Mapping[str, Any], done: set[str]) -> None:

@@ -380,11 +380,17 @@ class FakeKube:
 
     # ----- events
 
-    def create_event(self, namespace: str, body: dict[str, Any]) -> None:
+    def create_event(self, namespace: str, body: dict[str, Any]) -> bool:
         self._enter("create_event", "create", "events")
         event = json.loads(json.dumps(body))
         event.setdefault("metadata", {})["namespace"] = namespace
+        name = event["metadata"].get("name")
+        if any(
+            e["metadata"].get("name") == name and e["metadata"]["namespace"] == namespace for e in self.events
+        ):
+            return False  # AlreadyExists (409)
         self.events.append(event)
+        return True
 
     def event_reasons(self, session: str | None = None) -> list[str]:
         """The reasons of the Events created (about one Session), in order."""

@@ -1,7 +1,8 @@
 """A controller that dies between any two API calls, or meets a pod event mid-reconcile, converges:
 every task runs once, no task pod is deleted under a task that finished, a finished Session gets
-its `kudig.io/finished` label and its Workflow's `history.keep` is applied. Every post-commit
-effect is re-derived by the plan from the committed state, so the next controller finishes it."""
+its `kudig.io/finished` label and its Workflow's `history.keep` is applied, and every Event is
+created once (none lost, none twice). Every post-commit effect is re-derived by the plan from the
+committed state, so the next controller finishes it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from fake_kube import Crash
-from test_controller import NS, Harness
+from test_controller import NS, T0, Harness
 
 from kudig.api import LABEL_FINISHED, SESSIONS, WORKFLOWS
 
@@ -133,6 +134,38 @@ def test_a_crash_before_the_finished_label_is_repaired(h: Harness) -> None:
     labels = h.kube.obj(SESSIONS, NS, "s1")["metadata"]["labels"]
     assert labels[LABEL_FINISHED] == str(int(h.now)), "the finished label is re-derived"
     assert h.kube.deleted_objects == ["s0"], "history.keep applies once the label is set"
+    assert h.kube.event_reasons("s1") == ["Started", "Succeeded"], "the outcome Event, once"
+
+
+def test_the_next_status_write_drops_the_events_of_the_last(h: Harness) -> None:
+    """The outbox holds one write's Events: a write that reports none drops it (no write is made
+    only for that), so it never grows with the Session."""
+    h.workflow("+a:\n  sh>: echo a\n+b:\n  sh>: echo b\n")
+    h.session()
+    assert [e["reason"] for e in h.status()["lastEvents"]["events"]] == ["Started"]
+    h.finish(h.pod_for("+a"))
+    assert "lastEvents" not in h.status()
+    h.finish(h.pod_for("+b"))
+    assert [e["reason"] for e in h.status()["lastEvents"]["events"]] == ["Succeeded"]
+    assert h.kube.event_reasons() == ["Started", "Succeeded"]
+
+
+def test_a_finished_session_without_the_record_gets_its_outcome_event_once(h: Harness) -> None:
+    """A Session finished by a controller that recorded no Events in its status (an older one),
+    and died before the label: the outcome is derived from the status, created once however
+    often controllers restart (its name derives from the Session's version)."""
+    h.workflow("+a:\n  sh>: echo a\n")
+    h.session()
+    h.kube.fail_next("create_event")  # the outcome Event, before the label patch
+    with pytest.raises(Crash):
+        h.finish(pod_of(h, "s1"))
+    h.kube.objects[(SESSIONS, NS, "s1")]["status"].pop("lastEvents")
+    h.kube.fail_next("patch")  # dies again before the label
+    with pytest.raises(Crash):
+        restart(h)
+    restart(h)
+    assert LABEL_FINISHED in h.kube.obj(SESSIONS, NS, "s1")["metadata"]["labels"]
+    assert h.kube.event_reasons("s1") == ["Started", "Succeeded"]
 
 
 def test_a_pod_finishing_mid_reconcile_is_not_deleted_as_an_orphan(h: Harness) -> None:
@@ -154,3 +187,73 @@ def test_a_pod_finishing_mid_reconcile_is_not_deleted_as_an_orphan(h: Harness) -
     h.ctl.reconcile_session(NS, "s1")  # the one the watch queued with its event
     assert h.kube.deleted_pods == []
     assert h.tasks()["+wf+a"]["state"] == "success"
+
+
+RETRIED = "sla:\n  duration: 00:10\n  fail: true\n+a:\n  sh>: exit 1\n  _retry: 2\n"
+
+
+def fail_or_finish_with_an_sla(h: Harness, crash_at: int | None = None) -> None:
+    """+a fails three times (two retries); its SLA passes between its first and second failure;
+    every other pod (the SLA's alert) succeeds. Each step is taken from what the world shows, so
+    a step a crash cut short is taken again or carried on by the restarted controller."""
+    if crash_at is not None:
+        h.kube.crash_at(crash_at)
+    try:
+        h.session("s1")
+    except Crash:
+        restart(h)
+    for _ in range(60):
+        try:
+            pods = [p for p in h.pods() if h.kube.pod(NS, p)["status"]["phase"] == "Pending"]
+            tries = sum(1 for p in h.pods() if h.task_of(p) == "+wf+a")
+            if h.now < T0 + 600 and tries >= 2:
+                h.now = T0 + 600  # the SLA deadline
+                h.ctl.fire(("session", (NS, "s1")))
+            elif pods:
+                if h.task_of(pods[0]) == "+wf+a":
+                    h.fail(pods[0], "boom")
+                else:
+                    h.finish(pods[0])
+            elif LABEL_FINISHED in (h.kube.obj(SESSIONS, NS, "s1")["metadata"].get("labels") or {}):
+                return
+            else:
+                restart(h)
+        except Crash:
+            restart(h)
+    raise AssertionError("session s1 did not converge")
+
+
+def events_of(h: Harness) -> Counter[tuple[str, str]]:
+    return Counter((e["reason"], e["message"]) for e in h.kube.events)
+
+
+def test_a_crash_between_any_two_api_calls_loses_no_event_and_repeats_none(tmp_path: Path) -> None:
+    """Task failures, retries, the SLA miss and the outcome: the same Events, each once, wherever
+    the controller dies (their names derive from the commit, and the status write that commits
+    them records them, so the next controller creates what its predecessor could not)."""
+    clean = Harness(tmp_path / "clean")
+    clean.workflow(RETRIED)
+    before = sum(clean.kube.requests.values())
+    fail_or_finish_with_an_sla(clean)
+    total = sum(clean.kube.requests.values()) - before
+    expected = events_of(clean)
+    assert clean.kube.event_reasons() == [
+        "Started",
+        "Retrying",
+        "SLAMissed",
+        "TaskFailed",
+        "Retrying",
+        "TaskFailed",
+        "Failed",
+    ], clean.kube.events
+    assert clean.kube.status(NS, "s1")["phase"] == "Failed"
+    for n in range(1, total + 1):
+        h = Harness(tmp_path / str(n))
+        h.workflow(RETRIED)
+        fail_or_finish_with_an_sla(h, n)
+        got = events_of(h)
+        assert set(got) == set(expected), (n, "lost or changed", set(expected) ^ set(got))
+        assert max(got.values()) == 1, (n, "created twice", got)
+        # the outbox holds the last write's Events only (the outcome, maybe a failure): no growth
+        last = h.kube.status(NS, "s1")["lastEvents"]["events"]
+        assert last[-1]["reason"] == "Failed" and len(last) <= 2, (n, last)
