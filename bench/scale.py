@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import signal
 import statistics
 import sys
@@ -58,8 +59,11 @@ from tests.e2e.kwokplane import (  # noqa: E402
     chain_dig,
     fan_out_dig,
     pods_per_task,
+    proc_cpu_ms,
     write_project,
 )
+
+PLANE = ("kube-apiserver", "etcd", "kube-scheduler", "kwok")  # the processes of hack/kwok/up
 
 TERMINAL = ("Succeeded", "Failed", "Killed", "Error")
 T0 = datetime(2024, 1, 30, tzinfo=UTC)
@@ -84,6 +88,8 @@ class Result:
     outcome: str = "Succeeded"
     reruns: int = 0
     breakdown: dict[str, int] = field(default_factory=dict)
+    plane_cpu_ms: dict[str, float] = field(default_factory=dict)  # per control-plane process
+    load: float = 0.0  # the machine's 1-minute load average at the end
 
     def row(self) -> str:
         if self.outcome != "Succeeded" and not self.pods:
@@ -207,6 +213,7 @@ class Bench:
             sampler.start()
             time.sleep(1.0)  # the Workflow's own writes settle before counting
             cpu0, kudig0, api0 = ctl.cpu_ms(), ctl.kudig_requests(), plane.request_counts()
+            plane0 = {c: proc_cpu_ms(plane.pid(c)) for c in PLANE}
             started = time.monotonic()
             when = [T0 + timedelta(hours=i) for i in range(sessions)]
             with ThreadPoolExecutor(16) as pool:
@@ -217,6 +224,8 @@ class Bench:
             result.wall = time.monotonic() - started
             time.sleep(1.0)  # the echo of the last status write
             result.cpu_ms = ctl.cpu_ms() - cpu0
+            result.plane_cpu_ms = {c: proc_cpu_ms(plane.pid(c)) - plane0[c] for c in PLANE}
+            result.load = os.getloadavg()[0]
             kudig1, api1 = ctl.kudig_requests(), plane.request_counts()
             result.kudig_requests = sum(kudig1.values()) - sum(kudig0.values())
             result.breakdown = {
@@ -322,6 +331,14 @@ def main() -> int:
         print(result.row(), flush=True)
         if result.breakdown:
             print(f"{'':<28}kudig's requests: {result.breakdown}", flush=True)
+        if result.plane_cpu_ms:
+            t = max(result.tasks, 1)
+            print(
+                f"{'':<28}CPU ms/task: controller {result.cpu_ms / t:.1f}, "
+                + ", ".join(f"{c} {ms / t:.1f}" for c, ms in result.plane_cpu_ms.items())
+                + f"; load average {result.load:.1f} on {os.cpu_count()} cores",
+                flush=True,
+            )
 
     print(HEADER, flush=True)
     try:
