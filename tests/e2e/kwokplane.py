@@ -98,6 +98,34 @@ class Plane:
             self._api = None
         subprocess.run([str(HACK / "down")], env=self.env, capture_output=True, text=True, timeout=120)
 
+    def restart(self, component: str, sig: str = "TERM", between: Callable[[], object] | None = None) -> int:
+        """Stops one component (`kube-apiserver`, `etcd`, `kube-scheduler`, `kwok`) by its recorded
+        pid with SIGTERM or SIGKILL, calls `between()` while it is down (to wait for what the
+        outage should cause), starts it again with the same command line and waits until it
+        answers (hack/kwok/restart). Returns the new pid."""
+
+        def step(*args: str) -> str:
+            proc = subprocess.run(
+                [str(HACK / "restart"), *args, component],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+            if proc.returncode != 0:
+                raise AssertionError(
+                    f"hack/kwok/restart {' '.join(args)} {component} failed:\n{proc.stderr[-4000:]}"
+                )
+            return proc.stdout
+
+        step("--stop", "--signal", sig)
+        try:
+            if between is not None:
+                between()
+        finally:
+            out = step("--start")
+        return int(out.split()[-1])
+
     # --- the admin client (system:masters) ------------------------------------------------------------
     @property
     def api(self) -> Any:
