@@ -325,6 +325,16 @@ class Controller:
             out[key] = out.get(key, 0) + int(float(value))
         return out
 
+    def operations(self) -> dict[str, int]:
+        """The controller's operation counters (kudig_controller_operations_total: reconciles,
+        pods created, the pod watch's lists, streams, events and errors...)."""
+        return {
+            op: int(float(value))
+            for op, value in re.findall(
+                r'^kudig_controller_operations_total\{operation="([^"]*)"\} (\S+)$', self.get("metrics"), re.M
+            )
+        }
+
     def cpu_ms(self) -> float:
         return proc_cpu_ms(self.pid)
 
