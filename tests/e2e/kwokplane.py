@@ -188,13 +188,16 @@ class Plane:
         self.core.create_namespace({"metadata": {"name": name}})
         return name
 
-    def push(self, namespace: str, project: Path, name: str) -> None:
+    def push(self, namespace: str, project: Path, name: str, spec: dict[str, Any] | None = None) -> None:
+        """The project's ConfigMaps and Workflows; `spec` (e.g. `{"history": {"keep": 50}}`) is
+        part of each Workflow as it is created (a later patch could race its first compile)."""
         from kudig.cluster.project import build_objects
 
         for obj in build_objects(project, name, namespace):
             if obj["kind"] == "ConfigMap":
                 self.core.create_namespaced_config_map(namespace, obj)
             else:
+                obj["spec"].update(spec or {})
                 self.custom.create_namespaced_custom_object(
                     "kudig.io", "v1alpha1", namespace, "workflows", obj
                 )
