@@ -243,10 +243,13 @@ class Bench:
         timeout: float = 1800,
         kill_at: float | None = None,
         spec: dict[str, Any] | None = None,
+        waves: int = 1,
     ) -> Result:
         """`kill_at`: SIGKILL the controller once this fraction of the tasks succeeded, and start
         it again; `spec`: more of the Workflow's spec (a `history` that deletes finished Sessions:
-        then the sessions are done when every Session left is finished)."""
+        then the sessions are done when every Session left is finished); `waves`: start `sessions`
+        more once the previous ones are done, as often, in the same controller (between waves the
+        pods of deleted Sessions are deleted, as a cluster's garbage collector would)."""
         plane = self.plane
         ns = plane.namespace(f"scale-{uuid.uuid4().hex[:6]}")
         plane.push(ns, write_project(self.tmp / ns, "wf", dig), "wf", spec)
@@ -256,7 +259,7 @@ class Bench:
             env={"KUDIG_TASK_MAX_RUN": str(self.max_tasks), "KUDIG_WORKERS": "8"},
         )
         ctl.start()
-        result = Result(label, tasks * sessions, sessions)
+        result = Result(label, tasks * sessions * waves, sessions * waves)
         watcher = PodTimes(plane, ns) if gaps or kill_at is not None else None
         killer = (
             ControllerKill(ctl, watcher, max(1, int(tasks * sessions * kill_at)))
@@ -272,19 +275,31 @@ class Bench:
             time.sleep(1.0)  # the Workflow's own writes settle before counting
             cpu0, kudig0, api0 = ctl.cpu_ms(), ctl.kudig_requests(), plane.request_counts()
             started = time.monotonic()
-            when = [T0 + timedelta(hours=i) for i in range(sessions)]
+            when = [T0 + timedelta(hours=i) for i in range(sessions * waves)]
             if killer is not None:
                 killer.start()
-            with ThreadPoolExecutor(16) as pool:
-                names = list(pool.map(lambda t: plane.start(ns, "wf", t), when))
 
             def alive() -> bool:
                 if killer is not None and killer.restarting.is_set():
                     return True
                 return ctl.proc is not None and ctl.proc.poll() is None
 
-            phases = self._wait(ns, len(names), timeout, alive, pruned=bool((spec or {}).get("history")))
-            result.wall = time.monotonic() - started
+            names: list[str] = []
+            collected, gc_seconds = 0, 0.0  # pods of deleted Sessions, deleted between waves
+            for wave in range(waves):
+                with ThreadPoolExecutor(16) as pool:
+                    batch = when[wave * sessions : (wave + 1) * sessions]
+                    names += pool.map(lambda t: plane.start(ns, "wf", t), batch)
+                phases = self._wait(ns, len(names), timeout, alive, pruned=bool((spec or {}).get("history")))
+                if waves > 1:
+                    result.notes.append(
+                        f"wave {wave + 1}: done at {time.monotonic() - started:.0f}s, controller RSS "
+                        f"{ctl.memory_kib() / 1024:.0f} MiB"
+                    )
+                    gc_started = time.monotonic()
+                    collected += self.collect_garbage(ns)
+                    gc_seconds += time.monotonic() - gc_started
+            result.wall = time.monotonic() - started - gc_seconds  # the benchmark's own GC aside
             time.sleep(1.0)  # the echo of the last status write
             kudig1, api1 = ctl.kudig_requests(), plane.request_counts()
             result.cpu_ms = ctl.cpu_ms() - cpu0
@@ -319,7 +334,7 @@ class Bench:
                 }
                 result.outcome = f"{len(failed)} of {len(phases)} not Succeeded: {sorted(messages)[:2]}"
             pods = plane.pods(ns)
-            result.pods = len(pods)
+            result.pods = len(pods) + collected
             result.reruns = sum(1 for n in pods_per_task(pods).values() if n > 1) if sessions == 1 else 0
             result.session_bytes = self._bytes(ns)
             if killer is not None:
@@ -373,6 +388,16 @@ class Bench:
                 total += len(json.dumps(cm, separators=(",", ":")))
         return total
 
+    def collect_garbage(self, ns: str) -> int:
+        """Deletes the pods whose Session is gone, as the garbage collector this plane lacks would;
+        how many."""
+        left = sorted(s["metadata"]["name"] for s in self.plane.sessions(ns))
+        selector = "kudig.io/session" + (f",kudig.io/session notin ({','.join(left)})" if left else "")
+        response = self.plane.core.delete_collection_namespaced_pod(
+            ns, label_selector=selector, grace_period_seconds=0, _preload_content=False
+        )
+        return len(json.loads(response.data).get("items") or [])
+
     def clean(self, ns: str) -> None:
         """Sessions and pods go (no garbage collector here); the namespace stays (no namespace
         controller either), empty."""
@@ -398,6 +423,7 @@ def main() -> int:
     parser.add_argument("--kill-tasks", type=int, default=10000, help="the fan-out of the kill scenario")
     parser.add_argument("--keep", type=int, default=50, help="history.keep of the history scenario")
     parser.add_argument("--rss-every", type=float, default=10.0, help="seconds between RSS samples")
+    parser.add_argument("--waves", type=int, default=2, help="waves of --sessions in the history scenario")
     parser.add_argument("--keep-plane", action="store_true", help="leave the KWOK plane running afterwards")
     args = parser.parse_args()
     only = set(args.only or ["fanout", "chain", "sessions", "kill", "history"])
@@ -471,11 +497,12 @@ def main() -> int:
             )
             run(
                 Bench(plane, tmp, 1000, args.rss_every),
-                f"{args.sessions:,} x {args.per_session}, keep {args.keep}",
+                f"{args.waves} x {args.sessions:,} x {args.per_session}, keep {args.keep}",
                 dig,
                 args.per_session,
                 args.sessions,
                 spec={"history": {"keep": args.keep}},
+                waves=args.waves,
                 samples=True,
             )
     finally:
