@@ -13,7 +13,7 @@ would write (hack/kwok/stages.yaml).
     python bench/scale.py --only fanout --fanouts 100,1000
     python bench/scale.py --keep-plane         # leave the plane up (hack/kwok/down stops it)
     python bench/scale.py --only kill          # 10,000 tasks, the controller SIGKILLed at a third
-    python bench/scale.py --only history       # 1,000 sessions x 10, history.keep 50: RSS samples
+    python bench/scale.py --only history       # 2 waves of 1,000 sessions x 10, history.keep 50: RSS
     KWOK_NAME=kwok-b KWOK_PORT_BASE=28400 python bench/scale.py ...   # a plane beside the default one
 
 Printed per scenario:
@@ -32,7 +32,10 @@ Printed per scenario:
 The fault scenarios print one more line: `kill`, when the controller was killed (pods created and
 succeeded by then), how long its restart took, the tasks that ran twice (one pod per task name;
 must be 0) and the session's phase (CPU and requests add up both controller processes);
-`history`, the controller's RSS sampled every --rss-every seconds (10), and the Sessions left.
+`history`, --waves (2) waves of --sessions (1,000) Sessions x 10 tasks whose Workflow keeps the
+--keep (50) newest, one wave after the other in one controller: its RSS sampled every --rss-every
+seconds (10) and at the end of each wave (flat: the second wave costs no more than the first), and
+the Sessions left.
 
 Targets (issue 18): CPU per task at 10,000 tasks <= 1.5x that at 100 and <= 10 ms; >= 40 pods/s;
 <= 4 kudig API requests per task; RSS <= 300 MiB at 1,000 sessions x 10 tasks; Session < 1 MiB at
