@@ -1,4 +1,6 @@
-"""kudig at scale on KWOK: fan-outs of 100 / 1,000 / 10,000 tasks, a 300-step chain, 1,000 sessions at once.
+"""kudig at scale on KWOK: fan-outs of 100 / 1,000 / 10,000 tasks, a 300-step chain, 1,000 sessions at once,
+and two faults: the controller SIGKILLed mid-way through a 10,000-task fan-out, and 1,000 sessions whose
+Workflow keeps a short history (the controller's RSS over time).
 
 Starts (or reuses) a KWOK control plane of its own (hack/kwok/up: etcd, kube-apiserver,
 kube-scheduler and kwok as local processes with fake nodes, never the shared test cluster), then,
@@ -10,6 +12,9 @@ would write (hack/kwok/stages.yaml).
     python bench/scale.py                      # every scenario (about 15 minutes on 2 cores)
     python bench/scale.py --only fanout --fanouts 100,1000
     python bench/scale.py --keep-plane         # leave the plane up (hack/kwok/down stops it)
+    python bench/scale.py --only kill          # 10,000 tasks, the controller SIGKILLed at a third
+    python bench/scale.py --only history       # 2 waves of 1,000 sessions x 10, history.keep 50: RSS
+    KWOK_NAME=kwok-b KWOK_PORT_BASE=28400 python bench/scale.py ...   # a plane beside the default one
 
 Printed per scenario:
 
@@ -23,6 +28,14 @@ Printed per scenario:
 * B/task        the Session object (JSON) plus the result ConfigMaps it owns, per task
 * writes/s      Session writes (PATCH/UPDATE of sessions and sessions/status) per second
 * gap p50/p95   chain only: a pod seen Succeeded -> the next pod seen created (ms)
+
+The fault scenarios print one more line: `kill`, when the controller was killed (pods created and
+succeeded by then), how long its restart took, the tasks that ran twice (one pod per task name;
+must be 0) and the session's phase (CPU and requests add up both controller processes);
+`history`, --waves (2) waves of --sessions (1,000) Sessions x 10 tasks whose Workflow keeps the
+--keep (50) newest, one wave after the other in one controller: its RSS sampled every --rss-every
+seconds (10) and at the end of each wave (flat: the second wave costs no more than the first), and
+the Sessions left.
 
 Targets (issue 18): CPU per task at 10,000 tasks <= 1.5x that at 100 and <= 10 ms; >= 40 pods/s;
 <= 4 kudig API requests per task; RSS <= 300 MiB at 1,000 sessions x 10 tasks; Session < 1 MiB at
@@ -89,7 +102,8 @@ class Result:
     reruns: int = 0
     breakdown: dict[str, int] = field(default_factory=dict)
     plane_cpu_ms: dict[str, float] = field(default_factory=dict)  # per control-plane process
-    load: float = 0.0  # the machine's 1-minute load average at the end
+    rss_samples: list[tuple[float, float]] = field(default_factory=list)  # (s since start, MiB)
+    notes: list[str] = field(default_factory=list)  # what a fault scenario saw
 
     def row(self) -> str:
         if self.outcome != "Succeeded" and not self.pods:
@@ -122,18 +136,25 @@ def _p95(values: list[float]) -> float:
 
 
 class Sampler(threading.Thread):
-    """Peak RSS of the controller, the API server and etcd, sampled every half second."""
+    """Peak RSS of the API server and etcd, sampled every half second; the controller's RSS
+    every `every` seconds from `start()` (`samples`: seconds since then, MiB)."""
 
-    def __init__(self, plane: Plane, ctl: Controller) -> None:
+    def __init__(self, plane: Plane, ctl: Controller, every: float = 10.0) -> None:
         super().__init__(daemon=True)
-        self.plane, self.ctl = plane, ctl
+        self.plane, self.ctl, self.every = plane, ctl, every
         self.api = self.etcd = 0.0
+        self.samples: list[tuple[float, float]] = []
         self.done = threading.Event()
 
     def run(self) -> None:
+        started = next_sample = time.monotonic()
         while not self.done.wait(0.5):
             self.api = max(self.api, self.plane.rss_mib("kube-apiserver"))
             self.etcd = max(self.etcd, self.plane.rss_mib("etcd"))
+            now = time.monotonic()
+            if now >= next_sample and self.ctl.proc is not None:
+                self.samples.append((now - started, self.ctl.memory_kib() / 1024))
+                next_sample += self.every
 
 
 class PodTimes(threading.Thread):
@@ -180,9 +201,43 @@ class PodTimes(threading.Thread):
         ]
 
 
+class ControllerKill(threading.Thread):
+    """SIGKILLs the controller once `at` pods have succeeded (seen by a `PodTimes` watch, no
+    LIST of 10,000 pods) and starts it again; keeps what the killed process had counted."""
+
+    def __init__(self, ctl: Controller, pods: PodTimes, at: int) -> None:
+        super().__init__(daemon=True)
+        self.ctl, self.pods, self.at = ctl, pods, at
+        self.restarting = threading.Event()
+        self.done = threading.Event()
+        self.stop = threading.Event()
+        self.cpu_ms = 0.0  # the killed process's CPU and requests
+        self.requests: dict[str, int] = {}
+        self.note = ""
+
+    def run(self) -> None:
+        while len(self.pods.finished) < self.at:
+            if self.stop.wait(0.5):
+                return
+        created, finished = len(self.pods.added), len(self.pods.finished)
+        self.restarting.set()
+        try:
+            self.cpu_ms, self.requests = self.ctl.cpu_ms(), self.ctl.kudig_requests()
+            self.ctl.kill()
+            killed = time.monotonic()
+            self.ctl.start()
+            self.note = (
+                f"controller SIGKILLed at {finished:,} pods succeeded ({created:,} created), "
+                f"back (ready) in {time.monotonic() - killed:.1f}s"
+            )
+        finally:
+            self.restarting.clear()
+            self.done.set()
+
+
 class Bench:
-    def __init__(self, plane: Plane, tmp: Path, max_tasks: int) -> None:
-        self.plane, self.tmp, self.max_tasks = plane, tmp, max_tasks
+    def __init__(self, plane: Plane, tmp: Path, max_tasks: int, rss_every: float = 10.0) -> None:
+        self.plane, self.tmp, self.max_tasks, self.rss_every = plane, tmp, max_tasks, rss_every
 
     def scenario(
         self,
@@ -193,19 +248,32 @@ class Bench:
         *,
         gaps: bool = False,
         timeout: float = 1800,
+        kill_at: float | None = None,
+        spec: dict[str, Any] | None = None,
+        waves: int = 1,
     ) -> Result:
+        """`kill_at`: SIGKILL the controller once this fraction of the tasks succeeded, and start
+        it again; `spec`: more of the Workflow's spec (a `history` that deletes finished Sessions:
+        then the sessions are done when every Session left is finished); `waves`: start `sessions`
+        more once the previous ones are done, as often, in the same controller (between waves the
+        pods of deleted Sessions are deleted, as a cluster's garbage collector would)."""
         plane = self.plane
         ns = plane.namespace(f"scale-{uuid.uuid4().hex[:6]}")
-        plane.push(ns, write_project(self.tmp / ns, "wf", dig), "wf")
+        plane.push(ns, write_project(self.tmp / ns, "wf", dig), "wf", spec)
         ctl = Controller(
             plane,
             self.tmp / f"ctl-{ns}",
             env={"KUDIG_TASK_MAX_RUN": str(self.max_tasks), "KUDIG_WORKERS": "8"},
         )
         ctl.start()
-        result = Result(label, tasks * sessions, sessions)
-        watcher = PodTimes(plane, ns) if gaps else None
-        sampler = Sampler(plane, ctl)
+        result = Result(label, tasks * sessions * waves, sessions * waves)
+        watcher = PodTimes(plane, ns) if gaps or kill_at is not None else None
+        killer = (
+            ControllerKill(ctl, watcher, max(1, int(tasks * sessions * kill_at)))
+            if watcher is not None and kill_at is not None
+            else None
+        )
+        sampler = Sampler(plane, ctl, self.rss_every)
         try:
             plane.wait_workflow(ns, "wf")
             if watcher:
@@ -215,21 +283,47 @@ class Bench:
             cpu0, kudig0, api0 = ctl.cpu_ms(), ctl.kudig_requests(), plane.request_counts()
             plane0 = {c: proc_cpu_ms(plane.pid(c)) for c in PLANE}
             started = time.monotonic()
-            when = [T0 + timedelta(hours=i) for i in range(sessions)]
-            with ThreadPoolExecutor(16) as pool:
-                names = list(pool.map(lambda t: plane.start(ns, "wf", t), when))
-            phases = self._wait(
-                ns, len(names), timeout, lambda: ctl.proc is not None and ctl.proc.poll() is None
-            )
-            result.wall = time.monotonic() - started
+            when = [T0 + timedelta(hours=i) for i in range(sessions * waves)]
+            if killer is not None:
+                killer.start()
+
+            def alive() -> bool:
+                if killer is not None and killer.restarting.is_set():
+                    return True
+                return ctl.proc is not None and ctl.proc.poll() is None
+
+            names: list[str] = []
+            collected, gc_seconds = 0, 0.0  # pods of deleted Sessions, deleted between waves
+            for wave in range(waves):
+                with ThreadPoolExecutor(16) as pool:
+                    batch = when[wave * sessions : (wave + 1) * sessions]
+                    names += pool.map(lambda t: plane.start(ns, "wf", t), batch)
+                phases = self._wait(ns, len(names), timeout, alive, pruned=bool((spec or {}).get("history")))
+                if waves > 1:
+                    result.notes.append(
+                        f"wave {wave + 1}: done at {time.monotonic() - started:.0f}s, controller RSS "
+                        f"{ctl.memory_kib() / 1024:.0f} MiB"
+                    )
+                    gc_started = time.monotonic()
+                    collected += self.collect_garbage(ns)
+                    gc_seconds += time.monotonic() - gc_started
+            result.wall = time.monotonic() - started - gc_seconds  # the benchmark's own GC aside
             time.sleep(1.0)  # the echo of the last status write
-            result.cpu_ms = ctl.cpu_ms() - cpu0
             result.plane_cpu_ms = {c: proc_cpu_ms(plane.pid(c)) - plane0[c] for c in PLANE}
-            result.load = os.getloadavg()[0]
             kudig1, api1 = ctl.kudig_requests(), plane.request_counts()
+            result.cpu_ms = ctl.cpu_ms() - cpu0
+            if killer is not None:
+                if not killer.done.is_set():
+                    result.notes.append("the controller was never killed: the run ended first")
+                else:  # the killed process's counts, then the new one's from zero
+                    result.cpu_ms = killer.cpu_ms - cpu0 + ctl.cpu_ms()
+                    kudig0 = {k: kudig0.get(k, 0) - v for k, v in killer.requests.items()}
+                    result.notes.append(killer.note)
             result.kudig_requests = sum(kudig1.values()) - sum(kudig0.values())
             result.breakdown = {
-                k: kudig1[k] - kudig0.get(k, 0) for k in kudig1 if kudig1[k] != kudig0.get(k, 0)
+                k: kudig1.get(k, 0) - kudig0.get(k, 0)
+                for k in sorted(set(kudig1) | set(kudig0))
+                if kudig1.get(k, 0) != kudig0.get(k, 0)
             }
             result.api_requests = sum(
                 v - api0.get(k, 0) for k, v in api1.items() if not k.startswith("WATCH")
@@ -249,26 +343,41 @@ class Bench:
                 }
                 result.outcome = f"{len(failed)} of {len(phases)} not Succeeded: {sorted(messages)[:2]}"
             pods = plane.pods(ns)
-            result.pods = len(pods)
+            result.pods = len(pods) + collected
             result.reruns = sum(1 for n in pods_per_task(pods).values() if n > 1) if sessions == 1 else 0
             result.session_bytes = self._bytes(ns)
-            if watcher:
+            if killer is not None:
+                result.notes.append(
+                    f"tasks run twice: {result.reruns}; session phase: {', '.join(sorted(set(phases)))}"
+                )
+            if spec and spec.get("history"):
+                result.notes.append(
+                    f"history {spec['history']}: {len(phases)} of {len(names)} Sessions left at the end"
+                )
+            if watcher and gaps:
                 result.gaps_ms = watcher.gaps_ms()
         finally:
             sampler.done.set()
             sampler.join()
             result.api_rss_mib, result.etcd_rss_mib = sampler.api, sampler.etcd
+            result.rss_samples = sampler.samples
+            if killer is not None:
+                killer.stop.set()
             if watcher:
                 watcher.stop.set()
             ctl.stop()
             self.clean(ns)
         return result
 
-    def _wait(self, ns: str, count: int, timeout: float, alive: Callable[[], bool]) -> list[str]:
+    def _wait(
+        self, ns: str, count: int, timeout: float, alive: Callable[[], bool], pruned: bool = False
+    ) -> list[str]:
+        """Until the `count` Sessions are finished (`pruned`: every Session left is; history
+        deletes only finished ones). The phases of the Sessions left."""
         deadline = time.monotonic() + timeout
         while True:
             phases = [(s.get("status") or {}).get("phase", "") for s in self.plane.sessions(ns)]
-            if len(phases) == count and all(p in TERMINAL for p in phases):
+            if (pruned or len(phases) == count) and all(p in TERMINAL for p in phases):
                 return phases
             if time.monotonic() > deadline:
                 raise SystemExit(f"sessions not finished after {timeout:.0f}s: {sorted(set(phases))}")
@@ -288,6 +397,16 @@ class Bench:
                 total += len(json.dumps(cm, separators=(",", ":")))
         return total
 
+    def collect_garbage(self, ns: str) -> int:
+        """Deletes the pods whose Session is gone, as the garbage collector this plane lacks would;
+        how many."""
+        left = sorted(s["metadata"]["name"] for s in self.plane.sessions(ns))
+        selector = "kudig.io/session" + (f",kudig.io/session notin ({','.join(left)})" if left else "")
+        response = self.plane.core.delete_collection_namespaced_pod(
+            ns, label_selector=selector, grace_period_seconds=0, _preload_content=False
+        )
+        return len(json.loads(response.data).get("items") or [])
+
     def clean(self, ns: str) -> None:
         """Sessions and pods go (no garbage collector here); the namespace stays (no namespace
         controller either), empty."""
@@ -304,18 +423,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", choices=["fanout", "chain", "sessions"], action="append")
+    parser.add_argument("--only", choices=["fanout", "chain", "sessions", "kill", "history"], action="append")
     parser.add_argument("--fanouts", default="100,1000,10000", help="fan-out sizes (comma-separated)")
     parser.add_argument("--chain", type=int, default=300)
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--per-session", type=int, default=10)
     parser.add_argument("--limit", type=int, default=1000, help="_parallel limit of the fan-outs")
+    parser.add_argument("--kill-tasks", type=int, default=10000, help="the fan-out of the kill scenario")
+    parser.add_argument("--keep", type=int, default=50, help="history.keep of the history scenario")
+    parser.add_argument("--rss-every", type=float, default=10.0, help="seconds between RSS samples")
+    parser.add_argument("--waves", type=int, default=2, help="waves of --sessions in the history scenario")
     parser.add_argument("--keep-plane", action="store_true", help="leave the KWOK plane running afterwards")
     args = parser.parse_args()
-    only = set(args.only or ["fanout", "chain", "sessions"])
+    only = set(args.only or ["fanout", "chain", "sessions", "kill", "history"])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill`: the controller stops too
 
-    plane = Plane()
+    plane = Plane(  # hack/kwok's own variables choose the plane (a second one beside the default)
+        name=os.environ.get("KWOK_NAME", "kwok"), port_base=int(os.environ.get("KWOK_PORT_BASE", "26400"))
+    )
     print("starting the KWOK plane (hack/kwok/up; a cold first run builds kwok: ~8 min)", flush=True)
     plane.up()
     tmp = Path(tempfile.mkdtemp(prefix="kudig-scale-"))
@@ -325,7 +450,8 @@ def main() -> int:
         if ns.metadata.name.startswith("scale-"):
             Bench(plane, tmp, 0).clean(ns.metadata.name)
 
-    def run(bench: Bench, *a: Any, **kw: Any) -> None:
+    def run(bench: Bench, *a: Any, samples: bool = False, **kw: Any) -> None:
+        load = os.getloadavg()[0]
         result = bench.scenario(*a, **kw)
         results.append(result)
         print(result.row(), flush=True)
@@ -335,10 +461,18 @@ def main() -> int:
             t = max(result.tasks, 1)
             print(
                 f"{'':<28}CPU ms/task: controller {result.cpu_ms / t:.1f}, "
-                + ", ".join(f"{c} {ms / t:.1f}" for c, ms in result.plane_cpu_ms.items())
-                + f"; load average {result.load:.1f} on {os.cpu_count()} cores",
+                + ", ".join(f"{c} {ms / t:.1f}" for c, ms in result.plane_cpu_ms.items()),
                 flush=True,
             )
+        for note in result.notes:
+            print(f"{'':<28}{note}", flush=True)
+        if samples:
+            print(
+                f"{'':<28}controller RSS MiB every {args.rss_every:.0f}s: "
+                + " ".join(f"{mib:.0f}" for _, mib in result.rss_samples),
+                flush=True,
+            )
+        print(f"{'':<28}load average (1 min) {load:.1f} before, {os.getloadavg()[0]:.1f} after", flush=True)
 
     print(HEADER, flush=True)
     try:
@@ -363,6 +497,29 @@ def main() -> int:
                 dig,
                 args.per_session,
                 args.sessions,
+            )
+        if "kill" in only:
+            n = args.kill_tasks
+            run(
+                Bench(plane, tmp, n + 10),
+                f"fan-out {n:,}, ctl killed",
+                fan_out_dig(n, args.limit),
+                n,
+                kill_at=1 / 3,
+            )
+        if "history" in only:
+            dig = "+p:\n  _parallel: true\n" + "".join(
+                f"  +t{i}:\n    sh>: 'true'\n" for i in range(args.per_session)
+            )
+            run(
+                Bench(plane, tmp, 1000, args.rss_every),
+                f"{args.waves} x {args.sessions:,} x {args.per_session}, keep {args.keep}",
+                dig,
+                args.per_session,
+                args.sessions,
+                spec={"history": {"keep": args.keep}},
+                waves=args.waves,
+                samples=True,
             )
     finally:
         print(

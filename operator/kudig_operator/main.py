@@ -294,6 +294,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
     pods = PodWatch(api, pod_event, namespace=namespace)
     watchdog.checks.append(pods.healthy)
+    ctl.metrics.add_stats(lambda: pods.counts)  # the watch's lists, streams, events, errors
     _rt.controller, _rt.wakeups, _rt.watchdog, _rt.pods = ctl, wakeups, watchdog, pods
     threading.Thread(target=wakeups.run, daemon=True, name="kudig-wakeups").start()
     threading.Thread(target=pods.run, daemon=True, name="kudig-pods").start()

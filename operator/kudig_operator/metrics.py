@@ -101,7 +101,10 @@ class _ControllerCollector:
             requests.add_metric([resource, verb], n)
         for kind, n in sorted(m.memory_source().items()):
             kept.add_metric([kind], n)
-        for op, n in sorted(dict(m.stats_source()).items()):
+        ops = dict(m.stats_source())
+        for more in m.more_stats:
+            ops.update(more())
+        for op, n in sorted(ops.items()):
             operations.add_metric([op], n)
         yield requests
         yield kept
@@ -245,6 +248,7 @@ class Metrics:
         self.requests_source: Callable[[], Mapping[tuple[str, str], int]] = _nothing
         self.memory_source: Callable[[], Mapping[str, int]] = _nothing
         self.stats_source: Callable[[], Mapping[str, int]] = _nothing
+        self.more_stats: list[Callable[[], Mapping[str, int]]] = []
         self.tasks_running.set_function(lambda: 0)
         self.work_queue_depth.set_function(lambda: sum(q() for q in self._queues))
         r.register(_ControllerCollector(self))
@@ -268,6 +272,10 @@ class Metrics:
     def add_queue(self, depth: Callable[[], int]) -> None:
         """Count more waiting reconciles in `kudig_work_queue_depth` (e.g. the worker pool's queue)."""
         self._queues.append(depth)
+
+    def add_stats(self, source: Callable[[], Mapping[str, int]]) -> None:
+        """Count more operations in `kudig_controller_operations_total` (e.g. the pod watch's)."""
+        self.more_stats.append(source)
 
     def set_leader(self, leader: bool) -> None:
         self.leader.set(1 if leader else 0)

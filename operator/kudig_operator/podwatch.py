@@ -12,6 +12,9 @@ whether a reconcile is due. Sessions and Workflows (few objects, large) stay wit
 
 `healthy()` feeds /healthz: the loop must have (re)connected or seen an event recently — the
 server ends every watch after `timeout` seconds, so a working loop reconnects at least that often.
+`counts` (lists, watch streams, events, errors) go to /metrics as operations
+(`kudig_controller_operations_total{operation="pod_watch_..."}`): that the watch came back after an
+API server restart is seen there (an error, then a list and events again).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from kudig.cluster.kube import KubeApi
 log = logging.getLogger("kudig.podwatch")
 
 PodCallback = Callable[[str, Mapping[str, Any], bool], None]  # (namespace, pod, deleted)
+# lists done, watch requests made, watch events delivered (bookmarks aside), failures (each followed by a list)
+COUNTS = ("pod_watch_lists", "pod_watch_streams", "pod_watch_events", "pod_watch_errors")
 
 
 class PodWatch:
@@ -40,6 +45,7 @@ class PodWatch:
         selector: str = LABEL_SESSION,
         timeout: int = 300,
         clock: Callable[[], float] = time.monotonic,
+        backoff: tuple[float, float] = (0.5, 30.0),
     ) -> None:
         self.api = api
         self.on_event = on_event
@@ -47,11 +53,13 @@ class PodWatch:
         self.selector = selector
         self.timeout = timeout
         self.clock = clock
+        self.backoff = backoff  # after a failure: first wait, doubled up to the second
         self.known: dict[tuple[str, str], str] = {}  # (namespace, name) -> resourceVersion
         self.resource_version = ""
         self.last_alive: float | None = None  # last list, event or bookmark
         self.synced = False  # the first list was delivered
         self.last_error: str | None = None
+        self.counts = dict.fromkeys(COUNTS, 0)  # only this loop's thread writes them
         self._stop = threading.Event()
 
     # ----- one step each (the loop below; unit tests drive them directly)
@@ -72,10 +80,13 @@ class PodWatch:
         self.resource_version = rv
         self.last_alive = self.clock()
         self.synced = True
+        self.counts["pod_watch_lists"] += 1
 
     def watch_once(self) -> bool:
         """Follow one watch stream to its end; False when the server says to list again."""
-        for event in self.api.watch_pods(self.namespace, self.selector, self.resource_version, self.timeout):
+        events = self.api.watch_pods(self.namespace, self.selector, self.resource_version, self.timeout)
+        self.counts["pod_watch_streams"] += 1
+        for event in events:
             if self._stop.is_set():
                 return True
             kind = event.get("type")
@@ -91,6 +102,7 @@ class PodWatch:
             if kind == "BOOKMARK":
                 continue
             key = (str(meta.get("namespace")), str(meta.get("name")))
+            self.counts["pod_watch_events"] += 1
             if kind == "DELETED":
                 self.known.pop(key, None)
                 self._deliver(key[0], obj, True)
@@ -109,22 +121,24 @@ class PodWatch:
     # ----- the loop
 
     def run(self) -> None:
-        backoff = 0.5
+        first, most = self.backoff
+        backoff = first
         need_list = True
         while not self._stop.is_set():
             try:
                 if need_list:
                     self.relist()
                 need_list = not self.watch_once()
-                backoff = 0.5
+                backoff = first
                 self.last_error = None
             except Exception as e:
+                self.counts["pod_watch_errors"] += 1
                 self.last_error = f"{type(e).__name__}: {e}"
                 log.warning("pod watch failed (%s); listing again in %.1fs", self.last_error, backoff)
                 need_list = True
                 if self._stop.wait(backoff):
                     return
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, most)
 
     def stop(self) -> None:
         self._stop.set()

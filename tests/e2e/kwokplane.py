@@ -98,6 +98,34 @@ class Plane:
             self._api = None
         subprocess.run([str(HACK / "down")], env=self.env, capture_output=True, text=True, timeout=120)
 
+    def restart(self, component: str, sig: str = "TERM", between: Callable[[], object] | None = None) -> int:
+        """Stops one component (`kube-apiserver`, `etcd`, `kube-scheduler`, `kwok`) by its recorded
+        pid with SIGTERM or SIGKILL, calls `between()` while it is down (to wait for what the
+        outage should cause), starts it again with the same command line and waits until it
+        answers (hack/kwok/restart). Returns the new pid."""
+
+        def step(*args: str) -> str:
+            proc = subprocess.run(
+                [str(HACK / "restart"), *args, component],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+            if proc.returncode != 0:
+                raise AssertionError(
+                    f"hack/kwok/restart {' '.join(args)} {component} failed:\n{proc.stderr[-4000:]}"
+                )
+            return proc.stdout
+
+        step("--stop", "--signal", sig)
+        try:
+            if between is not None:
+                between()
+        finally:
+            out = step("--start")
+        return int(out.split()[-1])
+
     # --- the admin client (system:masters) ------------------------------------------------------------
     @property
     def api(self) -> Any:
@@ -160,13 +188,16 @@ class Plane:
         self.core.create_namespace({"metadata": {"name": name}})
         return name
 
-    def push(self, namespace: str, project: Path, name: str) -> None:
+    def push(self, namespace: str, project: Path, name: str, spec: dict[str, Any] | None = None) -> None:
+        """The project's ConfigMaps and Workflows; `spec` (e.g. `{"history": {"keep": 50}}`) is
+        part of each Workflow as it is created (a later patch could race its first compile)."""
         from kudig.cluster.project import build_objects
 
         for obj in build_objects(project, name, namespace):
             if obj["kind"] == "ConfigMap":
                 self.core.create_namespaced_config_map(namespace, obj)
             else:
+                obj["spec"].update(spec or {})
                 self.custom.create_namespaced_custom_object(
                     "kudig.io", "v1alpha1", namespace, "workflows", obj
                 )
@@ -296,6 +327,16 @@ class Controller:
             key = f"{d.get('verb', '')} {d.get('resource', '')}"
             out[key] = out.get(key, 0) + int(float(value))
         return out
+
+    def operations(self) -> dict[str, int]:
+        """The controller's operation counters (kudig_controller_operations_total: reconciles,
+        pods created, the pod watch's lists, streams, events and errors...)."""
+        return {
+            op: int(float(value))
+            for op, value in re.findall(
+                r'^kudig_controller_operations_total\{operation="([^"]*)"\} (\S+)$', self.get("metrics"), re.M
+            )
+        }
 
     def cpu_ms(self) -> float:
         return proc_cpu_ms(self.pid)

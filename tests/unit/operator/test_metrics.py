@@ -353,3 +353,15 @@ def test_step_gaps_of_a_join_and_an_error_handler(h: Harness) -> None:
     assert [h.task_of(p) for p in h.kube.created_pods][-1] == "+wf+z^error"
     assert value(h, "kudig_step_gap_seconds_count") == 2, "the error handler's pod follows +z's failure"
     assert value(h, "kudig_step_gap_seconds_sum") == 0.5
+
+
+def test_more_operation_counters_join_the_controllers() -> None:
+    """The pod watch's counters (main.py adds them) are served beside the controller's."""
+    metrics = Metrics()
+    metrics.stats_source = lambda: {"reconciles": 3}
+    counts = {"pod_watch_lists": 2}
+    metrics.add_stats(lambda: counts)
+    counts["pod_watch_lists"] += 1  # read at scrape time
+    get = metrics.registry.get_sample_value
+    assert get("kudig_controller_operations_total", {"operation": "pod_watch_lists"}) == 3
+    assert get("kudig_controller_operations_total", {"operation": "reconciles"}) == 3

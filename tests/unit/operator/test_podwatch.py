@@ -3,6 +3,9 @@ deletions noticed across a re-list, and health that goes bad when the watch goes
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from fake_kube import FakeKube
@@ -100,3 +103,53 @@ def test_a_failing_callback_does_not_stop_the_watch() -> None:
     watch = PodWatch(kube, boom)
     watch.relist()
     assert sorted(calls) == ["a", "b"] and watch.synced
+
+
+class _OutageKube(FakeKube):
+    """A FakeKube that goes down as a restarting API server does: the open watch stream delivers
+    its events, then breaks (the connection dropped), and the next `down` lists are refused."""
+
+    def __init__(self, down: int) -> None:
+        super().__init__()
+        self.down = down
+        self.broken = False
+
+    def watch_pods(
+        self, namespace: str | None, selector: str, resource_version: str, timeout: int
+    ) -> Iterator[dict[str, Any]]:
+        yield from super().watch_pods(namespace, selector, resource_version, timeout)
+        if not self.broken:
+            self.broken = True
+            for _ in range(self.down):
+                self.fail_next("list_pods_version", ConnectionRefusedError("[Errno 111] Connection refused"))
+            self.pods[("ns", "b")] = pod("b", "8", "Succeeded")  # finished during the outage
+            raise ConnectionResetError("Response ended prematurely")
+        time.sleep(0.01)  # later streams: healthy ones that the server ends at their timeout
+
+
+def test_the_watch_comes_back_after_an_api_server_restart() -> None:
+    """The stream breaks, the lists are refused while the server is down, then the loop lists
+    again (a pod that finished meanwhile is delivered) and watches on: the failures, the list and
+    the events are counted (/metrics: how an operator sees the watch came back), health is good."""
+    kube = _OutageKube(down=3)
+    kube.pods[("ns", "a")] = pod("a", "5")
+    kube.pods[("ns", "b")] = pod("b", "6")
+    kube.watch_events = [{"type": "MODIFIED", "object": pod("a", "7", "Succeeded")}]
+    seen = Recorder()
+    watch = PodWatch(kube, seen, backoff=(0.01, 0.04))
+    thread = threading.Thread(target=watch.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while watch.counts["pod_watch_streams"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+    finally:
+        watch.stop()
+        thread.join(5)
+    assert not thread.is_alive()
+    counts = watch.counts
+    assert counts["pod_watch_errors"] == 4, counts  # the broken stream, then 3 refused lists
+    assert counts["pod_watch_lists"] >= 2 and counts["pod_watch_events"] == 1, counts
+    assert counts["pod_watch_streams"] >= 3, counts
+    assert ("ns", "b", False) in seen.events[2:], "the pod that finished during the outage"
+    assert watch.healthy() == (True, "ok") and watch.last_error is None
