@@ -66,6 +66,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator"), str(ROOT / "runner")]
 
+from kubernetes.client.exceptions import ApiException  # noqa: E402
+
 from tests.e2e.kwokplane import (  # noqa: E402
     Controller,
     Plane,
@@ -402,10 +404,19 @@ class Bench:
         how many."""
         left = sorted(s["metadata"]["name"] for s in self.plane.sessions(ns))
         selector = "kudig.io/session" + (f",kudig.io/session notin ({','.join(left)})" if left else "")
-        response = self.plane.core.delete_collection_namespaced_pod(
-            ns, label_selector=selector, grace_period_seconds=0, _preload_content=False
-        )
-        return len(json.loads(response.data).get("items") or [])
+        listed = self.plane.core.list_namespaced_pod(ns, label_selector=selector, _preload_content=False)
+        count = len(json.loads(listed.data).get("items") or [])
+        for _ in range(20):  # the API server deletes a collection within its request timeout (60 s)
+            try:
+                self.plane.core.delete_collection_namespaced_pod(
+                    ns, label_selector=selector, grace_period_seconds=0, _preload_content=False
+                )
+            except ApiException as e:
+                if e.status != 504:
+                    raise
+                continue  # a 504 after part of them went: delete the rest
+            return count
+        raise SystemExit(f"the pods of deleted Sessions in {ns} would not go")
 
     def clean(self, ns: str) -> None:
         """Sessions and pods go (no garbage collector here); the namespace stays (no namespace

@@ -262,10 +262,11 @@ class Compiler:
                 if parallel.limit is not None:
                     if position % parallel.limit == 0 and position > 0:
                         last_chunk, chunk = chunk, []
-                    ups = list(last_chunk)
+                    ups = last_chunk  # one list for the whole batch (copied below if it grows)
                 else:
                     ups = []
                 if after is not None:
+                    ups = list(ups)
                     names = [after] if isinstance(after, str) else after
                     if not isinstance(names, list):
                         raise _err(

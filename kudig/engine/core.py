@@ -16,13 +16,23 @@ import copy
 import json
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from kudig.compiler import DEFAULT_MAX_TASKS, TaskSpec, compile_subtree
-from kudig.engine.state import ACTIVE, DONE, FAILED, SessionState, Task, TaskState
+from kudig.engine.state import (
+    ACTIVE,
+    DONE,
+    FAILED,
+    SessionState,
+    Task,
+    TaskState,
+    compact_ids,
+    downstream_ids,
+    link,
+)
 from kudig.errors import ConfigError, KudigError
 from kudig.ops import CONTROL_TYPES, SELF_RETRYING, OpContext, OpResult, TaskFailure, run_control
 from kudig.params import ancestors, collect_error_params, collect_params, deep_merge
@@ -267,18 +277,30 @@ class Engine:
         engine._insert_specs(specs, parent=None, upstreams=[])
         return engine
 
-    def _insert_specs(self, specs: list[TaskSpec], parent: int | None, upstreams: list[int]) -> int:
+    def _insert_specs(self, specs: list[TaskSpec], parent: int | None, upstreams: Sequence[int]) -> int:
         tasks = self.state.tasks
         if len(tasks) + len(specs) > self.ctx.max_tasks:
             raise TaskFailure(f"Too many tasks. Limit: {self.ctx.max_tasks}", retryable=False)
         offset = len(tasks)
         self._current += len(specs)
+        top = compact_ids(upstreams)
+        # The compiler gives the tasks of one `_parallel: {limit: N}` batch one upstream list:
+        # shifted and compacted once, shared by their rows.
+        shifted: dict[int, Sequence[int]] = {}
+        blocks: dict[Sequence[int], list[int]] = {}
         for i, spec in enumerate(specs):
+            if spec.parent is None:
+                ups = top
+            else:
+                key = id(spec.upstreams)
+                if key not in shifted:
+                    shifted[key] = compact_ids(u + offset for u in spec.upstreams)
+                ups = shifted[key]
             task = Task(
                 id=offset + i,
                 name=spec.name,
                 parent=parent if spec.parent is None else spec.parent + offset,
-                upstreams=list(upstreams) if spec.parent is None else [u + offset for u in spec.upstreams],
+                upstreams=ups,
                 is_group=spec.is_group,
                 config=spec.config,
                 batch=offset,
@@ -288,8 +310,7 @@ class Engine:
             tasks.append(task)
             if task.parent is not None:
                 tasks[task.parent].children.append(task.id)
-            for up in task.upstreams:
-                tasks[up].downstreams.append(task.id)
+            link(tasks, task, blocks)
         return offset
 
     # ----- public API
@@ -445,7 +466,7 @@ class Engine:
             task.finished_at = self._now
             self._actions.append(TaskFinished(task.id, task.name, new))
             if new == TaskState.SUCCESS:
-                for down in task.downstreams:
+                for down in downstream_ids(task):
                     self._enqueue("promote", down)
         if new == TaskState.PLANNED:
             for child in task.children:
@@ -784,13 +805,14 @@ class Engine:
             self._start(task)
             return
         mapping: dict[int, int] = {}
+        blocks: dict[Sequence[int], list[int]] = {}
 
         def copy_tree(src: Task, parent: Task) -> None:
             new = Task(
                 id=len(self.state.tasks),
                 name=src.name,
                 parent=parent.id,
-                upstreams=[mapping[u] for u in src.upstreams if u in mapping],
+                upstreams=compact_ids(mapping[u] for u in src.upstreams if u in mapping),
                 is_group=src.is_group,
                 config=src.config,
                 batch=src.batch,
@@ -801,8 +823,7 @@ class Engine:
             self.state.tasks.append(new)
             self._current += 1
             parent.children.append(new.id)
-            for up in new.upstreams:
-                self.state.tasks[up].downstreams.append(new.id)
+            link(self.state.tasks, new, blocks)
             for child_id in src.children:
                 child = self.state.tasks[child_id]
                 if child.batch == src.batch:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import base64
 import gzip
+import heapq
 import json
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import pairwise
 from typing import Any
 
 
@@ -49,7 +52,7 @@ class Task:
     id: int
     name: str
     parent: int | None
-    upstreams: list[int]
+    upstreams: Sequence[int]  # a range or a tuple (`compact_ids`): shared, never mutated
     is_group: bool
     config: dict[str, Any]
     state: TaskState = TaskState.BLOCKED
@@ -58,7 +61,9 @@ class Task:
     # descendants of its own batch: digdag's INITIAL_TASK, relative to generated subtrees too.
     batch: int = 0
     children: list[int] = field(default_factory=list)
-    downstreams: list[int] = field(default_factory=list)
+    # Who waits for this row, as blocks of ids (`link`): the tasks of one `_parallel: {limit: N}`
+    # batch share one block, listed once in each of the N upstreams it waits for.
+    downstreams: list[list[int]] = field(default_factory=list)
     file: str | None = None
     line: int | None = None
     delayed_error: bool = False
@@ -97,7 +102,7 @@ class Task:
             "id": self.id,
             "name": self.name,
             "parent": self.parent,
-            "upstreams": self.upstreams,
+            "upstreams": list(self.upstreams),
             "group": self.is_group,
             "config": self.config,
             "state": self.state.value,
@@ -137,7 +142,7 @@ class Task:
             id=data["id"],
             name=data["name"],
             parent=data.get("parent"),
-            upstreams=list(data.get("upstreams", [])),
+            upstreams=compact_ids(data.get("upstreams", ())),
             is_group=data.get("group", False),
             config=data.get("config", {}),
             state=TaskState(data["state"]),
@@ -255,6 +260,41 @@ class SessionState:
         return state
 
 
+def compact_ids(ids: Iterable[int]) -> Sequence[int]:
+    """Task ids as a `range` when they step evenly (a `_parallel: {limit: N}` batch waits for the
+    N tasks of the batch before it: N ids per task, N x tasks in all), else a tuple. Either is
+    immutable, so rows can share one."""
+    t = tuple(ids)
+    if len(t) > 2:
+        step = t[1] - t[0]
+        if step > 0 and all(b - a == step for a, b in pairwise(t)):
+            return range(t[0], t[-1] + 1, step)
+    return t
+
+
+def link(tasks: Sequence[Task], task: Task, blocks: dict[Sequence[int], list[int]]) -> None:
+    """Record `task` as a downstream of each of its upstreams. Tasks with equal upstreams share
+    one block (`blocks`, per batch of insertions): a batch of N waiting for N costs N + N entries,
+    not N x N."""
+    ups = task.upstreams
+    if not ups:
+        return
+    block = blocks.get(ups)
+    if block is None:
+        block = blocks[ups] = []
+        for up in ups:
+            tasks[up].downstreams.append(block)
+    block.append(task.id)
+
+
+def downstream_ids(task: Task) -> Iterator[int]:
+    """The ids of the tasks that wait for `task`, in id order."""
+    blocks = task.downstreams
+    if len(blocks) == 1:
+        return iter(blocks[0])
+    return heapq.merge(*blocks)
+
+
 def rebuild_indexes(state: SessionState) -> None:
     """Recompute the derived bookkeeping (downstreams, counters) after loading rows."""
     for task in state.tasks:
@@ -262,11 +302,11 @@ def rebuild_indexes(state: SessionState) -> None:
         task.active_children = 0
         task.failed_children = 0
         task.stores_below = bool(task.store_params or task.reset_store_params)
+    blocks: dict[Sequence[int], list[int]] = {}
     for task in state.tasks:
         if task.superseded:
             continue
-        for up in task.upstreams:
-            state.tasks[up].downstreams.append(task.id)
+        link(state.tasks, task, blocks)
         if task.parent is not None:
             parent = state.tasks[task.parent]
             if task.state in ACTIVE:

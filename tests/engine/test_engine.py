@@ -45,7 +45,7 @@ def test_loop_parallel_limit_generates_batches() -> None:
 def test_background_task_runs_beside_and_next_waits() -> None:
     run = drive("+a:\n  sh>: a\n+bg:\n  _background: true\n  sh>: bg\n+b:\n  sh>: b\n+c:\n  sh>: c\n")
     tasks = {t.name: t for t in run.engine.state.tasks}
-    assert tasks["+wf+bg"].upstreams == []
+    assert list(tasks["+wf+bg"].upstreams) == []
     assert sorted(run.engine.state.tasks[u].name for u in tasks["+wf+b"].upstreams) == ["+wf+a", "+wf+bg"]
     assert run.started.index("+wf+bg") < run.started.index("+wf+b")
     assert run.state == "success"
