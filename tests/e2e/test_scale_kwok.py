@@ -89,6 +89,19 @@ def _finished(
         raise AssertionError(f"{e}\nstatus: {status}\ncontroller log:\n{controller.tail()}") from None
 
 
+def _pods_once_succeeded(
+    plane: Plane, namespace: str, selector: str, count: int, timeout: float, every: float
+) -> list[dict[str, Any]]:
+    """The pods matching `selector`, listed once at least `count` of them have Succeeded."""
+
+    def enough() -> list[dict[str, Any]] | None:
+        pods = plane.pods(namespace, selector)
+        finished = [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"]
+        return pods if len(finished) >= count else None
+
+    return deadline_wait(enough, timeout, f"{count} task pods Succeeded", every)
+
+
 def test_fake_pods_speak_the_runner_protocol(plane: Plane, controller: Controller, tmp_path: Path) -> None:
     """+a stores code=3 through its termination message; +b exits with ${code}: the session
     fails as a real `sh>: exit 3` would, and nothing is retried."""
@@ -118,12 +131,7 @@ def test_fan_out_runs_every_task_once_through_a_controller_kill(
     name = plane.start(ns, "fan", datetime(2024, 1, 30, tzinfo=UTC))
     selector = f"kudig.io/session={name}"
 
-    def a_third_done() -> list[dict[str, Any]] | None:
-        pods = plane.pods(ns, selector)
-        finished = [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"]
-        return pods if len(finished) >= SMOKE_TASKS // 3 else None
-
-    before = deadline_wait(a_third_done, 120, f"a third of {SMOKE_TASKS} task pods Succeeded")
+    before = _pods_once_succeeded(plane, ns, selector, SMOKE_TASKS // 3, 120, 0.5)
     controller.kill()
     assert len(before) < SMOKE_TASKS, "the controller finished creating pods before it was killed"
     controller.start()
@@ -161,12 +169,7 @@ def test_fan_out_completes_through_an_api_server_restart(
     name = plane.start(ns, "fan", datetime(2024, 1, 30, tzinfo=UTC))
     selector = f"kudig.io/session={name}"
 
-    def some_done() -> list[dict[str, Any]] | None:
-        pods = plane.pods(ns, selector)
-        finished = [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"]
-        return pods if len(finished) >= RESTART_TASKS // 50 else None
-
-    before = deadline_wait(some_done, 90, f"{RESTART_TASKS // 50} task pods Succeeded", 0.2)
+    before = _pods_once_succeeded(plane, ns, selector, RESTART_TASKS // 50, 90, 0.2)
     ops_before = controller.operations()
     during: dict[str, int] = {}
 

@@ -73,13 +73,19 @@ def scenario(h: Harness, crash_at: int | None) -> None:
     h.session("s0")
     run_to_the_end(h, "s0")
     h.now += 10
+    start_crashing(h, "s1", crash_at)
+    run_to_the_end(h, "s1")
+
+
+def start_crashing(h: Harness, name: str, crash_at: int | None) -> None:
+    """Start Session `name` with a crash armed before API call `crash_at` (None: no crash); a
+    crash restarts the controller."""
     if crash_at is not None:
         h.kube.crash_at(crash_at)
     try:
-        h.session("s1")
+        h.session(name)
     except Crash:
         restart(h)
-    run_to_the_end(h, "s1")
 
 
 def requests_of_a_clean_run(tmp_path: Path) -> int:
@@ -196,12 +202,7 @@ def fail_or_finish_with_an_sla(h: Harness, crash_at: int | None = None) -> None:
     """+a fails three times (two retries); its SLA passes between its first and second failure;
     every other pod (the SLA's alert) succeeds. Each step is taken from what the world shows, so
     a step a crash cut short is taken again or carried on by the restarted controller."""
-    if crash_at is not None:
-        h.kube.crash_at(crash_at)
-    try:
-        h.session("s1")
-    except Crash:
-        restart(h)
+    start_crashing(h, "s1", crash_at)
     for _ in range(60):
         try:
             pods = [p for p in h.pods() if h.kube.pod(NS, p)["status"]["phase"] == "Pending"]
