@@ -214,14 +214,18 @@ def check_step(step: dict[str, Any], run: StepRun, workdir: Path) -> list[str]:
 
 
 def _env() -> dict[str, str]:
+    """The scenarios' environment; taken on the main thread (`ScenarioPool`): pytest sets and
+    deletes PYTEST_CURRENT_TEST there, and a copy taken meanwhile on a worker could read a key
+    that is gone (KeyError)."""
     env = dict(os.environ)
+    env.pop("PYTEST_CURRENT_TEST", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
     env.pop("KUDIG_CONFORMANCE_JOBS", None)
     env.setdefault("LC_ALL", "C.UTF-8")
     return env
 
 
-def run_scenario(name: str, base_tmp: Path) -> ScenarioRun:
+def run_scenario(name: str, base_tmp: Path, base_env: dict[str, str] | None = None) -> ScenarioRun:
     data = load_scenario(name)
     workdir = base_tmp / name
     result = ScenarioRun(name, workdir)
@@ -237,7 +241,7 @@ def run_scenario(name: str, base_tmp: Path) -> ScenarioRun:
             (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
             (workdir / rel).write_text(str(content), encoding="utf-8")
         args = [str(a) for a in step["args"]]
-        env = _env()
+        env = dict(base_env) if base_env is not None else _env()
         env.update({str(k): str(v) for k, v in (step.get("env") or {}).items()})
         started = time.monotonic()
         try:
@@ -268,13 +272,14 @@ class ScenarioPool:
         jobs = int(os.environ.get("KUDIG_CONFORMANCE_JOBS") or min(8, 2 * (os.cpu_count() or 1)))
         self._executor = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="scenario")
         self._base = base_tmp
+        self._env = _env()
         self._futures: dict[str, Future[ScenarioRun]] = {}
         # Slowest first (those with sleeps or retry intervals), so they overlap with the rest.
         for name in sorted(names, key=lambda n: -_weight(n)):
             self._submit(name)
 
     def _submit(self, name: str) -> Future[ScenarioRun]:
-        future = self._executor.submit(run_scenario, name, self._base)
+        future = self._executor.submit(run_scenario, name, self._base, self._env)
         self._futures[name] = future
         return future
 
