@@ -418,7 +418,9 @@ def decode(data: dict[str, Any], fetched: Mapping[str, bytes]) -> tuple[SessionS
         resume = _load(data["resume_ext"], fetched)
     state = SessionState.from_json(
         {
-            "tasks": [_unpack(json.loads(line), fetched) for line in lines],
+            # one row parsed at a time: a row's id lists become compact as its Task is made
+            # (`compact_ids`), so the parsed lists of 10,000 rows never all live at once
+            "tasks": (_unpack(json.loads(line), fetched) for line in lines),
             "killed": data.get("killed", False),
             "resume": resume,
             "sla_at": data.get("sla_at"),
