@@ -44,7 +44,6 @@ from kudig.session_vars import session_params
 from kudig_operator import require, results
 from kudig_operator.plan.compiled import CompiledWorkflow
 from kudig_operator.plan.conditions import iso, parse_time, set_condition
-from kudig_operator.plan.outbox import settle
 from kudig_operator.plan.pods import PodView, pod_event
 from kudig_operator.plan.release import pods_to_release
 from kudig_operator.plan.report import Try, outcome_event, report
@@ -100,10 +99,6 @@ def invalid_plan(view: SessionView, message: str, now: float, settings: Settings
 
     A Session that never started is `Error` (not terminal: it starts once the cause is fixed); one
     that was running keeps its phase and shows the message."""
-    return settle(view, _invalid_plan(view, message, now, settings), now)
-
-
-def _invalid_plan(view: SessionView, message: str, now: float, settings: Settings) -> SessionPlan:
     status = view.status
     new = status.model_copy(deep=True)
     new.phase = ERROR if not status.engine else status.phase  # type: ignore[assignment]
@@ -132,10 +127,6 @@ def _invalid_plan(view: SessionView, message: str, now: float, settings: Setting
 def waiting_plan(view: SessionView, after: str, now: float, settings: Settings) -> SessionPlan:
     """A Session chained after another (`spec.after`, as `kudig backfill` creates them) that has not
     finished yet: Pending, saying what it waits for."""
-    return settle(view, _waiting_plan(view, after, now, settings), now)
-
-
-def _waiting_plan(view: SessionView, after: str, now: float, settings: Settings) -> SessionPlan:
     status = view.status
     new = status.model_copy(deep=True)
     new.phase = PENDING  # type: ignore[assignment]
@@ -223,37 +214,22 @@ def plan_session(
     """Decide one reconcile of a Session (see the module docstring). `triggered` names the
     Workflows whose `trigger: attempt>:` depends on this one: when this plan makes the Session
     succeed, it starts theirs at the same session time (before the commit, so a crash or a 409
-    only repeats a create that then meets AlreadyExists). The Events it creates: `outbox.settle`."""
-    plan = _plan_session(view, workflow, pods, suspects, fetched, now, settings, triggered, required, resolve)
-    return settle(view, plan, now)
-
-
-def _plan_session(
-    view: SessionView,
-    workflow: CompiledWorkflow | None,
-    pods: Mapping[str, PodView | None],
-    suspects: Iterable[PodView],
-    fetched: Mapping[str, bytes],
-    now: float,
-    settings: Settings,
-    triggered: Iterable[str],
-    required: Mapping[str, Mapping[str, Any] | None] | None,
-    resolve: require.Resolver | None,
-) -> SessionPlan:
+    only repeats a create that then meets AlreadyExists). Its Events are named and recorded by
+    `outbox.settle`, which the reaction applies to every plan before carrying it out."""
     suspects = list(suspects)
     if view.spec is None:
-        return _invalid_plan(view, view.spec_error or "Invalid Session spec", now, settings)
+        return invalid_plan(view, view.spec_error or "Invalid Session spec", now, settings)
     spec = view.spec
     status = view.status
     if view.finished:
         # Nothing to run; a pod still running here was started by a plan that never committed.
         return _finished_plan(view, suspects, pods, now, settings.pod_retention)
     if workflow is None:
-        return _invalid_plan(
+        return invalid_plan(
             view, f"Workflow '{spec.workflow}' not found in namespace {view.namespace}", now, settings
         )
     if not workflow.ok:
-        return _invalid_plan(
+        return invalid_plan(
             view, workflow.error or f"Workflow '{spec.workflow}' does not compile", now, settings
         )
     try:
@@ -261,7 +237,7 @@ def _plan_session(
         if session_time.tzinfo is None:
             raise KudigError(f"sessionTime needs a UTC offset: {spec.session_time}")
     except (KudigError, ValueError) as e:
-        return _invalid_plan(view, str(e), now, settings)
+        return invalid_plan(view, str(e), now, settings)
     assert workflow.workflow is not None
     current_attempt = status.attempt or 0
     stored = view.data is not None or view.decoded is not None
@@ -274,21 +250,21 @@ def _plan_session(
         elif view.data is not None:
             previous, memo = results.decode(view.data, fetched)
     except results.MissingResult as e:
-        return _invalid_plan(view, f"Cannot continue the session: {e}", now, settings)
+        return invalid_plan(view, f"Cannot continue the session: {e}", now, settings)
     if new_attempt:
         attempt = spec.attempt if previous is not None else max(spec.attempt, 1)
         ctx = _context(view, spec, workflow, session_time, attempt, settings)
         try:
             engine = Engine.new(ctx, workflow.workflow.tasks)
         except KudigError as e:
-            return _invalid_plan(view, str(e), now, settings)
+            return invalid_plan(view, str(e), now, settings)
         if previous is not None and spec.retry_mode == "failed":
             engine.state.resume = resumable_results(previous)
         elif previous is not None and spec.retry_mode == "from":
             try:
                 engine.state.resume = resume_from(previous, spec.resume_from or "")
             except KudigError as e:
-                return _invalid_plan(view, f"Cannot retry: {e}", now, settings)
+                return invalid_plan(view, f"Cannot retry: {e}", now, settings)
         attempts = [
             *status.attempts,
             Attempt(index=attempt, revision=workflow.generation, phase=RUNNING, started_at=iso(now)),

@@ -21,6 +21,7 @@ from kudig_operator import results
 from kudig_operator.events import Outbox, event_body
 from kudig_operator.plan.budget import garbage_after, write_deferred_until
 from kudig_operator.plan.conditions import iso
+from kudig_operator.plan.outbox import settle
 from kudig_operator.plan.pods import PodView, frame_complete, log_lines_needed, pod_view
 from kudig_operator.plan.session import invalid_plan, plan_session, waiting_plan
 from kudig_operator.plan.sessionplan import SessionPlan
@@ -187,16 +188,31 @@ def _plan_and_commit(
     uncommitted: set[str],
     news: set[str],
 ) -> None:
+    plan, now = _plan(ctl, key, view, fresh, seen, uncommitted, news)
+    carry_out(ctl, key, obj, settle(view, plan, now))  # every plan: its Events named and recorded
+    if view.finished:
+        history.expire(ctl, key, view)
+
+
+def _plan(
+    ctl: Controller,
+    key: Key,
+    view: SessionView,
+    fresh: bool,
+    seen: dict[str, PodView],
+    uncommitted: set[str],
+    news: set[str],
+) -> tuple[SessionPlan, float]:
+    """The plan for the Session as observed now, and the time it was made at."""
     suspects = [*seen.values(), *(PodView(name, owner_uid=view.uid) for name in uncommitted)]
     if view.finished:
-        carry_out(ctl, key, obj, plan_session(view, None, {}, suspects, {}, ctl.clock(), ctl.settings))
-        history.expire(ctl, key, view)
-        return
+        now = ctl.clock()
+        return plan_session(view, None, {}, suspects, {}, now, ctl.settings), now
     if view.spec is not None and view.spec.after and view.data is None and view.decoded is None:
         after = ctl.phase_of((key[0], view.spec.after))
         if after not in TERMINAL:
-            carry_out(ctl, key, obj, waiting_plan(view, view.spec.after, ctl.clock(), ctl.settings))
-            return
+            now = ctl.clock()
+            return waiting_plan(view, view.spec.after, now, ctl.settings), now
     workflow = ctl.workflow(key[0], view.spec.workflow) if view.spec is not None else None
     if view.decoded is None or view.decoded.cold or fresh or (view.spec is not None and view.spec.kill):
         observe = view.pods  # cold, a resync or a kill: every running task's pod
@@ -221,7 +237,7 @@ def _plan_and_commit(
         ctl.metrics.reconcile_errors.labels("session").inc()
         message = f"kudig internal error while planning this session: {type(e).__name__}: {e}"
         plan = invalid_plan(view, message, now, ctl.settings)
-    carry_out(ctl, key, obj, plan)
+    return plan, now
 
 
 def carry_out(ctl: Controller, key: Key, obj: dict[str, Any], plan: SessionPlan) -> None:
