@@ -19,6 +19,7 @@ from typing import Any
 import kopf
 import pytest
 import yaml
+from kudig_operator.plan.settings import create_concurrency
 from kudig_operator.podspec import task_pod_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,7 +75,13 @@ NON_DEFAULT: dict[str, Any] = {
         "podRetention": "failed",
     },
     "logStore": {"url": "s3://logs/kudig/?endpoint=http://minio:9000", "credentialsSecret": "s3-creds"},
-    "controller": {"workers": 4, "resyncSeconds": 10, "logLevel": "DEBUG", "taskMaxRun": 20000},
+    "controller": {
+        "workers": 4,
+        "resyncSeconds": 10,
+        "logLevel": "DEBUG",
+        "taskMaxRun": 20000,
+        "podCreateConcurrency": 32,
+    },
     "serviceAccount": {"name": "kudig-sa", "annotations": {"team": "data"}},
     "extraEnv": [{"name": "EXTRA", "value": "yes"}],
     "resources": {"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
@@ -218,6 +225,7 @@ def test_non_default_render(non_default_values: Path) -> None:
     assert env["KUDIG_RUNNER_IMAGE"] == "registry.example/kudig/runner:1.2.3"
     assert (env["KUDIG_WORKERS"], env["KUDIG_RESYNC_SECONDS"], env["KUDIG_LOG_LEVEL"]) == ("4", "10", "DEBUG")
     assert env["KUDIG_TASK_MAX_RUN"] == "20000"
+    assert create_concurrency(env["KUDIG_POD_CREATE_CONCURRENCY"]) == 32  # as the controller reads it
     assert env["EXTRA"] == "yes"
     assert json.loads(env["KUDIG_TASK_POD"]) == NON_DEFAULT["runner"]["pod"]
     assert task_pod_defaults(env["KUDIG_TASK_POD"]) is not None  # what the controller parses

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from kudig_operator.plan import session as session_plan
+from kudig_operator.plan.settings import create_concurrency
 from kudig_operator.plumbing import Fanout
 from kudig_operator.podspec import pod_name
 from test_controller import NS, Harness
@@ -178,3 +179,16 @@ def test_a_failed_create_fails_the_plan_after_the_others_ended(h: Harness) -> No
     h.ctl.reconcile_session(NS, "s1", fresh=True)
     h.ctl.creates.stop()
     assert len(h.pods()) == 60 and len(set(h.kube.created_pods)) == len(h.kube.created_pods)
+
+
+@pytest.mark.parametrize(("text", "value"), [(None, 16), ("", 16), (" 1 ", 1), ("256", 256)])
+def test_the_create_concurrency_setting_is_read(text: str | None, value: int) -> None:
+    assert create_concurrency(text) == value
+
+
+@pytest.mark.parametrize("text", ["0", "257", "-1", "many", "1.5"])
+def test_a_bad_create_concurrency_says_what_is_expected(text: str) -> None:
+    with pytest.raises(
+        ValueError, match=f"KUDIG_POD_CREATE_CONCURRENCY must be a whole number from 1 to 256, got '{text}'"
+    ):
+        create_concurrency(text)
