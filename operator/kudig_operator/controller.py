@@ -29,12 +29,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kudig.api import SESSIONS, TERMINAL, WORKFLOWS, PodDefaults
+from kudig.api import SESSIONS, TERMINAL, WORKFLOWS
 from kudig.cluster.kube import KubeApi, resource_version_number
 from kudig.cluster.logstore import ConfigMapLogStore, LogStore
 from kudig.compiler import DEFAULT_MAX_TASKS
 from kudig.errors import KudigError
 from kudig.expr import TemplateEngine
+from kudig.schema import PodDefaults
 from kudig.workflowref import resolve, selector, workflow_ref
 from kudig_operator.metrics import Metrics
 from kudig_operator.plan.compiled import CompiledWorkflow
@@ -258,19 +259,23 @@ class Controller:
         return key if deleted or view.finished or view.waiting is not None else None
 
     def on_workflow_event(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
-        key = (namespace, name)
-        if body is None:
-            with self.guard:
-                self.workflow_bodies.pop(key, None)
-            self.workflows.drop(key)
-            self.metrics.workflow_gone(namespace, name)
-            if self.wakeups is not None:
-                self.wakeups.cancel(("schedule", key))
-                self.wakeups.cancel(("workflow", key))
-            return
+        """A watch event for a Workflow (None: deleted): remember it, then forget or reconcile it."""
+        self.note_workflow(namespace, name, body)
+        self.reconcile_watched_workflow(namespace, name)
+
+    def note_workflow(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
+        """Remember the newest version of a watched Workflow (None: it was deleted). Cheap and
+        non-blocking, so the watch can call it on its event loop."""
         with self.guard:
-            self.workflow_bodies[key] = dict(body)
-        self.reconcile_workflow(namespace, name, dict(body))
+            if body is None:
+                self.workflow_bodies.pop((namespace, name), None)
+            else:
+                self.workflow_bodies[(namespace, name)] = dict(body)
+
+    def reconcile_watched_workflow(self, namespace: str, name: str) -> None:
+        """Reconcile a Workflow as its watch last delivered it (`note_workflow`), or forget it if
+        that was its deletion."""
+        workflow_reaction.reconcile(self, namespace, name, watched=True)
 
     def recheck_workflow(self, namespace: str, name: str) -> None:
         """For a Workflow without `spec.project.digest`, whose ConfigMaps can change under the

@@ -14,10 +14,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from kudig.api import (
-    GROUP,
+from kudig.api import GROUP, VERSION
+from kudig.schema import (
     SESSION_COLUMNS,
-    VERSION,
     WORKFLOW_COLUMNS,
     SessionSpec,
     SessionStatus,

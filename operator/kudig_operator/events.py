@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kudig.api import API_VERSION, EventRecord, LastEvents
+from kudig.api import API_VERSION
+from kudig.schema import EventRecord, LastEvents
 
 REPORTING_CONTROLLER = "kudig.io/controller"
 SOURCE_COMPONENT = "kudig-controller"

@@ -22,12 +22,12 @@ developers) it starts at once, alone, as before.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
@@ -261,11 +261,41 @@ def _task_settings(api: Kube) -> dict[str, Any]:
         raise SystemExit(str(e)) from None
 
 
+class Backoffs:
+    """The delays between kopf's attempts at a failed API request, without end.
+
+    kopf retries a request that failed on the connection, a 5xx, a 403 or a 429 after each delay
+    of `settings.networking.error_backoffs`, and raises the error after the last one (54 s with its
+    defaults). Raised inside a watch of Workflows or Sessions, that error ends kopf's watcher for
+    good (kopf issue #1276): an API server that takes longer than that to come back (a restart on
+    a loaded machine answers 503 "before all known HTTP paths have been installed" and 429
+    "storage is (re)initializing" for a while) left the controller without its watch until
+    /healthz failed and the kubelet restarted it. With delays that never run out, the watch waits
+    for the server as long as it takes, `then` seconds apart; the Watchdog's resync reconciles
+    meanwhile. Iterable again for every request (kopf iterates it once per request), never Sized.
+    """
+
+    def __init__(self, first: tuple[float, ...] = (1, 1, 2, 3, 5, 8), then: float = 10.0) -> None:
+        self.first = first
+        self.then = then
+
+    def __iter__(self) -> Iterator[float]:
+        yield from self.first
+        while True:
+            yield self.then
+
+
+def configure_requests(settings: kopf.OperatorSettings, backoffs: Backoffs | None = None) -> None:
+    """kopf's API requests: retried without end (`Backoffs`), a watch ended by the server after 5 min."""
+    settings.networking.error_backoffs = backoffs or Backoffs()
+    settings.watching.server_timeout = 300
+
+
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = NoDiffBase()
+    configure_requests(settings)
     settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 300
     workers = int(os.environ.get("KUDIG_WORKERS", "8"))
     settings.execution.max_workers = workers
     _rt.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kudig-reconcile")
@@ -290,7 +320,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     def pod_event(pod_namespace: str, pod: Any, deleted: bool) -> None:
         key = ctl.note_pod(pod_namespace, pod, deleted)
         if key is not None:  # coalesced: a reconcile queued behind one that took the news in is free
-            executor.submit(_safe_reconcile, ctl, key, True)
+            executor.submit(_logged, ctl.reconcile_news, *key)
 
     pods = PodWatch(api, pod_event, namespace=namespace)
     watchdog.checks.append(pods.healthy)
@@ -313,16 +343,6 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _safe_reconcile(ctl: Controller, key: tuple[str, str], news_only: bool = False) -> None:
-    try:
-        if news_only:
-            ctl.reconcile_news(*key)
-        else:
-            ctl.reconcile_session(*key)
-    except Exception:  # the next event or the resync tries again; never lose a worker silently
-        log.exception("reconcile of session %s/%s failed", *key)
-
-
 @kopf.on.cleanup()
 def cleanup(**_: Any) -> None:
     if _rt.pods is not None:
@@ -343,25 +363,41 @@ def _deleted(event: dict[str, Any]) -> bool:
     return event.get("type") == "DELETED"
 
 
+def _in_worker(fn: Callable[..., None], *args: Any) -> None:
+    """Run a reconcile on a worker thread, and do not wait for it. kopf hands a handler the next
+    event of an object only once the handler of the one before returned, and the Watchdog counts a
+    version as delivered when the handler sees it: a handler that waited for its reconcile (queued
+    behind a burst of pod news, or retrying against an API server that is coming back) held back
+    every later event of that object, and /healthz called a working watch stale. The reconciles
+    serialise on the controller's per-object locks and read the newest version remembered."""
+    executor = _rt.executor
+    assert executor is not None
+    executor.submit(_logged, fn, *args)
+
+
+def _logged(fn: Callable[..., None], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:  # the next event or the resync tries again; never lose a worker silently
+        log.exception("%s%s failed", fn.__name__, args)
+
+
+# Workflows and Sessions are handled by async handlers on kopf's event loop that only note the
+# new version (cheap, non-blocking) and queue a reconcile on a worker thread when it is news (the
+# echo of the controller's own status write is not). Task pods are not watched through kopf at
+# all (see podwatch.py).
+
+
 @kopf.on.event(GROUP, VERSION, WORKFLOWS)
-def on_workflow(event: dict[str, Any], body: kopf.Body, name: str, namespace: str, **_: Any) -> None:
+async def on_workflow(event: dict[str, Any], body: kopf.Body, name: str, namespace: str, **_: Any) -> None:
     deleted = _deleted(event)
     if _rt.watchdog is not None:
         _rt.watchdog.saw(
             WORKFLOWS, namespace, name, None if deleted else body["metadata"].get("resourceVersion")
         )
-    controller().on_workflow_event(namespace, name, None if deleted else dict(body))
-
-
-async def _reconcile(namespace: str, name: str) -> None:
-    """Reconcile in a worker thread (the API client blocks), not on kopf's event loop."""
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(_rt.executor, controller().reconcile_session, namespace, name)
-
-
-# Sessions are handled by an async handler: most events (the echo of our own status write) only
-# update what the controller remembers, on the event loop, and only news costs a thread hop and a
-# reconcile. Task pods are not watched through kopf at all (see podwatch.py).
+    ctl = controller()
+    ctl.note_workflow(namespace, name, None if deleted else dict(body))
+    _in_worker(ctl.reconcile_watched_workflow, namespace, name)
 
 
 @kopf.on.event(GROUP, VERSION, SESSIONS)
@@ -371,8 +407,9 @@ async def on_session(event: dict[str, Any], body: kopf.Body, name: str, namespac
         _rt.watchdog.saw(
             SESSIONS, namespace, name, None if deleted else body["metadata"].get("resourceVersion")
         )
-    if controller().note_session(namespace, name, None if deleted else dict(body)):
-        await _reconcile(namespace, name)
+    ctl = controller()
+    if ctl.note_session(namespace, name, None if deleted else dict(body)):
+        _in_worker(ctl.reconcile_session, namespace, name)
 
 
 def run() -> None:

@@ -34,10 +34,10 @@ from kudig.api import (
     MANAGED_BY,
     MANAGER,
     TASK_CONTAINER,
-    PodDefaults,
     label_value,
 )
 from kudig.engine.core import StartTask
+from kudig.schema import PodDefaults
 from kudig.taskio import task_input
 
 WORKSPACE = "/workspace"

@@ -12,16 +12,11 @@ from typing import Any
 
 from kudig_runner.projectfiles import materialize
 
-from kudig.api import (
-    LABEL_PROJECT,
-    UnsafePath,
-    WorkflowSpec,
-    key_path,
-    project_digest,
-)
+from kudig.api import LABEL_PROJECT, UnsafePath, key_path, project_digest
 from kudig.cluster.kube import KubeApi
 from kudig.compiler import DEFAULT_MAX_TASKS
 from kudig.errors import KudigError
+from kudig.schema import WorkflowSpec
 from kudig.workflow import load_workflow_text
 from kudig_operator.plan.compiled import CompiledWorkflow
 from kudig_operator.plumbing import Key, KeyedLocks

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kudig.api import (
-    WorkflowSpec,
-)
+from kudig.schema import WorkflowSpec
 from kudig.workflow import Workflow
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from kudig.api import (
-    Condition,
-)
+from kudig.schema import Condition
 
 
 def iso(t: float) -> str:

@@ -9,10 +9,7 @@ from typing import Any
 
 from kudig_runner.protocol import ProtocolError, ResultPointer, read_framed_result, result_pointer
 
-from kudig.api import (
-    ANNOTATION_TASK,
-    TASK_CONTAINER,
-)
+from kudig.api import ANNOTATION_TASK, TASK_CONTAINER
 from kudig.engine.core import (
     Event,
     TaskFailed,

@@ -6,13 +6,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kudig.api import (
-    FAILED,
-    KILLED,
-    SUCCEEDED,
-    TERMINAL,
-    SessionStatus,
-)
+from kudig.api import FAILED, KILLED, SUCCEEDED, TERMINAL
 from kudig.engine.core import (
     Action,
     Engine,
@@ -25,6 +19,7 @@ from kudig.engine.core import (
 )
 from kudig.engine.state import SessionState, Task, TaskState
 from kudig.errors import KudigError
+from kudig.schema import SessionStatus
 from kudig_operator import events as ev
 from kudig_operator.events import SessionEvent
 from kudig_operator.plan.conditions import parse_time

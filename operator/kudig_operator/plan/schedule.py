@@ -6,12 +6,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from kudig.api import (
-    WorkflowStatus,
-    session_manifest,
-)
+from kudig.api import session_manifest
 from kudig.schedule import ScheduleTime
 from kudig.scheduler import ScheduleState, plan_schedule
+from kudig.schema import WorkflowStatus
 from kudig_operator.plan.compiled import CompiledWorkflow
 from kudig_operator.plan.conditions import parse_time
 

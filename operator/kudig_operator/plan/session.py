@@ -19,9 +19,6 @@ from kudig.api import (
     PENDING,
     RUNNING,
     TERMINAL,
-    Attempt,
-    Condition,
-    SessionSpec,
     label_value,
     session_manifest,
 )
@@ -40,6 +37,7 @@ from kudig.engine.core import (
 from kudig.engine.state import SessionState, Task
 from kudig.errors import KudigError
 from kudig.params import deep_merge
+from kudig.schema import Attempt, Condition, SessionSpec
 from kudig.session_vars import session_params
 from kudig_operator import require, results
 from kudig_operator.plan.compiled import CompiledWorkflow

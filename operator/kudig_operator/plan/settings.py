@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kudig.api import PodDefaults
 from kudig.compiler import DEFAULT_MAX_TASKS
 from kudig.engine.core import Evaluator
+from kudig.schema import PodDefaults
 
 TASK_MAX_RUN_ENV = "KUDIG_TASK_MAX_RUN"
 WRITE_INTERVAL_ENV = "KUDIG_STATUS_WRITE_INTERVAL"

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from kudig.api import (
-    FAILED,
-    KILLED,
-    RUNNING,
-    SUCCEEDED,
-    TERMINAL,
-    Attempt,
-    Condition,
-    EngineBlob,
-    FailedTask,
-    SessionStatus,
-)
+from kudig.api import FAILED, KILLED, RUNNING, SUCCEEDED, TERMINAL
 from kudig.engine.core import (
     Engine,
 )
+from kudig.schema import Attempt, Condition, EngineBlob, FailedTask, SessionStatus
 from kudig_operator.plan.conditions import iso, set_condition
 from kudig_operator.plan.settings import Settings
 from kudig_operator.plan.view import SessionView

@@ -5,14 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kudig.api import (
-    TERMINAL,
-    SessionSpec,
-    SessionStatus,
-)
+from kudig.api import TERMINAL
 from kudig.engine.core import Engine
 from kudig.engine.state import SessionState, Task, TaskState
 from kudig.params import ancestors
+from kudig.schema import SessionSpec, SessionStatus
 from kudig_operator import require, results
 from kudig_operator.podspec import pod_name
 from kudig_operator.require import is_require, waiting_targets

@@ -7,10 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kudig.api import (
-    Condition,
-    WorkflowStatus,
-)
+from kudig.schema import Condition, WorkflowStatus
 from kudig_operator.plan.compiled import CompiledWorkflow
 from kudig_operator.plan.conditions import iso, set_condition
 from kudig_operator.plan.schedule import plan_workflow_schedule

@@ -7,12 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from kudig.api import (
-    LABEL_FINISHED,
-    LABEL_WORKFLOW,
-    SESSIONS,
-    label_value,
-)
+from kudig.api import LABEL_FINISHED, LABEL_WORKFLOW, SESSIONS, label_value
 from kudig_operator.plan.view import prepare
 from kudig_operator.plumbing import Key
 

@@ -6,10 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from kudig.api import (
-    SESSIONS,
-    TERMINAL,
-)
+from kudig.api import SESSIONS, TERMINAL
 from kudig.cluster.kube import AlreadyExists
 
 log = logging.getLogger("kudig.controller")

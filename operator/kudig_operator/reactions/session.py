@@ -8,13 +8,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from kudig.api import (
-    LABEL_FINISHED,
-    LABEL_SESSION,
-    SESSIONS,
-    TERMINAL,
-    label_value,
-)
+from kudig.api import LABEL_FINISHED, LABEL_SESSION, SESSIONS, TERMINAL, label_value
 from kudig.cluster.kube import Conflict
 from kudig.cluster.logstore import StoredLog
 from kudig_operator import results

@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from kudig.api import (
-    WORKFLOWS,
-)
+from kudig.api import WORKFLOWS
 from kudig.cluster.kube import Conflict
 from kudig_operator.plan.compiled import CompiledWorkflow
 from kudig_operator.plan.workflow import plan_workflow
@@ -22,12 +20,30 @@ if TYPE_CHECKING:
 
 
 def reconcile(
-    ctl: Controller, namespace: str, name: str, body: dict[str, Any] | None = None, *, recheck: bool = False
+    ctl: Controller,
+    namespace: str,
+    name: str,
+    body: dict[str, Any] | None = None,
+    *,
+    recheck: bool = False,
+    watched: bool = False,
 ) -> None:
+    """Reconcile a Workflow: `body` as given (None: read from the API server), or with `watched`
+    as its watch last delivered it, read under the Workflow's lock so that reconciles queued by a
+    burst of events each work on the newest version, never an older one after a newer; a
+    Workflow whose last event was its deletion is forgotten."""
     key = (namespace, name)
     before = ctl.workflows.get(key)
-    with ctl.locks.hold(("workflow", key)), ctl.metrics.reconcile("workflow"):
-        reconcile_once(ctl, key, body, recheck)
+    with ctl.locks.hold(("workflow", key)):
+        if watched:
+            with ctl.guard:
+                latest = ctl.workflow_bodies.get(key)
+            if latest is None:
+                forget(ctl, key)
+                return
+            body = dict(latest)
+        with ctl.metrics.reconcile("workflow"):
+            reconcile_once(ctl, key, body, recheck)
     compiled_now = ctl.workflows.get((namespace, name))
     if compiled_now is not None and compiled_now.ok:
         ctl.metrics.workflow_known(namespace, name)
@@ -47,6 +63,15 @@ def reconcile(
             waiting = ctl.waiting.pop((namespace, name), set())
         for key in sorted(waiting):
             ctl.reconcile_session(*key)
+
+
+def forget(ctl: Controller, key: Key) -> None:
+    """A deleted Workflow: its compiled form, metrics and timers go."""
+    ctl.workflows.drop(key)
+    ctl.metrics.workflow_gone(*key)
+    if ctl.wakeups is not None:
+        ctl.wakeups.cancel(("schedule", key))
+        ctl.wakeups.cancel(("workflow", key))
 
 
 def reconcile_once(ctl: Controller, key: Key, body: dict[str, Any] | None, recheck: bool) -> None:

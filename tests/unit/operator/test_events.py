@@ -16,7 +16,7 @@ from kudig_operator.events import (
     outbox_id,
 )
 
-from kudig.api import SessionStatus
+from kudig.schema import SessionStatus
 
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 T = 1_706_572_800.25

@@ -14,8 +14,8 @@ from kudig_operator.podspec import (
 )
 from test_podspec import ctx
 
-from kudig.api import PodDefaults
 from kudig.engine.core import StartTask
+from kudig.schema import PodDefaults
 
 
 def pod_for(config: dict[str, Any], **context: Any) -> dict[str, Any]:

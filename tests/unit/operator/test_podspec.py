@@ -7,8 +7,8 @@ import json
 import pytest
 from kudig_operator.podspec import PodContext, build_pod, pod_name, secret_keys
 
-from kudig.api import PodDefaults
 from kudig.engine.core import StartTask
+from kudig.schema import PodDefaults
 
 
 def ctx(**kw: object) -> PodContext:

@@ -14,9 +14,9 @@ import kudig_runner.dispatch
 import pytest
 from kudig_operator.podspec import PodContext, build_pod
 
-from kudig.api import PodDefaults
 from kudig.engine.core import StartTask
 from kudig.local.executor import LocalRun
+from kudig.schema import PodDefaults
 
 CONFIG: dict[str, Any] = {
     "_type": "sh",
