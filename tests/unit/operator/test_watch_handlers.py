@@ -52,9 +52,7 @@ def deliver(plural: str, obj: dict[str, Any], kind: str = "MODIFIED") -> None:
     """One watch event through kopf's handler, as kopf calls it; it must return at once."""
     handler = main.on_session if plural == SESSIONS else main.on_workflow
     meta = obj["metadata"]
-    call = handler(
-        event={"type": kind, "object": obj}, body=kopf.Body(obj), name=meta["name"], namespace=NS
-    )
+    call = handler(event={"type": kind, "object": obj}, body=kopf.Body(obj), name=meta["name"], namespace=NS)
     asyncio.run(asyncio.wait_for(call, timeout=2))
 
 
@@ -73,7 +71,10 @@ def test_session_events_are_seen_while_every_worker_is_busy(h: Harness) -> None:
     h.ctl.on_workflow_event(NS, "wf", add_workflow(h))
     busy = Busy()
     main._rt.executor = busy.executor
-    body = {"metadata": {"name": "s1"}, "spec": {"workflow": "wf", "sessionTime": "2024-01-30T00:00:00+00:00"}}
+    body = {
+        "metadata": {"name": "s1"},
+        "spec": {"workflow": "wf", "sessionTime": "2024-01-30T00:00:00+00:00"},
+    }
     first = h.kube.add(SESSIONS, NS, body)
     deliver(SESSIONS, first, "ADDED")
     assert seen(SESSIONS, "s1") == first["metadata"]["resourceVersion"]
