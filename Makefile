@@ -44,24 +44,31 @@ typecheck: setup
 unit: setup
 	$(BESIDE) $(BIN)/pytest -q tests --ignore=tests/e2e --durations=15
 
-# helm (built from the Go module proxy) and Prometheus (Debian's package), cached under ~/.cache/kudig:
-# tests/e2e/test_helm.py needs both (the unit tests call hack/helm and hack/prometheus themselves)
-# kwok (built from the Go module proxy, cached: ~8 min cold, instant warm): tests/e2e/test_scale_kwok.py
-.PHONY: tools
-tools:
+# The e2e tests' tools, cached under ~/.cache/kudig (warm: instant), in two sets so that neither
+# suite waits for the other's on a cold machine:
+# - the cluster's: helm (built from the Go module proxy) and Prometheus (Debian's package) for
+#   tests/e2e/test_helm.py, Chromium for the UI's browser tests (the unit tests call these
+#   scripts themselves);
+# - the KWOK tests': kwok (built from the Go module proxy, ~8 min cold) for test_scale_kwok.py.
+.PHONY: tools cluster-tools kwok-tools
+tools: cluster-tools kwok-tools
+
+cluster-tools:
 	hack/helm >/dev/null
 	hack/prometheus >/dev/null
-	hack/kwok/build >/dev/null
 	hack/chromium >/dev/null
+
+kwok-tools:
+	hack/kwok/build >/dev/null
 
 # The e2e tests: those on the one local test cluster (hack/cluster/e2e starts and stops it), and
 # the KWOK scale tests, which start a control plane of their own (hack/kwok) and need neither.
 e2e: e2e-cluster e2e-kwok
 
-e2e-cluster: setup tools
+e2e-cluster: setup cluster-tools
 	KUDIG_E2E=1 PATH="$(CURDIR)/$(BIN):$$PATH" hack/cluster/e2e --ignore=tests/e2e/test_scale_kwok.py --durations=15
 
-e2e-kwok: setup tools
+e2e-kwok: setup kwok-tools
 	KUDIG_E2E=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -m e2e tests/e2e/test_scale_kwok.py --durations=5
 
 # The three suites, lint and types side by side: they share nothing but the CPU, so the wall
