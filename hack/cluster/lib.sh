@@ -111,6 +111,20 @@ need_root() { [[ $(id -u) -eq 0 ]] || die "hack/cluster must run as root (it sta
 
 sha_of() { sha256sum "$@" | sha256sum | cut -c1-16; }
 
+# await_exec PID EXE: wait (up to 10 s) until the background subshell PID has exec'd EXE, or is gone.
+# A daemon starts as a subshell that closes its inherited descriptors and then execs setsid, nohup
+# and the binary; until then /proc/PID/exe is bash, and a liveness check by executable (pid_alive)
+# would take the component for dead (it did, on a loaded machine: "kube-apiserver failed: the
+# process exited" while it was starting).
+await_exec() {
+  local pid="$1" exe="$2" i running
+  for (( i = 0; i < 200; i++ )); do
+    running="$(readlink "/proc/$pid/exe" 2>/dev/null)" || return 0
+    [[ "${running% (deleted)}" == "$exe" ]] && return 0
+    sleep 0.05
+  done
+}
+
 # pid files: $PID_DIR/<name>.pid, with the started executable in $PID_DIR/<name>.exe so that a pid
 # reused by an unrelated process is never taken for ours.
 pid_alive() {

@@ -79,6 +79,7 @@ kwok_start() {
     exec setsid nohup "$@" >>"$KWOK_LOGS/$name.log" 2>&1 </dev/null
   ) &
   echo $! >"$KWOK_PIDS/$name.pid"
+  await_exec $! "$(cat "$KWOK_PIDS/$name.exe")"
 }
 
 # kwok_stop NAME [SIGNAL]: SIGNAL (TERM), wait, KILL after 10 s; by recorded pid only, never by name
