@@ -66,7 +66,7 @@ kwok-tools:
 e2e: e2e-cluster e2e-kwok
 
 e2e-cluster: setup cluster-tools
-	KUDIG_E2E=1 PATH="$(CURDIR)/$(BIN):$$PATH" hack/cluster/e2e --ignore=tests/e2e/test_scale_kwok.py --durations=15
+	KUDIG_E2E=1 KUDIG_E2E_SPLIT=1 PATH="$(CURDIR)/$(BIN):$$PATH" hack/cluster/e2e --ignore=tests/e2e/test_scale_kwok.py --durations=15
 
 e2e-kwok: setup kwok-tools
 	KUDIG_E2E=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -m e2e tests/e2e/test_scale_kwok.py --durations=5

@@ -30,6 +30,7 @@ from typing import Any
 
 from kudig.api import SESSIONS, WORKFLOWS
 from kudig.cluster.kube import resource_version_number
+from kudig_operator.scope import EVERY, Scope
 
 log = logging.getLogger("kudig.health")
 
@@ -41,14 +42,14 @@ class Watchdog:
         self,
         controller: Any,
         *,
-        namespace: str | None = None,
+        scope: Scope = EVERY,
         period: float = 30.0,
         stale_after: float | None = None,
         recheck_workflows: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.controller = controller
-        self.namespace = namespace  # the one namespace the controller serves, or None: all
+        self.scope = scope  # the namespaces the controller serves
         self.period = period
         self.stale_after = stale_after if stale_after is not None else 2 * period + 30
         self.recheck_workflows = recheck_workflows
@@ -95,8 +96,10 @@ class Watchdog:
             self._safe(self.controller.reconcile_session, namespace, name, fresh=True)
         listed_all: dict[Ref, str] = {}
         for plural in (WORKFLOWS, SESSIONS):
-            for item in api.list_metadata(plural, self.namespace):
+            for item in api.list_metadata(plural, self.scope.api_namespace):
                 meta = item.get("metadata") or {}
+                if not self.scope.serves(str(meta.get("namespace"))):
+                    continue
                 listed_all[(plural, str(meta.get("namespace")), str(meta.get("name")))] = str(
                     meta.get("resourceVersion", "")
                 )

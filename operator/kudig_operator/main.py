@@ -53,6 +53,8 @@ from kudig_operator.plan.settings import (
 )
 from kudig_operator.podspec import TASK_POD_ENV, PodSettingsError, task_pod_defaults
 from kudig_operator.podwatch import PodWatch
+from kudig_operator.scope import ENV as SCOPE_ENV
+from kudig_operator.scope import Scope
 
 log = logging.getLogger("kudig.operator")
 
@@ -311,8 +313,8 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     wakeups = Wakeups(ctl.fire)
     ctl.wakeups = wakeups
     period = float(os.environ.get("KUDIG_RESYNC_SECONDS", "30"))
-    namespace = os.environ.get("KUDIG_NAMESPACE") or None
-    watchdog = Watchdog(ctl, namespace=namespace, period=period)
+    scope = Scope.parse(os.environ.get(SCOPE_ENV))
+    watchdog = Watchdog(ctl, scope=scope, period=period)
     executor = _rt.executor
     assert executor is not None
     ctl.metrics.add_queue(executor._work_queue.qsize)  # reconciles queued for a worker
@@ -322,7 +324,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         if key is not None:  # coalesced: a reconcile queued behind one that took the news in is free
             executor.submit(_logged, ctl.reconcile_news, *key)
 
-    pods = PodWatch(api, pod_event, namespace=namespace)
+    pods = PodWatch(api, pod_event, scope=scope)
     watchdog.checks.append(pods.healthy)
     ctl.metrics.add_stats(lambda: pods.counts)  # the watch's lists, streams, events, errors
     _rt.controller, _rt.wakeups, _rt.watchdog, _rt.pods = ctl, wakeups, watchdog, pods
@@ -413,9 +415,10 @@ async def on_session(event: dict[str, Any], body: kopf.Body, name: str, namespac
 
 
 def run() -> None:
-    """`python -m kudig_operator`: run the controller (all namespaces unless KUDIG_NAMESPACE)."""
+    """`python -m kudig_operator`: run the controller (every namespace, or those KUDIG_NAMESPACE
+    names: one, or a pattern; `scope.py`)."""
     os.environ.setdefault("POD_ID", identity())  # kopf's identity without getpass
-    namespace = os.environ.get("KUDIG_NAMESPACE")
+    scope = Scope.parse(os.environ.get(SCOPE_ENV))
     kopf.configure(verbose=False)  # kopf's log format, one handler
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("kudig").setLevel(os.environ.get("KUDIG_LOG_LEVEL", "INFO"))  # kudig's own loggers
@@ -425,8 +428,8 @@ def run() -> None:
         return  # stopped as a standby: nothing to hand over
     try:
         kopf.run(
-            clusterwide=namespace is None,
-            namespaces=[namespace] if namespace else [],
+            clusterwide=not scope.kopf_namespaces,
+            namespaces=scope.kopf_namespaces,
             standalone=True,
         )
     finally:

@@ -27,6 +27,7 @@ from typing import Any
 
 from kudig.api import LABEL_SESSION
 from kudig.cluster.kube import KubeApi
+from kudig_operator.scope import EVERY, Scope
 
 log = logging.getLogger("kudig.podwatch")
 
@@ -41,7 +42,7 @@ class PodWatch:
         api: KubeApi,
         on_event: PodCallback,
         *,
-        namespace: str | None = None,
+        scope: Scope = EVERY,
         selector: str = LABEL_SESSION,
         timeout: int = 300,
         clock: Callable[[], float] = time.monotonic,
@@ -49,7 +50,7 @@ class PodWatch:
     ) -> None:
         self.api = api
         self.on_event = on_event
-        self.namespace = namespace
+        self.scope = scope  # the namespaces served: pods of others are not delivered
         self.selector = selector
         self.timeout = timeout
         self.clock = clock
@@ -66,7 +67,7 @@ class PodWatch:
 
     def relist(self) -> None:
         """List the pods, deliver each, and deliver a deletion for each pod gone meanwhile."""
-        items, rv = self.api.list_pods_version(self.namespace, self.selector)
+        items, rv = self.api.list_pods_version(self.scope.api_namespace, self.selector)
         seen: dict[tuple[str, str], str] = {}
         for pod in items:
             meta = pod.get("metadata") or {}
@@ -84,7 +85,9 @@ class PodWatch:
 
     def watch_once(self) -> bool:
         """Follow one watch stream to its end; False when the server says to list again."""
-        events = self.api.watch_pods(self.namespace, self.selector, self.resource_version, self.timeout)
+        events = self.api.watch_pods(
+            self.scope.api_namespace, self.selector, self.resource_version, self.timeout
+        )
         self.counts["pod_watch_streams"] += 1
         for event in events:
             if self._stop.is_set():
@@ -113,6 +116,8 @@ class PodWatch:
         return True
 
     def _deliver(self, namespace: str, pod: Mapping[str, Any], deleted: bool) -> None:
+        if not self.scope.serves(namespace):
+            return
         try:
             self.on_event(namespace, pod, deleted)
         except Exception:  # one bad pod must not stop the watch

@@ -16,6 +16,14 @@ Fixtures for e2e tests (use them in your own tests/e2e/test_*.py):
                      value and returns it; raises ``WaitTimeout`` (with the last value) at the deadline.
 * ``pod_logs``    -- ``pod_logs(namespace, pod, container=None) -> str``, read through the API.
 * ``images``      -- :class:`Images`: image references the cluster can run (busybox, python).
+
+Groups (``KUDIG_E2E_GROUP``): ``hack/cluster/e2e`` runs the files of groups ``a`` and ``b`` side by
+side, each in its own pytest process with its own local controller, then ``wide`` alone. A group
+names its namespaces ``e2e-<group>-...`` and its controller serves only those
+(``KUDIG_NAMESPACE=e2e-<group>-*``), so the two never touch each other's Sessions; ``wide`` holds
+the tests that install a controller for every namespace (Helm, ``deploy/``), which must run alone.
+Every file on the cluster belongs to exactly one group (a new file fails until it is given one).
+Without the variable, every test runs in one process with one controller for every namespace.
 """
 
 from __future__ import annotations
@@ -35,6 +43,42 @@ T = TypeVar("T")
 
 DEFAULT_KUBECONFIG = Path.home() / ".cache" / "kudig" / "cluster" / "kubeconfig"
 E2E_DIR = Path(__file__).resolve().parent
+
+# the files of each group (about as long as each other: a and b run side by side; see above)
+GROUPS = {
+    "a": (
+        "test_operator.py",
+        "test_cli_names.py",
+        "test_lifecycle.py",
+        "test_pg.py",
+        "test_s3_wait.py",
+        "test_schedules.py",  # its clock runs through the controller kills of test_operator.py
+    ),
+    "b": (
+        "test_ui_server.py",
+        "test_ui_browser.py",
+        "test_conformance_cluster.py",
+        "test_td.py",
+        "test_notify.py",
+        "test_http_mail.py",
+        "test_pod_release.py",
+        "test_rb.py",
+        "test_pod_placement.py",
+        "test_gitops.py",
+        "test_cluster.py",
+        "test_cluster_images.py",
+    ),
+    "wide": ("test_helm.py", "test_operator_in_cluster.py"),
+}
+OFF_THE_CLUSTER = ("test_scale_kwok.py",)  # its own control plane (make e2e-kwok)
+E2E_GROUP = os.environ.get("KUDIG_E2E_GROUP", "")
+
+
+def namespace_name(base: str) -> str:
+    """A test namespace's name: ``e2e-[<group>-]<base>-<random>``, within the 63 characters allowed."""
+    base = "".join(c if c.isalnum() else "-" for c in base.lower()).strip("-")
+    prefix = f"e2e-{E2E_GROUP}-" if E2E_GROUP else "e2e-"
+    return f"{prefix}{base[:40].strip('-')}-{uuid.uuid4().hex[:6]}"
 
 
 class WaitTimeout(AssertionError):
@@ -234,6 +278,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if E2E_DIR in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.e2e)
+    if E2E_GROUP:
+        if E2E_GROUP not in GROUPS:
+            raise pytest.UsageError(f"KUDIG_E2E_GROUP={E2E_GROUP}: expected one of {', '.join(GROUPS)}")
+        files = {Path(str(item.fspath)).name for item in items if item.get_closest_marker("e2e")}
+        unplaced = sorted(files - {f for group in GROUPS.values() for f in group} - set(OFF_THE_CLUSTER))
+        if unplaced:
+            raise pytest.UsageError(f"tests/e2e/conftest.py GROUPS: give {', '.join(unplaced)} a group")
+        keep = [item for item in items if Path(str(item.fspath)).name in GROUPS[E2E_GROUP]]
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
     # the schedule clock's test reads what the whole suite's minutes made (operator_fixtures): last
     from .operator_fixtures import CLOCK_TEST
 
@@ -243,8 +297,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test, with its default ServiceAccount; deleted afterwards."""
-    base = "".join(c if c.isalnum() else "-" for c in request.node.name.lower()).strip("-")
-    name = f"e2e-{base[:40].strip('-')}-{uuid.uuid4().hex[:6]}"
+    name = namespace_name(request.node.name)
     kube.core.create_namespace(
         {
             "apiVersion": "v1",

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ import pytest
 
 from kudig.api import GROUP, TERMINAL, VERSION
 
-from .conftest import Kube, wait_for
+from .conftest import E2E_GROUP, Kube, namespace_name, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER_IMAGE = os.environ.get("KUDIG_E2E_RUNNER_IMAGE", "localhost/kudig/runner:dev")
@@ -57,6 +56,8 @@ class Operator:
             }
         )
         env.pop("KUDIG_NAMESPACE", None)
+        if E2E_GROUP:  # this group's namespaces only (conftest.py): the other group has its own controller
+            env["KUDIG_NAMESPACE"] = f"e2e-{E2E_GROUP}-*"
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kudig_operator"], env=env, stdout=log, stderr=log
@@ -106,6 +107,17 @@ class Operator:
             return ""
 
 
+@contextlib.contextmanager
+def setup_lock() -> Iterator[None]:
+    """One e2e process at a time builds kudig's images and applies the CRDs (the second finds
+    them done: images are cached by content)."""
+    import fcntl
+
+    with open("/tmp/kudig-e2e-setup.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def apply_crds(kube: Kube) -> None:
     from kudig_operator.crdgen import install
 
@@ -114,9 +126,10 @@ def apply_crds(kube: Kube) -> None:
 
 @pytest.fixture(scope="session", name="operator")
 def operator_fixture(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    if not os.environ.get("KUDIG_E2E_SKIP_IMAGES"):
-        subprocess.run([str(ROOT / "hack" / "kudig-images"), "runner"], check=True)
-    apply_crds(kube)
+    with setup_lock():  # groups side by side (conftest.py) build the image and apply the CRDs once
+        if not os.environ.get("KUDIG_E2E_SKIP_IMAGES"):
+            subprocess.run([str(ROOT / "hack" / "kudig-images"), "runner"], check=True)
+        apply_crds(kube)
     op = Operator(tmp_path_factory.mktemp("operator") / "operator.log")
     op.start()
     yield op
@@ -265,7 +278,7 @@ def schedule_clock(request: pytest.FixtureRequest) -> Iterator[ScheduleClock | N
     request.getfixturevalue("operator")
     from kudig.cluster.project import build_objects
 
-    namespace = f"e2e-schedule-clock-{uuid.uuid4().hex[:6]}"
+    namespace = namespace_name("schedule-clock")
     kube.core.create_namespace({"metadata": {"name": namespace, "labels": {"kudig.io/e2e": "true"}}})
     root = Path(str(request.config.cache.mkdir("schedule-clock"))) / namespace
     root.mkdir(parents=True)
