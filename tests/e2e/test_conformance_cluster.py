@@ -11,7 +11,6 @@ All selected scenarios run at once, each in its own namespace, to keep the suite
 from __future__ import annotations
 
 import re
-import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import Kube
+from .conftest import Kube, namespace_name
 from .operator_fixtures import (
     ROOT,
     Operator,
@@ -105,7 +104,7 @@ def run_on_cluster(kube: Kube, op: Operator, name: str, spec: dict[str, Any]) ->
         else:
             params.append(value)
     when = local_session_time(session, timezone=tz, schedule=schedule, now=datetime.now(tz))
-    namespace = f"conf-{name[:40].replace('_', '-')}-{uuid.uuid4().hex[:5]}"
+    namespace = namespace_name(f"conf-{name}")  # its group's (conftest.py): its controller serves it
     kube.core.create_namespace({"metadata": {"name": namespace}})
     try:
         push(kube, namespace, project, "scenario", validate=False)

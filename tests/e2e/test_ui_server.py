@@ -25,7 +25,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from .conftest import Kube, wait_for
+from .conftest import Kube, namespace_name, wait_for
 from .operator_fixtures import ROOT, Operator, push, start, wait_session
 
 pytestmark = pytest.mark.e2e
@@ -171,7 +171,7 @@ def test_a_viewer_sees_only_what_its_token_may_read_and_no_secret_value(
     obj = wait_session(kube, operator, namespace, name)
     assert obj["status"]["phase"] == "Succeeded", obj["status"].get("failedTasks")
 
-    other = f"e2e-ui-other-{uuid.uuid4().hex[:6]}"
+    other = namespace_name("ui-other")
     kube.core.create_namespace({"metadata": {"name": other, "labels": {"kudig.io/e2e": "true"}}})
     try:
         wait_for(lambda: kube.core.read_namespaced_service_account("default", other), 60, "default SA")
