@@ -31,7 +31,8 @@ E2E_DEFAULT_LABEL = "e2e-defaults"
 
 
 class Operator:
-    """`python -m kudig_operator` as a child process, watching every namespace."""
+    """`python -m kudig_operator` as a child process, serving every namespace, or only its test
+    group's (`KUDIG_E2E_GROUP`, conftest.py)."""
 
     def __init__(self, log_path: Path) -> None:
         self.log_path = log_path
