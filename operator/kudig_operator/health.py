@@ -98,11 +98,10 @@ class Watchdog:
         for plural in (WORKFLOWS, SESSIONS):
             for item in api.list_metadata(plural, self.scope.api_namespace):
                 meta = item.get("metadata") or {}
-                if not self.scope.serves(str(meta.get("namespace"))):
+                namespace = str(meta.get("namespace"))
+                if not self.scope.serves(namespace):
                     continue
-                listed_all[(plural, str(meta.get("namespace")), str(meta.get("name")))] = str(
-                    meta.get("resourceVersion", "")
-                )
+                listed_all[(plural, namespace, str(meta.get("name")))] = str(meta.get("resourceVersion", ""))
         missed: list[Ref] = []
         with self._lock:
             for ref, rv in listed_all.items():

@@ -53,7 +53,6 @@ from kudig_operator.plan.settings import (
 )
 from kudig_operator.podspec import TASK_POD_ENV, PodSettingsError, task_pod_defaults
 from kudig_operator.podwatch import PodWatch
-from kudig_operator.scope import ENV as SCOPE_ENV
 from kudig_operator.scope import Scope
 
 log = logging.getLogger("kudig.operator")
@@ -313,7 +312,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     wakeups = Wakeups(ctl.fire)
     ctl.wakeups = wakeups
     period = float(os.environ.get("KUDIG_RESYNC_SECONDS", "30"))
-    scope = Scope.parse(os.environ.get(SCOPE_ENV))
+    scope = Scope.from_env()
     watchdog = Watchdog(ctl, scope=scope, period=period)
     executor = _rt.executor
     assert executor is not None
@@ -322,7 +321,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     def pod_event(pod_namespace: str, pod: Any, deleted: bool) -> None:
         key = ctl.note_pod(pod_namespace, pod, deleted)
         if key is not None:  # coalesced: a reconcile queued behind one that took the news in is free
-            executor.submit(_logged, ctl.reconcile_news, *key)
+            _in_worker(ctl.reconcile_news, *key)
 
     pods = PodWatch(api, pod_event, scope=scope)
     watchdog.checks.append(pods.healthy)
@@ -418,7 +417,7 @@ def run() -> None:
     """`python -m kudig_operator`: run the controller (every namespace, or those KUDIG_NAMESPACE
     names: one, or a pattern; `scope.py`)."""
     os.environ.setdefault("POD_ID", identity())  # kopf's identity without getpass
-    scope = Scope.parse(os.environ.get(SCOPE_ENV))
+    scope = Scope.from_env()
     kopf.configure(verbose=False)  # kopf's log format, one handler
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("kudig").setLevel(os.environ.get("KUDIG_LOG_LEVEL", "INFO"))  # kudig's own loggers

@@ -50,7 +50,7 @@ class PodWatch:
     ) -> None:
         self.api = api
         self.on_event = on_event
-        self.scope = scope  # the namespaces served: pods of others are not delivered
+        self.scope = scope  # the namespaces served: pods of others are skipped as they arrive
         self.selector = selector
         self.timeout = timeout
         self.clock = clock
@@ -72,6 +72,8 @@ class PodWatch:
         for pod in items:
             meta = pod.get("metadata") or {}
             key = (str(meta.get("namespace")), str(meta.get("name")))
+            if not self.scope.serves(key[0]):
+                continue  # another controller's (a pattern lists cluster-wide): not even remembered
             seen[key] = str(meta.get("resourceVersion", ""))
             if self.known.get(key) != seen[key]:
                 self._deliver(key[0], pod, False)
@@ -105,6 +107,8 @@ class PodWatch:
             if kind == "BOOKMARK":
                 continue
             key = (str(meta.get("namespace")), str(meta.get("name")))
+            if not self.scope.serves(key[0]):
+                continue
             self.counts["pod_watch_events"] += 1
             if kind == "DELETED":
                 self.known.pop(key, None)
@@ -116,8 +120,6 @@ class PodWatch:
         return True
 
     def _deliver(self, namespace: str, pod: Mapping[str, Any], deleted: bool) -> None:
-        if not self.scope.serves(namespace):
-            return
         try:
             self.on_event(namespace, pod, deleted)
         except Exception:  # one bad pod must not stop the watch

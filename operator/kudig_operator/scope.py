@@ -1,12 +1,12 @@
-"""Which namespaces a controller serves: `KUDIG_NAMESPACE`, read once.
+"""Which namespaces a controller serves: `KUDIG_NAMESPACE` (`Scope.from_env`).
 
 * unset or empty: every namespace (the API calls are cluster-wide);
 * a namespace name (`team-a`): that one (the API calls are made in it, so a Role there is enough;
   Helm's `watchNamespaces`);
 * a pattern: comma-separated globs (`*`, `?`), an exclusion starting with `!`, a first
   exclusion meaning "every namespace but" (`team-*`, `e2e-a-*`, `!kube-*,!kudig-system`): the
-  namespaces it matches, read as kopf reads it. kopf reads the same syntax and watches the namespaces to find them
-  (a ClusterRole is needed, as for every namespace); kudig's own calls (the pod watch, the resync)
+  namespaces it matches, read as kopf reads it. kopf watches the namespaces to find them (a
+  ClusterRole is needed, as for every namespace); kudig's own calls (the pod watch, the resync)
   are cluster-wide and keep what matches. Two controllers with disjoint patterns can share a
   cluster (the e2e tests run two such groups side by side).
 
@@ -16,6 +16,7 @@ Pure: no Kubernetes client; unit-tested against kopf's own matcher.
 from __future__ import annotations
 
 import fnmatch
+import os
 from dataclasses import dataclass
 
 ENV = "KUDIG_NAMESPACE"
@@ -29,6 +30,10 @@ class Scope:
     @classmethod
     def parse(cls, value: str | None) -> Scope:
         return cls((value or "").strip())
+
+    @classmethod
+    def from_env(cls) -> Scope:
+        return cls.parse(os.environ.get(ENV))
 
     @property
     def pattern(self) -> bool:
@@ -62,9 +67,6 @@ class Scope:
             else:
                 matches = matches or (first and fnmatch.fnmatch(namespace, glob))
         return matches
-
-    def __str__(self) -> str:
-        return self.spec or "every namespace"
 
 
 EVERY = Scope()

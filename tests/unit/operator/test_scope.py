@@ -50,6 +50,7 @@ def test_the_pod_watch_delivers_only_the_served_namespaces() -> None:
     watch = PodWatch(kube, seen, scope=Scope.parse("e2e-a-*"))
     watch.relist()
     assert seen.events == [("e2e-a-1", "p", False)]
+    assert set(watch.known) == {("e2e-a-1", "p")}, "another group's pods are not even remembered"
     kube.watch_events = [
         {"type": "MODIFIED", "object": pod("q", "7", "Succeeded", ns="e2e-b-1")},
         {"type": "MODIFIED", "object": pod("p", "8", "Succeeded", ns="e2e-a-1")},
