@@ -47,8 +47,10 @@ class Watchdog:
         stale_after: float | None = None,
         recheck_workflows: float = 60.0,
         clock: Callable[[], float] = time.time,
+        submit: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self.controller = controller
+        self.submit = submit  # runs a resync's reconcile on the worker pool; None: in the resync
         self.scope = scope  # the namespaces the controller serves
         self.period = period
         self.stale_after = stale_after if stale_after is not None else 2 * period + 30
@@ -56,6 +58,7 @@ class Watchdog:
         self.clock = clock
         self._seen: dict[Ref, str] = {}
         self._pending: dict[Ref, tuple[str, float]] = {}
+        self._queued: set[Ref] = set()  # fresh reconciles a resync queued that have not run yet
         self._lock = threading.Lock()
         self.started_at = clock()
         self.last_ok: float | None = None
@@ -93,7 +96,7 @@ class Watchdog:
         now = self.clock()
         api = self.controller.api
         for namespace, name in self.controller.active_sessions():
-            self._safe(self.controller.reconcile_session, namespace, name, fresh=True)
+            self._fresh(namespace, name)
         listed_all: dict[Ref, str] = {}
         for plural in (WORKFLOWS, SESSIONS):
             for item in api.list_metadata(plural, self.scope.api_namespace):
@@ -136,6 +139,29 @@ class Watchdog:
                     self._safe(self.controller.recheck_workflow, namespace, name)
         self.last_ok = self.clock()
         self.last_error = None
+
+    def _fresh(self, namespace: str, name: str) -> None:
+        """Re-read a running Session and re-list its pods: on the worker pool when there is one,
+        at most one queued per Session. Run here, a resync waited for the Session's lock behind
+        reconciles that were all retrying against an API server coming back, stopped resyncing,
+        and /healthz said so ("no successful resync for 50s")."""
+        if self.submit is None:
+            self._safe(self.controller.reconcile_session, namespace, name, fresh=True)
+            return
+        ref = (SESSIONS, namespace, name)
+        with self._lock:
+            if ref in self._queued:
+                return
+            self._queued.add(ref)
+
+        def run() -> None:
+            try:
+                self._safe(self.controller.reconcile_session, namespace, name, fresh=True)
+            finally:
+                with self._lock:
+                    self._queued.discard(ref)
+
+        self.submit(run)
 
     def _safe(self, fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
         try:

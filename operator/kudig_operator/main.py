@@ -313,7 +313,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     ctl.wakeups = wakeups
     period = float(os.environ.get("KUDIG_RESYNC_SECONDS", "30"))
     scope = Scope.from_env()
-    watchdog = Watchdog(ctl, scope=scope, period=period)
+    watchdog = Watchdog(ctl, scope=scope, period=period, submit=_in_worker)
     executor = _rt.executor
     assert executor is not None
     ctl.metrics.add_queue(executor._work_queue.qsize)  # reconciles queued for a worker

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -104,3 +104,23 @@ def test_queued_workflow_reconciles_use_the_newest_version_and_a_deletion_forget
     busy.release()
     compiled = h.ctl.workflows.get((NS, "wf"))
     assert compiled is not None and compiled.ok
+
+
+def test_a_resync_queues_its_fresh_reconciles_once_and_never_waits_for_them() -> None:
+    from fake_kube import FakeKube
+    from test_scope import Resyncs
+
+    class Running(Resyncs):
+        def active_sessions(self) -> list[tuple[str, str]]:
+            return [(NS, "s1")]
+
+    ctl = Running(FakeKube())
+    queued: list[Callable[[], None]] = []
+    dog = Watchdog(ctl, period=5, submit=queued.append)
+    dog.resync_once()
+    dog.resync_once()  # the first is still queued: not queued again
+    assert dog.last_ok is not None and ctl.reconciled == [] and len(queued) == 1
+    queued.pop()()
+    assert ctl.reconciled == [(NS, "s1")]
+    dog.resync_once()
+    assert len(queued) == 1
